@@ -1,0 +1,35 @@
+"""lenggen: positional encodings and length generalisation in decoder-only transformers."""
+
+import setuptools
+
+setuptools.setup(
+    name="lenggen",
+    version="0.1.0",
+    description=(
+        "JAX/Flax reproduction of Kazemnejad et al. (NeurIPS 2023), 'The Impact of "
+        "Positional Encoding on Length Generalization in Transformers', and beyond."
+    ),
+    packages=setuptools.find_packages(include=["lenggen", "lenggen.*"]),
+    # jax >= 0.11 needs Python >= 3.12; the launch scripts find a 3.12+ interpreter
+    # (pyenv included) when the default python3 is older.
+    python_requires=">=3.12",
+    install_requires=[
+        "absl-py>=2.1",
+        "flax>=0.12.0",
+        "jax>=0.11.0",
+        "ml-collections>=1.0",
+        "numpy>=2.0",
+        "optax>=0.2.5",
+        "orbax-checkpoint>=0.11.0",
+        "tensorflow-datasets>=4.9.9",
+        # tfds' array_record reader; tfds 4.9.10 imports importlib_resources
+        # without declaring it.
+        "array-record>=0.8",
+        "importlib_resources>=6.0",
+        # Accuracy-vs-length plots next to results.json.
+        "matplotlib>=3.8",
+    ],
+    extras_require={
+        "test": ["pytest>=8.0", "pytest-xdist>=3.5"],
+    },
+)
