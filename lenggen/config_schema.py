@@ -1,0 +1,190 @@
+"""Builds the config sections owned by plug-ins (tasks, PEs) and validates a whole config.
+
+Tasks and PEs declare their own options (`tasks.default_options`, `positional.default_options`);
+the config copies them, so `--config.task.options.X=...` only accepts keys the task knows. The
+validation here runs once, before any data is generated or anything compiled, and raises one
+`ConfigError` that names the key, the value received and what is expected.
+"""
+
+import math
+
+import ml_collections
+
+from lenggen import tasks
+from lenggen.model import attention
+from lenggen.model import positional
+
+MESH_AXES = ("data", "model")
+DTYPES = ("float32", "bfloat16")
+EVAL_METRICS = ("exact", "teacher_forced")
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work, found before anything runs."""
+
+
+def task_section(name: str) -> ml_collections.ConfigDict:
+    """`{name, options}` with the task's default options (raises for an unknown task)."""
+    return ml_collections.ConfigDict(dict(name=name, options=tasks.default_options(name)))
+
+
+def pe_section(name: str) -> ml_collections.ConfigDict:
+    """`{name, <pe>: options...}` with every PE's default options, so switching `name` by an
+    override needs no other edit."""
+    if name not in positional.names():
+        raise ConfigError(
+            f"Unknown positional encoding {name!r}. Valid: {', '.join(positional.names())}."
+        )
+    section = {pe: positional.default_options(pe) for pe in positional.names()}
+    return ml_collections.ConfigDict(dict(name=name, **section))
+
+
+def shrink_for_smoke_run(config: ml_collections.ConfigDict) -> None:
+    """Shrinks model, data and schedule so any experiment runs on a laptop CPU in seconds."""
+    config.model.update(num_layers=2, d_model=32, num_heads=2, d_kv=16, d_ff=64)
+    config.train.update(
+        batch_size=8, num_steps=20, log_every=5, eval_every=10, checkpoint_every=10
+    )
+    config.eval.update(batch_size=16, max_new_tokens=64)
+    sizes = dict(num_train=256, num_validation=32, num_test_per_length=4)
+    for key, value in sizes.items():
+        if key in config.task.options:
+            config.task.options[key] = value
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def _check_known_keys(section, allowed: dict, where: str) -> None:
+    unknown = sorted(set(section) - set(allowed))
+    _require(
+        not unknown,
+        f"Unknown key(s) {', '.join(unknown)} in {where}. Valid keys: {', '.join(sorted(allowed))}.",
+    )
+
+
+def resolve_mesh_shape(shape, num_devices: int) -> tuple[int, int]:
+    """The (data, model) mesh shape with a -1 entry resolved against `num_devices`."""
+    shape = tuple(int(s) for s in shape)
+    _require(
+        len(shape) == len(MESH_AXES),
+        f"config.mesh.shape={shape}: expected {len(MESH_AXES)} entries for axes {MESH_AXES}.",
+    )
+    _require(
+        shape.count(-1) <= 1 and all(s == -1 or s >= 1 for s in shape),
+        f"config.mesh.shape={shape}: entries must be positive, with at most one -1.",
+    )
+    known = math.prod(s for s in shape if s != -1)
+    if -1 in shape:
+        _require(
+            num_devices % known == 0,
+            f"config.mesh.shape={shape} cannot use {num_devices} devices: {num_devices} is not "
+            f"divisible by {known}.",
+        )
+        shape = tuple(num_devices // known if s == -1 else s for s in shape)
+    _require(
+        math.prod(shape) == num_devices,
+        f"config.mesh.shape={shape} needs {math.prod(shape)} devices but {num_devices} are "
+        "available. Set --config.mesh.shape to match (e.g. '(-1, 1)').",
+    )
+    return shape
+
+
+def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
+    """Raises ConfigError for the first value that cannot work; returns None otherwise."""
+    # Task: known name, known options, values the task accepts.
+    _require(
+        config.task.name in tasks.names(),
+        f"Unknown task {config.task.name!r}. Valid tasks: {', '.join(tasks.names())}.",
+    )
+    _check_known_keys(
+        config.task.options,
+        tasks.default_options(config.task.name),
+        f"config.task.options of task {config.task.name!r}",
+    )
+    try:
+        tasks.get(config.task.name, **config.task.options.to_dict())
+    except ValueError as error:
+        raise ConfigError(f"config.task.options: {error}") from None
+
+    # Model.
+    model = config.model
+    for key in ("num_layers", "d_model", "num_heads", "d_kv", "d_ff"):
+        _require(
+            isinstance(model[key], int) and model[key] >= 1,
+            f"config.model.{key}={model[key]!r}: expected a positive integer.",
+        )
+    _require(
+        0.0 <= model.dropout_rate < 1.0,
+        f"config.model.dropout_rate={model.dropout_rate!r}: expected a value in [0, 1).",
+    )
+    _require(
+        model.dtype in DTYPES,
+        f"config.model.dtype={model.dtype!r}: expected one of {', '.join(DTYPES)}.",
+    )
+    _require(
+        model.attention_impl in attention.names(),
+        f"config.model.attention_impl={model.attention_impl!r}: expected one of "
+        f"{', '.join(attention.names())}.",
+    )
+    pe_name = model.pe.name
+    _require(
+        pe_name in positional.names(),
+        f"Unknown positional encoding config.model.pe.name={pe_name!r}. "
+        f"Valid: {', '.join(positional.names())}.",
+    )
+    _check_known_keys(
+        {k for k in model.pe if k != "name"},
+        dict.fromkeys(positional.names()),
+        "config.model.pe",
+    )
+    for pe in positional.names():
+        if pe in model.pe:
+            _check_known_keys(
+                model.pe[pe], positional.default_options(pe), f"config.model.pe.{pe}"
+            )
+
+    # Training schedule.
+    train = config.train
+    for key in ("batch_size", "num_steps", "log_every", "eval_every", "checkpoint_every",
+                "checkpoints_to_keep"):
+        _require(
+            isinstance(train[key], int) and train[key] >= 1,
+            f"config.train.{key}={train[key]!r}: expected a positive integer.",
+        )
+    _require(
+        train.learning_rate > 0 and train.end_learning_rate >= 0,
+        f"config.train.learning_rate={train.learning_rate!r}, end_learning_rate="
+        f"{train.end_learning_rate!r}: expected a positive peak and a non-negative end.",
+    )
+    _require(
+        0.0 <= train.warmup_fraction < 1.0,
+        f"config.train.warmup_fraction={train.warmup_fraction!r}: expected a value in [0, 1).",
+    )
+    _require(
+        train.grad_clip_norm > 0,
+        f"config.train.grad_clip_norm={train.grad_clip_norm!r}: expected a positive norm.",
+    )
+
+    # Evaluation.
+    _require(
+        config.eval.metric in EVAL_METRICS,
+        f"config.eval.metric={config.eval.metric!r}: expected one of {', '.join(EVAL_METRICS)}.",
+    )
+    for key in ("batch_size", "max_new_tokens"):
+        _require(
+            isinstance(config.eval[key], int) and config.eval[key] >= 1,
+            f"config.eval.{key}={config.eval[key]!r}: expected a positive integer.",
+        )
+
+    # Mesh and batch divisibility.
+    data, _ = resolve_mesh_shape(config.mesh.shape, num_devices)
+    for section in ("train", "eval"):
+        batch = config[section].batch_size
+        _require(
+            batch % data == 0,
+            f"config.{section}.batch_size={batch} is not divisible by the mesh's data axis "
+            f"({data} devices). Use a multiple of {data} or change config.mesh.shape.",
+        )

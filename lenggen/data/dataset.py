@@ -1,0 +1,226 @@
+"""The TFDS builder: a task's examples, tokenized, stored as array_record files.
+
+One `GeneratorBasedBuilder` serves every task: its BuilderConfig is made from the task's name and
+options, so each (task, options) pair gets its own versioned directory
+
+    <data_dir>/lenggen_task/<task>-<8 hex digits of the options' hash>/<VERSION>/
+
+and preparing the same pair again reopens the files instead of regenerating them. The builder is
+TensorFlow-free: `file_format='array_record'`, read with `builder.as_data_source(split)` (random
+access, each record a dict of numpy values). `as_dataset` / `tfds.load` would need TensorFlow.
+
+Records (one per example, in the order `task.examples(split)` yields them; shuffling is disabled
+because the loader shuffles by epoch itself, see loader.TrainBatches):
+  tokens         int32 [tokens]  source ids + target ids + EOS (no BOS, as in the paper)
+  source_length  int32 []        the number of prompt (source) tokens
+  length         int32 []        the length bucket the paper reports the example under
+  source, target bytes           the example's text (utf-8)
+
+Concurrency: tfds writes into `<version dir>.incomplete.XXXXXX_...` (a random suffix per process)
+and renames it onto the version directory when done, so readers never see a half-written dataset.
+When several processes prepare the same dataset at once each generates its own copy; the first
+rename wins and the others' renames fail on the now non-empty directory, after which `prepare`
+discards their copy and opens the winner's. On several hosts, prepare on one host first (or on a
+shared filesystem let them race: the result is the same files).
+"""
+
+import dataclasses
+import hashlib
+import json
+import os
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import tensorflow_datasets as tfds
+from etils import epath
+
+from lenggen.data.tokenizer import EOS_ID, Tokenizer
+from lenggen.tasks.base import SPLITS
+
+# Bump VERSION whenever the stored records would differ for the same (task, options): a new or
+# changed feature, a tokenizer change, or a task generator whose output changed (tasks carry no
+# version of their own). Patch: metadata or docs only; minor: records change, features the same;
+# major: features change. An old directory is then left alone and the new version is generated
+# next to it. `prepare` also refuses a stored dataset whose vocabulary or first records no
+# longer match the task (the sign of a change made without a bump).
+VERSION = tfds.core.Version("1.0.0")
+RELEASE_NOTES = {
+    "1.0.0": "Initial release: tokens, source_length, length, source, target; word-level "
+    "vocabulary from the task; records in task order (shuffling disabled).",
+}
+
+
+class DatasetError(ValueError):
+    """Options that cannot name a dataset, or a stored dataset that no longer matches its task."""
+
+
+def config_name(task) -> str:
+    """`<task name>-<8 hex digits>`: the hash is of the task's options, sorted, as JSON."""
+    return f"{task.name}-{_options_hash(task.options())}"
+
+
+def _options_json(options: Mapping) -> str:
+    try:
+        return json.dumps(dict(options), sort_keys=True, separators=(",", ":"))
+    except TypeError as error:
+        raise DatasetError(
+            f"Task options {options!r} cannot name a dataset ({error}); expected JSON values "
+            "(numbers, strings, booleans, lists, dicts)."
+        ) from None
+
+
+def _options_hash(options: Mapping) -> str:
+    return hashlib.sha256(_options_json(options).encode()).hexdigest()[:8]
+
+
+class LenggenTask(tfds.core.GeneratorBasedBuilder):
+    """The dataset of one task with one set of options (construct with `task=`)."""
+
+    VERSION = VERSION
+    RELEASE_NOTES = RELEASE_NOTES
+
+    def __init__(self, *, task, **kwargs):
+        # The config must exist before super().__init__ picks the directory; the task itself is
+        # only needed to generate.
+        self._task = task
+        config = tfds.core.BuilderConfig(
+            name=config_name(task),
+            version=VERSION,
+            release_notes=RELEASE_NOTES,
+            description=f"Task {task.name!r} with options {_options_json(task.options())}.",
+        )
+        super().__init__(config=config, file_format="array_record", **kwargs)
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        tokenizer = Tokenizer.from_task(self._task)
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=self.builder_config.description,
+            features=tfds.features.FeaturesDict(
+                {
+                    "tokens": tfds.features.Tensor(shape=(None,), dtype=np.int32),
+                    "source_length": tfds.features.Scalar(dtype=np.int32),
+                    "length": tfds.features.Scalar(dtype=np.int32),
+                    "source": tfds.features.Text(),
+                    "target": tfds.features.Text(),
+                }
+            ),
+            # The loader shuffles per epoch itself; stored order = task order, and the writer
+            # skips the hash-and-sort pass shuffling needs.
+            disable_shuffling=True,
+            metadata=tfds.core.MetadataDict(
+                task=self._task.name,
+                options=json.loads(_options_json(self._task.options())),
+                words=list(tokenizer.words),
+                max_sequence_length={},
+            ),
+        )
+
+    def _split_generators(self, dl_manager):
+        del dl_manager  # Nothing to download: the task generates its examples.
+        tokenizer = Tokenizer.from_task(self._task)
+        return {split: self._generate_examples(split, tokenizer) for split in SPLITS}
+
+    def _generate_examples(self, split: str, tokenizer: Tokenizer):
+        longest = 0
+        for index, example in enumerate(self._task.examples(split)):
+            record = encode_example(example, tokenizer)
+            longest = max(longest, len(record["tokens"]))
+            yield index, record
+        # Saved with the dataset info once every split is written (metadata.json).
+        self.info.metadata["max_sequence_length"][split] = longest
+
+
+def encode_example(example, tokenizer: Tokenizer) -> dict:
+    """The record of one `Example`: `tokens` = source ids + target ids + EOS."""
+    source = tokenizer.encode(example.source)
+    target = tokenizer.encode(example.target)
+    if not source:
+        # The first target token is predicted from the last prompt position: no prompt, no loss.
+        raise DatasetError(f"Example {example!r} has an empty source; expected at least one word.")
+    return {
+        "tokens": np.asarray(source + target + [EOS_ID], dtype=np.int32),
+        "source_length": np.int32(len(source)),
+        "length": np.int32(example.length),
+        "source": example.source,
+        "target": example.target,
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class PreparedTask:
+    """A prepared dataset: its splits as random-access sources and the tokenizer it used.
+
+    Attributes:
+      splits: split name -> a random-access source; `splits[s][i]` is a dict of numpy values
+        (`tokens` int32 [tokens], `source_length`, `length` int32 [], `source`, `target` bytes).
+      tokenizer: the vocabulary the records were written with.
+      directory: the version directory holding the files.
+    """
+
+    splits: Mapping[str, Sequence[dict]]
+    tokenizer: Tokenizer
+    directory: epath.Path
+    _max_sequence_length: Mapping[str, int]
+
+    def max_sequence_length(self, split: str) -> int:
+        """The number of tokens of the longest record of `split` (EOS included)."""
+        if split not in self._max_sequence_length:
+            raise DatasetError(f"Unknown split {split!r}; expected one of {SPLITS}.")
+        return self._max_sequence_length[split]
+
+
+def prepare(task, data_dir: str | os.PathLike) -> PreparedTask:
+    """Generates `task`'s dataset under `data_dir` unless it is already there, then opens it."""
+    builder = LenggenTask(task=task, data_dir=data_dir)
+    if not builder.is_prepared():
+        try:
+            builder.download_and_prepare()
+        except OSError:
+            # Lost a race with another process preparing the same dataset (see the module
+            # docstring): its rename came first, so read its files instead.
+            if not builder.is_prepared():
+                raise
+            builder = LenggenTask(task=task, data_dir=data_dir)
+    tokenizer = Tokenizer.from_task(task)
+    metadata = builder.info.metadata
+    stored = tuple(metadata["words"])
+    if stored != tokenizer.words:
+        raise DatasetError(
+            f"The dataset at {builder.data_path} was written with {len(stored)} words "
+            f"{stored[:8]}..., but task {task.name!r} now has {tokenizer.vocab_size} "
+            f"{tokenizer.words[:8]}...; the task changed without a VERSION bump "
+            f"(now {VERSION}): bump it in {__name__} or delete that directory."
+        )
+    splits = {split: builder.as_data_source(split) for split in SPLITS}
+    _check_first_records(task, tokenizer, splits, builder.data_path)
+    return PreparedTask(
+        splits=splits,
+        tokenizer=tokenizer,
+        directory=builder.data_path,
+        _max_sequence_length={s: int(n) for s, n in metadata["max_sequence_length"].items()},
+    )
+
+
+def _check_first_records(task, tokenizer, splits, directory) -> None:
+    """Raises when a stored split's first record differs from what the task yields now."""
+    for split, source in splits.items():
+        first = next(iter(task.examples(split)), None)
+        if first is None or len(source) == 0:
+            if (first is None) != (len(source) == 0):
+                raise DatasetError(
+                    f"Split {split!r} at {directory} has {len(source)} records but task "
+                    f"{task.name!r} now yields {'none' if first is None else 'some'}; "
+                    f"bump VERSION (now {VERSION}) or delete that directory."
+                )
+            continue
+        expected = encode_example(first, tokenizer)
+        stored = source[0]
+        if stored["source"].decode() != first.source or not np.array_equal(
+            stored["tokens"], expected["tokens"]
+        ):
+            raise DatasetError(
+                f"Split {split!r} at {directory} starts with {stored['source'].decode()!r}, but "
+                f"task {task.name!r} now starts it with {first.source!r}; the task changed "
+                f"without a VERSION bump (now {VERSION}): bump it or delete that directory."
+            )

@@ -1,0 +1,83 @@
+"""The device mesh and how parameters, optimizer state and batches are laid out on it.
+
+Parameters carry logical axis names (`nn.with_logical_partitioning` in the model); the rules
+below map them to the mesh axes (data, model): Megatron-style tensor parallelism over heads, the
+feed-forward width and the vocabulary on `model`, the batch on `data`.
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+
+from lenggen import config_schema
+
+# Logical axis name -> mesh axis (None = replicated).
+LOGICAL_RULES = (
+    ("batch", "data"),
+    ("vocab", "model"),
+    ("heads", "model"),
+    ("mlp", "model"),
+    ("embed", None),
+    ("kv", None),
+    ("relpos_buckets", None),
+    ("positions", None),
+)
+
+
+def make_mesh(shape, devices=None) -> Mesh:
+    """A (data, model) mesh over `devices` (default: all), with `shape` from the config.
+
+    Axis types are Auto: the model is written for GSPMD propagation, not explicit sharding.
+    """
+    devices = jax.devices() if devices is None else list(devices)
+    resolved = config_schema.resolve_mesh_shape(shape, len(devices))
+    return jax.make_mesh(
+        resolved,
+        config_schema.MESH_AXES,
+        axis_types=(AxisType.Auto,) * len(resolved),
+        devices=devices,
+    )
+
+
+def param_shardings(boxed_params: Any, mesh: Mesh) -> Any:
+    """NamedShardings for a (possibly abstract) param tree still holding logical boxes."""
+    logical_specs = nn.get_partition_spec(boxed_params)
+    return nn.logical_to_mesh_sharding(logical_specs, mesh, LOGICAL_RULES)
+
+
+def state_shardings(abstract_state: dict, param_sharding: Any, mesh: Mesh) -> dict:
+    """Shardings for the train state `{step, params, opt_state}`.
+
+    Every sub-tree of the optimizer state shaped like the params (Adam's moments) is laid out
+    like the params; everything else (step counters) is replicated.
+    """
+    params_structure = jax.tree.structure(abstract_state["params"])
+    replicated = NamedSharding(mesh, P())
+
+    def like_params(subtree) -> bool:
+        return jax.tree.structure(subtree) == params_structure
+
+    def sharding_for(subtree):
+        if like_params(subtree):
+            return param_sharding
+        if np.ndim(subtree) != 0:
+            raise ValueError(
+                f"Optimizer state leaf of shape {subtree.shape} is neither a scalar nor shaped "
+                "like the params; add a sharding rule for it in lenggen/sharding.py."
+            )
+        return replicated
+
+    opt_sharding = jax.tree.map(sharding_for, abstract_state["opt_state"], is_leaf=like_params)
+    return dict(step=replicated, params=param_sharding, opt_state=opt_sharding)
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """Batch arrays `[batch, ...]` are split over the data axis."""
+    return NamedSharding(mesh, P("data"))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())

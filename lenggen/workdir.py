@@ -1,0 +1,86 @@
+"""What a workdir holds, and the guard that stops two experiments sharing one.
+
+The config a run trained with is written to WORKDIR/config.json. A later run in the same workdir
+resumes only if the keys that shape training (seed, task, model, train) are equal; evaluation,
+mesh and data-location keys may change (e.g. re-evaluating on another machine).
+"""
+
+import json
+import os
+import time
+from typing import Any
+
+import ml_collections
+
+from lenggen import results
+
+CONFIG_FILE = "config.json"
+RESULTS_FILE = "results.json"
+METRICS_FILE = "metrics.jsonl"
+SAMPLES_FILE = "samples.jsonl"
+PLOT_FILE = "accuracy_vs_length.png"
+TRAINING_KEYS = ("seed", "task", "model", "train")
+
+
+class WorkdirConflictError(ValueError):
+    """The workdir holds a run of a different experiment."""
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict):
+        flat = {}
+        for key, value in tree.items():
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        return flat
+    return {prefix[:-1]: list(tree) if isinstance(tree, tuple) else tree}
+
+
+def differing_keys(saved: dict, current: dict) -> list[str]:
+    """Dotted keys under TRAINING_KEYS whose values differ (or exist in only one)."""
+    saved_flat = _flatten({k: saved.get(k) for k in TRAINING_KEYS})
+    current_flat = _flatten({k: current.get(k) for k in TRAINING_KEYS})
+    return sorted(
+        key for key in saved_flat.keys() | current_flat.keys()
+        if saved_flat.get(key) != current_flat.get(key)
+    )
+
+
+def claim(workdir: str, config: ml_collections.ConfigDict, *, overwrite: bool = False) -> None:
+    """Records `config` in `workdir`, refusing a workdir that trained another experiment.
+
+    With `overwrite`, the other run's files are moved to WORKDIR/replaced-<time>/ rather than
+    deleted, so nothing is lost.
+
+    Raises:
+      WorkdirConflictError: naming the differing keys, unless `overwrite`.
+    """
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, CONFIG_FILE)
+    current = json.loads(config.to_json())
+    if os.path.exists(path):
+        with open(path) as handle:
+            saved = json.load(handle)
+        differences = differing_keys(saved, current)
+        if differences and overwrite:
+            _move_aside(workdir)
+        elif differences:
+            shown = ", ".join(
+                f"{key} (saved {_flatten(saved).get(key)!r}, now {_flatten(current).get(key)!r})"
+                for key in differences[:8]
+            )
+            raise WorkdirConflictError(
+                f"Workdir {workdir} holds a run of a different config: {shown}"
+                f"{' ...' if len(differences) > 8 else ''}. Use another --workdir, or pass "
+                "--overwrite to start this config there from scratch."
+            )
+    results.write_json_atomic(path, current)
+
+
+def _move_aside(workdir: str) -> str:
+    """Moves every entry of `workdir` (but earlier replaced-* folders) into a new subfolder."""
+    backup = os.path.join(workdir, time.strftime("replaced-%Y%m%d-%H%M%S"))
+    os.makedirs(backup)
+    for entry in os.listdir(workdir):
+        if not entry.startswith("replaced-"):
+            os.replace(os.path.join(workdir, entry), os.path.join(backup, entry))
+    return backup
