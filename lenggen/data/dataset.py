@@ -216,11 +216,18 @@ def _check_first_records(task, tokenizer, splits, directory) -> None:
             continue
         expected = encode_example(first, tokenizer)
         stored = source[0]
-        if stored["source"].decode() != first.source or not np.array_equal(
-            stored["tokens"], expected["tokens"]
-        ):
+        same = (
+            stored["source"].decode() == first.source
+            and stored["target"].decode() == first.target
+            and np.array_equal(stored["tokens"], expected["tokens"])
+            and stored["source_length"] == expected["source_length"]
+            and stored["length"] == expected["length"]
+        )
+        if not same:
             raise DatasetError(
-                f"Split {split!r} at {directory} starts with {stored['source'].decode()!r}, but "
-                f"task {task.name!r} now starts it with {first.source!r}; the task changed "
-                f"without a VERSION bump (now {VERSION}): bump it or delete that directory."
+                f"Split {split!r} at {directory} starts with {stored['source'].decode()!r} -> "
+                f"{stored['target'].decode()!r} (bucket {stored['length']}), but task "
+                f"{task.name!r} now starts it with {first.source!r} -> {first.target!r} "
+                f"(bucket {first.length}); the task changed without a VERSION bump "
+                f"(now {VERSION}): bump it in {__name__} or delete that directory."
             )

@@ -1,0 +1,55 @@
+r"""Quickstart: a tiny NoPE decoder learns to copy, then is tested on longer inputs (CPU, minutes).
+
+The paper's base recipe (configs/base.py) shrunk to run on a 2-core laptop CPU: a 2-layer,
+128-wide decoder, the `copy` task with 16 symbols, trained on lengths 2-10 and tested on 11-16,
+with a learning rate suited to so small a model and so few steps.
+
+  launch/local.sh                   # sets up .venv, then runs this config
+  python -m lenggen.main --config=configs/quickstart.py --workdir=runs/quickstart
+
+Arguments: pe (default nope), seed. E.g. --config=configs/quickstart.py:pe=alibi.
+"""
+
+import importlib.util
+import os
+
+import ml_collections
+
+from lenggen import config_args
+
+
+def _load_base():
+    """configs/base.py, found next to this file (config files are loaded by path, not package)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "base.py")
+    spec = importlib.util.spec_from_file_location("lenggen_configs_base", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+base = _load_base()
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    args = config_args.parse(arg, pe="nope", seed=base.PAPER_SEEDS[0])
+    config = base.get_config(f"task=copy,pe={args['pe']},seed={args['seed']}")
+    config.task.options.update(
+        num_symbols=16,
+        max_train_length=10,
+        max_test_length=16,
+        num_train=20_000,
+        num_validation=320,
+        num_test_per_length=64,
+    )
+    config.model.update(num_layers=2, d_model=128, num_heads=4, d_kv=32, d_ff=512, dropout_rate=0.0)
+    config.train.update(
+        batch_size=64,
+        num_steps=1_500,
+        learning_rate=1e-3,
+        end_learning_rate=1e-5,
+        log_every=100,
+        eval_every=500,
+        checkpoint_every=500,
+    )
+    config.eval.update(batch_size=64, max_new_tokens=40)
+    return config

@@ -1,0 +1,241 @@
+"""A decoder-only stack of T5 blocks with a pluggable positional encoding.
+
+facts.md ("base"): 12 layers, d_model 768, 12 heads, d_kv 64, d_ff 3072; pre-norm RMSNorm
+(eps 1e-6), no biases anywhere, ReLU feed-forward, dropout 0.1 (HF T5 placement), final RMSNorm,
+embeddings tied with the output layer and logits scaled by d_model^-0.5; attention logits are
+not divided by sqrt(d_kv). Init follows HF T5's `_init_weights` (facts.md: unverified for the
+official repo): embedding N(0, 1); q N(0, (d_model*d_kv)^-1/2); k, v N(0, d_model^-1/2);
+o N(0, (heads*d_kv)^-1/2); ffn-in N(0, d_model^-1/2); ffn-out N(0, d_ff^-1/2); norm scale 1.
+
+Built from the smallest piece up: RMSNorm, Attention, FeedForward, Block, Decoder. Parameters
+carry logical axis names (`nn.with_logical_partitioning`); the sharding code maps them to mesh
+axes. Parameters are float32; `dtype` is the compute dtype.
+"""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from lenggen.model import attention, kv_cache, positional
+from lenggen.model.attention import reference
+from lenggen.model.positional.base import PositionalEncoding
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+CONFIG_FIELDS = (
+    "num_layers", "d_model", "num_heads", "d_kv", "d_ff", "dropout_rate", "dtype",
+    "attention_impl", "pe",
+)  # fmt: skip
+
+
+def _param(module: nn.Module, name: str, stddev: float, shape: tuple, axes: tuple) -> jax.Array:
+    """A float32 N(0, stddev) parameter with logical axis names."""
+    init = nn.with_logical_partitioning(nn.initializers.normal(stddev), axes)
+    return module.param(name, init, shape)
+
+
+class RMSNorm(nn.Module):
+    """T5 layer norm: x / sqrt(mean(x^2) + eps) * scale; no centring, no bias; fp32 statistics."""
+
+    dtype: jnp.dtype = jnp.float32
+    eps: float = 1e-6
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """`[batch, length, d_model]` -> same shape, `dtype`."""
+        init = nn.with_logical_partitioning(nn.initializers.ones, ("embed",))
+        scale = self.param("scale", init, (x.shape[-1],))
+        x = x.astype(jnp.float32)
+        x = x * jax.lax.rsqrt(jnp.mean(jnp.square(x), axis=-1, keepdims=True) + self.eps)
+        return (x * scale).astype(self.dtype)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention; the PE acts through its `rotate` and `bias` hooks only.
+
+    With `decode=True`, keys (rotated), values, positions and valid flags go to the KV cache
+    (kv_cache.py) and the queries attend over the whole cache. When the 'intermediates'
+    collection is mutable, the attention probabilities `[batch, heads, q_len, k_len]` are sown
+    as 'attention_weights' (computed by the reference kernel, before dropout) for analysis.
+    """
+
+    num_heads: int
+    d_kv: int
+    dropout_rate: float
+    pe: PositionalEncoding
+    attention_impl: str
+    dtype: jnp.dtype
+
+    @nn.compact
+    def __call__(self, x, positions, valid, deterministic: bool, decode: bool) -> jax.Array:
+        """`x [batch, length, d_model]`, `positions`/`valid [batch, length]` -> like `x`."""
+        d_model, heads, d_kv = x.shape[-1], self.num_heads, self.d_kv
+        axes_in, axes_out = ("embed", "heads", "kv"), ("heads", "kv", "embed")
+        w_q = _param(self, "query", (d_model * d_kv) ** -0.5, (d_model, heads, d_kv), axes_in)
+        w_k = _param(self, "key", d_model**-0.5, (d_model, heads, d_kv), axes_in)
+        w_v = _param(self, "value", d_model**-0.5, (d_model, heads, d_kv), axes_in)
+        w_o = _param(self, "out", (heads * d_kv) ** -0.5, (heads, d_kv, d_model), axes_out)
+
+        q = jnp.einsum("btd,dhk->bthk", x, w_q.astype(self.dtype))  # -> [b, t, heads, d_kv]
+        k = jnp.einsum("btd,dhk->bthk", x, w_k.astype(self.dtype))
+        v = jnp.einsum("btd,dhk->bthk", x, w_v.astype(self.dtype))
+        q, k = self.pe.rotate(q, positions), self.pe.rotate(k, positions)
+
+        k_positions, k_valid = positions, valid
+        if decode:
+            k, v, k_positions, k_valid = kv_cache.update(self, k, v, positions, valid)
+        if self.is_mutable_collection("intermediates"):
+            weights = reference.attention_weights(
+                q, k, positions, k_positions, k_valid, self.pe.bias
+            )
+            self.sow("intermediates", "attention_weights", weights)
+
+        use_dropout = not deterministic and self.dropout_rate > 0.0
+        out = attention.get(self.attention_impl)(
+            q, k, v, positions, k_positions, k_valid, self.pe.bias,
+            dropout_rate=self.dropout_rate,
+            dropout_rng=self.make_rng("dropout") if use_dropout else None,
+        )  # fmt: skip
+        return jnp.einsum("bthk,hkd->btd", out, w_o.astype(self.dtype))
+
+
+class FeedForward(nn.Module):
+    """T5 DenseReluDense: ReLU(x W_in), dropout, then W_out; no biases."""
+
+    d_ff: int
+    dropout_rate: float
+    dtype: jnp.dtype
+
+    @nn.compact
+    def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
+        """`[batch, length, d_model]` -> same shape."""
+        d_model = x.shape[-1]
+        w_in = _param(self, "wi", d_model**-0.5, (d_model, self.d_ff), ("embed", "mlp"))
+        w_out = _param(self, "wo", self.d_ff**-0.5, (self.d_ff, d_model), ("mlp", "embed"))
+        h = jax.nn.relu(jnp.einsum("btd,df->btf", x, w_in.astype(self.dtype)))
+        h = nn.Dropout(self.dropout_rate)(h, deterministic=deterministic)
+        return jnp.einsum("btf,fd->btd", h, w_out.astype(self.dtype))
+
+
+class Block(nn.Module):
+    """Pre-norm T5 block: x + Dropout(Attention(Norm(x))), then h + Dropout(FFN(Norm(h)))."""
+
+    num_heads: int
+    d_kv: int
+    d_ff: int
+    dropout_rate: float
+    pe: PositionalEncoding
+    attention_impl: str
+    dtype: jnp.dtype
+
+    @nn.compact
+    def __call__(self, x, positions, valid, deterministic: bool, decode: bool) -> jax.Array:
+        """`x [batch, length, d_model]` -> same shape."""
+        dropout = nn.Dropout(self.dropout_rate)
+        h = RMSNorm(self.dtype, name="attention_norm")(x)
+        h = Attention(
+            self.num_heads, self.d_kv, self.dropout_rate, self.pe, self.attention_impl,
+            self.dtype, name="attention",
+        )(h, positions, valid, deterministic, decode)  # fmt: skip
+        x = x + dropout(h, deterministic=deterministic)
+        h = RMSNorm(self.dtype, name="ffn_norm")(x)
+        h = FeedForward(self.d_ff, self.dropout_rate, self.dtype, name="ffn")(h, deterministic)
+        return x + dropout(h, deterministic=deterministic)
+
+
+class Decoder(nn.Module):
+    """The decoder-only language model.
+
+    Attributes:
+      vocab_size, num_layers, d_model, num_heads, d_kv, d_ff: sizes (facts.md "base").
+      dropout_rate: HF T5 placement: embedding output, attention probabilities, FFN hidden
+        after ReLU, each sublayer output before the residual add, final norm output.
+      pe: the PE config (see `positional`); stored frozen so the module is hashable (a static
+        argument of jax.jit, as in decoding.py).
+      attention_impl: a kernel name from `attention.names()`.
+      dtype: compute dtype name, one of DTYPES; parameters stay float32, logits are float32.
+    """
+
+    vocab_size: int
+    num_layers: int
+    d_model: int
+    num_heads: int
+    d_kv: int
+    d_ff: int
+    dropout_rate: float
+    pe: ml_collections.ConfigDict
+    attention_impl: str = "reference"
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        if not isinstance(self.pe, ml_collections.FrozenConfigDict):
+            object.__setattr__(self, "pe", ml_collections.FrozenConfigDict(self.pe))
+        for field in ("vocab_size", "num_layers", "d_model", "num_heads", "d_kv", "d_ff"):
+            if getattr(self, field) < 1:
+                raise ValueError(f"{field} must be >= 1, got {getattr(self, field)}")
+        if not 0.0 <= self.dropout_rate < 1.0:
+            raise ValueError(f"dropout_rate must be in [0, 1), got {self.dropout_rate}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {tuple(DTYPES)}, got {self.dtype!r}")
+        attention.get(self.attention_impl)  # raises on an unknown kernel
+        positional.get(self.pe["name"])  # raises on an unknown PE
+        super().__post_init__()
+
+    @classmethod
+    def from_config(cls, model_config: ml_collections.ConfigDict, vocab_size: int) -> "Decoder":
+        """A Decoder from `config.model`, which has exactly the fields of CONFIG_FIELDS."""
+        keys = set(model_config.keys())
+        missing, unknown = sorted(set(CONFIG_FIELDS) - keys), sorted(keys - set(CONFIG_FIELDS))
+        if missing or unknown:
+            raise ValueError(
+                f"model config must have exactly the fields {sorted(CONFIG_FIELDS)}; "
+                f"missing {missing}, unknown {unknown}"
+            )
+        return cls(vocab_size=vocab_size, **{field: model_config[field] for field in CONFIG_FIELDS})
+
+    @nn.compact
+    def __call__(
+        self,
+        tokens: jax.Array,
+        positions: jax.Array,
+        valid: jax.Array,
+        *,
+        deterministic: bool = True,
+        decode: bool = False,
+    ) -> jax.Array:
+        """Next-token logits.
+
+        Args:
+          tokens: `[batch, length]` int32.
+          positions: `[batch, length]` int32, explicit (e.g. cumsum(valid) - 1).
+          valid: `[batch, length]` bool, False on padding (never attended to as a key).
+          deterministic: False enables dropout (needs the 'dropout' rng).
+          decode: use and extend the KV cache ('cache' collection, see kv_cache.py).
+        Returns:
+          `[batch, length, vocab_size]` float32; rows of invalid tokens are meaningless.
+        """
+        dtype = DTYPES[self.dtype]
+        embedding = _param(
+            self, "embedding", 1.0, (self.vocab_size, self.d_model), ("vocab", "embed")
+        )
+        # One PE module for the whole stack: T5's table is shared by all layers (facts.md).
+        pe = positional.build(self.pe, self.num_heads, self.d_model, name="pe")
+        # Create the PE's parameters here, outside any kernel: a blockwise kernel may call the
+        # bias hook inside lax.scan, where Linen cannot create variables.
+        pe.bias(positions[:, :1], positions[:, :1])
+
+        x = jnp.take(embedding, tokens, axis=0).astype(dtype)  # -> [batch, length, d_model]
+        x = pe.embed(x, positions)
+        x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
+        for layer in range(self.num_layers):
+            x = Block(
+                self.num_heads, self.d_kv, self.d_ff, self.dropout_rate, pe,
+                self.attention_impl, dtype, name=f"block_{layer}",
+            )(x, positions, valid, deterministic, decode)  # fmt: skip
+        x = RMSNorm(dtype, name="final_norm")(x)
+        x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
+        # Tied output layer; Mesh-TF / HF T5 rescale by d_model^-0.5 before projecting.
+        x = x * self.d_model**-0.5
+        return jnp.einsum(
+            "btd,vd->btv", x, embedding.astype(dtype), preferred_element_type=jnp.float32
+        )

@@ -1,0 +1,148 @@
+"""Addition of two integers (facts.md "Tasks"; paper Section 3).
+
+Format, word for word (every word whitespace-separated, digits spaced out):
+
+  source  "Compute 5 3 7 + 2 8 ?"
+  target  "The answer is 5 6 5 ."
+
+The official prompt is f"Compute {a} + {b} ? " and target f"The answer is {a + b}." with digits
+spaced (src/data/data_instance_processor/addition_instance_processor.py, no separator token:
+configs/data/s2s_addition.jsonnet). The final "." is glued to the last digit there; here it is
+its own word so that every word is one token of the word-level vocabulary (under t5-base the
+"." was a token of its own too).
+
+Data (scripts/dataset_builders/make_addition_dataset.py): an operand with d digits is uniform
+over [10^(d-1), 10^d), except d = 1: [0, 10). A bucket is an ordered pair (a, b) of digit
+counts and is reported under length max(a, b).
+- Train and validation: the 64 pairs in [1, 8]^2. The script drew int(1.15 * num_train / 64)
+  examples per pair, took num_train for training and kept the rest as the validation file, of
+  which training read half (`validation_portion: 0.5`, configs/t5_dec_base.jsonnet). The
+  script's num_train was not found; 100,000 is assumed, as for the copy family, which gives
+  int(0.5 * (64 * 1,796 - 100,000)) = 7,472 validation examples.
+- Test: every pair with max(a, b) in 9..16 (192 pairs), int(10,000 / 192) = 52 examples each:
+  9,984 examples.
+The splits are disjoint: test pairs have more digits than any training pair, and validation is
+drawn apart from training (lenggen.tasks.bucketed). Pairs too small to hold a validation share
+apart from their training share give none: with the defaults, (1, 1) (100 problems) and (1, 2),
+(2, 1) (900 each), whose ~1,563 training examples are then drawn with replacement, as the
+script drew every example. So validation covers lengths 2-8, training 1-8.
+"""
+
+import dataclasses
+import re
+
+import numpy as np
+
+from lenggen.tasks import options
+from lenggen.tasks.base import Example
+from lenggen.tasks.bucketed import DATA_SEED, Bucket, BucketedTask
+
+# Operands are int64 draws: 10^18 < 2^63 bounds the digit count.
+MAX_DIGITS = 18
+
+# The answer: the digits after the last "The answer is", up to a "." word. What follows the "."
+# is ignored, as the official regex `.*The answer is\s+(-?\s?[\d\.][\d\s\.]*)\.` does.
+_ANSWER = re.compile(r"(?:^|.* )The answer is((?: [0-9])+) \.(?: .*)?$")
+
+
+def spaced(number: int) -> str:
+    """`565` -> `"5 6 5"`: one word per digit."""
+    return " ".join(str(number))
+
+
+def operand_range(digits: int) -> tuple[int, int]:
+    """[low, high) of the operands with `digits` digits (1 digit: 0..9, as in the script)."""
+    return (0, 10) if digits == 1 else (10 ** (digits - 1), 10**digits)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Addition(BucketedTask):
+    """`Compute a + b ?` -> `The answer is (a + b) .`; defaults are the paper's settings.
+
+    Attributes:
+      seed: the data seed (fixed like the paper's; not the model seed).
+      num_train: training examples, split evenly over the training digit pairs.
+      num_validation: validation examples, from training digit pairs, disjoint from train.
+      num_test_per_digit_pair: test examples per (a, b) digit-count pair.
+      min_digits: the fewest digits of an operand.
+      max_train_digits: the most digits of a training operand.
+      max_test_digits: the most digits of a test operand; test pairs have
+        max(a, b) in max_train_digits + 1 .. max_test_digits.
+    """
+
+    name = "addition"
+
+    seed: int = DATA_SEED
+    num_train: int = 100_000
+    num_validation: int = 7_472
+    num_test_per_digit_pair: int = 52
+    min_digits: int = 1
+    max_train_digits: int = 8
+    max_test_digits: int = 16
+
+    def __post_init__(self):
+        options.check_types(self)
+        options.check_at_least(self, "seed", 0, "numpy seeds are non-negative")
+        options.check_at_least(self, "num_train", 1)
+        options.check_at_least(self, "num_validation", 0)
+        options.check_at_least(self, "num_test_per_digit_pair", 1)
+        options.check_at_least(self, "min_digits", 1)
+        options.check_at_least(self, "max_train_digits", self.min_digits, "min_digits")
+        options.check_at_least(
+            self, "max_test_digits", self.max_train_digits + 1, "max_train_digits + 1"
+        )
+        options.check_at_most(self, "max_test_digits", MAX_DIGITS, "operands are int64")
+        self._check_plan()
+
+    @property
+    def num_test_per_bucket(self) -> int:
+        return self.num_test_per_digit_pair
+
+    def vocabulary(self) -> tuple[str, ...]:
+        words = {"Compute", "+", "?", "The", "answer", "is", "."} | {str(d) for d in range(10)}
+        return tuple(sorted(words))
+
+    def parse_answer(self, text: str) -> str | None:
+        """The sum after "The answer is", as a decimal string without leading zeros.
+
+        "... The answer is 0 5 6 5 . x" -> "565" (the official scorer compares int values and
+        ignores what follows the "."); None without "The answer is", digits and the ".".
+        """
+        match = _ANSWER.match(" ".join(text.split()))
+        return str(int(match.group(1).replace(" ", ""))) if match else None
+
+    # -- buckets: one per ordered pair of digit counts ------------------------------------
+
+    def _bucket(self, a_digits: int, b_digits: int) -> Bucket:
+        a_low, a_high = operand_range(a_digits)
+        b_low, b_high = operand_range(b_digits)
+
+        def draw(rng: np.random.Generator, count: int) -> np.ndarray:
+            a = rng.integers(a_low, a_high, size=count, dtype=np.int64)
+            b = rng.integers(b_low, b_high, size=count, dtype=np.int64)
+            return np.stack([a, b], axis=1)  # -> [count, 2]
+
+        return Bucket(
+            key=(a_digits, b_digits),
+            length=max(a_digits, b_digits),
+            size=(a_high - a_low) * (b_high - b_low),
+            draw=draw,
+        )
+
+    def _train_buckets(self) -> tuple[Bucket, ...]:
+        digits = range(self.min_digits, self.max_train_digits + 1)
+        return tuple(self._bucket(a, b) for a in digits for b in digits)
+
+    def _test_buckets(self) -> tuple[Bucket, ...]:
+        digits = range(self.min_digits, self.max_test_digits + 1)
+        return tuple(
+            self._bucket(a, b) for a in digits for b in digits if max(a, b) > self.max_train_digits
+        )
+
+    def _example(self, bucket: Bucket, item: np.ndarray) -> Example:
+        a, b = item.tolist()
+        return Example(
+            source=f"Compute {spaced(a)} + {spaced(b)} ?",
+            target=f"The answer is {spaced(a + b)} .",
+            length=bucket.length,
+        )

@@ -1,0 +1,215 @@
+"""Tasks whose splits are drawn bucket by bucket from a fixed data seed.
+
+A bucket holds the examples of one kind: one source length for the copy family, one pair of
+operand digit counts for addition. A bucket knows how many distinct examples it holds (`size`,
+possibly astronomically many) and draws items uniformly at random; the task turns an item into an
+`Example`. The splits follow the paper's data scripts (McGill-NLP/length-generalization,
+scripts/dataset_builders/make_*_dataset.py): the same number of examples per bucket, test buckets
+disjoint from training buckets (longer lengths / more digits), everything shuffled.
+
+How train and validation are drawn (validation comes from the training buckets):
+- `num_train` is split evenly over the training buckets (the first buckets take the remainder);
+  so is `num_validation`, but only over the buckets *eligible* for validation: those whose
+  `size` can hold their training share plus their validation share without repeating an example.
+  Eligibility is found by iteration (dropping a bucket raises the others' validation shares).
+- In an eligible bucket both shares are drawn together as distinct examples, so validation never
+  repeats a training example and neither split repeats itself.
+- A bucket too small for validation gives none (e.g. addition's 1-digit + 1-digit bucket, only
+  100 problems); its training share is distinct when `size` allows, otherwise drawn with
+  replacement, as the paper's scripts did everywhere (np.random.randint per example).
+- A split with validation requested but no eligible bucket is refused with a TaskOptionError.
+Test: `num_test_per_bucket` distinct examples per test bucket (with replacement only when the
+bucket holds fewer).
+
+Seeding: every random stream is `np.random.default_rng([seed, stream, *bucket key])`, never
+global state, so the same options give identical examples and buckets are independent of each
+other. The data seed is fixed like the paper's (whose scripts all used 9842497, kept here as the
+default) and is separate from the model seed; the examples still differ from the paper's files,
+which came from a different generator and the T5 vocabulary.
+"""
+
+import dataclasses
+import functools
+from collections.abc import Callable, Iterator, Sequence
+
+import numpy as np
+
+from lenggen.tasks import options
+from lenggen.tasks.base import SPLITS, Example, Task
+
+# The seed of the paper's data scripts (set_seed(9842497) in make_*_dataset.py).
+DATA_SEED = 9842497
+
+# Random streams, the second entry of every SeedSequence.
+_TRAIN_VALIDATION_STREAM = 0
+_TEST_STREAM = 1
+_SHUFFLE_STREAM = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class Bucket:
+    """A set of examples the task draws from.
+
+    Attributes:
+      key: non-negative ints naming the bucket in its random stream, e.g. `(length,)`.
+      length: the length bucket its examples are reported under (`Example.length`).
+      size: how many distinct examples it holds (a Python int, possibly huge).
+      draw: `(rng, count) -> [count, width]` int64 array of items drawn uniformly with
+        replacement; equal rows are equal examples.
+    """
+
+    key: tuple[int, ...]
+    length: int
+    size: int
+    draw: Callable[[np.random.Generator, int], np.ndarray]
+
+
+def split_evenly(total: int, parts: int) -> list[int]:
+    """`total` split into `parts` counts differing by at most one, larger counts first."""
+    base, extra = divmod(total, parts)
+    return [base + (i < extra) for i in range(parts)]
+
+
+def plan_counts(
+    sizes: Sequence[int], num_train: int, num_validation: int
+) -> tuple[list[int], list[int]]:
+    """Per-bucket (train, validation) counts for buckets holding `sizes` distinct examples.
+
+    Validation goes only to buckets that can hold both shares without a repeat (module doc);
+    the validation counts sum to `num_validation` unless no bucket is eligible (then all zero).
+    """
+    train = split_evenly(num_train, len(sizes))
+    eligible = list(range(len(sizes)))
+    while eligible:
+        shares = split_evenly(num_validation, len(eligible))
+        keep = [b for b, share in zip(eligible, shares) if sizes[b] >= train[b] + share]
+        if keep == eligible:
+            break
+        eligible = keep
+    validation = [0] * len(sizes)
+    if eligible:
+        for b, share in zip(eligible, split_evenly(num_validation, len(eligible))):
+            validation[b] = share
+    return train, validation
+
+
+def draw_distinct(bucket: Bucket, rng: np.random.Generator, count: int) -> np.ndarray:
+    """`count` distinct items of `bucket` ([count, width]), a uniformly random subset in random order.
+
+    Keeping the first `count` distinct items of a uniform stream gives exactly that.
+    """
+    if count > bucket.size:
+        raise ValueError(f"Cannot draw {count} distinct items from a bucket of {bucket.size}.")
+    rows, seen = [], set()
+    batch = bucket.draw(rng, count)
+    while True:
+        for row in batch:
+            key = row.tobytes()
+            if key not in seen:
+                seen.add(key)
+                rows.append(row)
+        if len(rows) == count:
+            return np.stack(rows) if rows else batch[:0]
+        batch = bucket.draw(rng, count - len(rows))
+
+
+def _rng(seed: int, stream: int, key: Sequence[int]) -> np.random.Generator:
+    return np.random.default_rng([seed, stream, *key])
+
+
+class BucketedTask(Task):
+    """A Task whose splits come from buckets (module doc). Subclasses are frozen dataclasses.
+
+    Subclasses provide the options `seed`, `num_train` and `num_validation` (dataclass fields),
+    `num_test_per_bucket`, `_train_buckets()`, `_test_buckets()` and `_example(bucket, item)`;
+    their `__post_init__` checks their options and then calls `_check_plan()`.
+    """
+
+    @property
+    def num_test_per_bucket(self) -> int:
+        raise NotImplementedError
+
+    def _train_buckets(self) -> tuple[Bucket, ...]:
+        raise NotImplementedError
+
+    def _test_buckets(self) -> tuple[Bucket, ...]:
+        raise NotImplementedError
+
+    def _example(self, bucket: Bucket, item: np.ndarray) -> Example:
+        """The example of one item (a row of `bucket.draw`'s output)."""
+        raise NotImplementedError
+
+    # -- Task interface -------------------------------------------------------------------
+
+    def options(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def examples(self, split: str) -> Iterator[Example]:
+        _check_split(split)
+        if split == "test":
+            return iter(self._test_examples)
+        return iter(self._train_validation_examples[SPLITS.index(split)])
+
+    def lengths(self, split: str) -> tuple[int, ...]:
+        _check_split(split)
+        if split == "test":
+            buckets = self._test_buckets() if self.num_test_per_bucket else ()
+            return tuple(sorted({b.length for b in buckets}))
+        counts = self._plan[SPLITS.index(split)]
+        return tuple(sorted({b.length for b, n in zip(self._train_buckets(), counts) if n}))
+
+    # -- generation -----------------------------------------------------------------------
+
+    @functools.cached_property
+    def _plan(self) -> tuple[list[int], list[int]]:
+        sizes = [b.size for b in self._train_buckets()]
+        return plan_counts(sizes, self.num_train, self.num_validation)
+
+    def _check_plan(self) -> None:
+        """Refuses options under which validation cannot be kept apart from training."""
+        if self.num_validation and not any(self._plan[1]):
+            buckets = self._train_buckets()
+            largest = max(buckets, key=lambda b: b.size)
+            raise options.TaskOptionError(
+                f"Task {self.name!r}: cannot draw num_validation={self.num_validation} "
+                f"validation examples disjoint from num_train={self.num_train} training "
+                f"examples: each of the {len(buckets)} training buckets gets about "
+                f"{self.num_train // len(buckets)} training examples, and the largest holds "
+                f"only {largest.size} distinct examples. Expected fewer training or validation "
+                "examples, or a larger example space (more symbols, longer lengths)."
+            )
+
+    @functools.cached_property
+    def _train_validation_examples(self) -> tuple[list[Example], list[Example]]:
+        train, validation = [], []
+        for bucket, n_train, n_valid in zip(self._train_buckets(), *self._plan):
+            rng = _rng(self.seed, _TRAIN_VALIDATION_STREAM, bucket.key)
+            if n_train + n_valid <= bucket.size:
+                items = draw_distinct(bucket, rng, n_train + n_valid)
+            else:  # Too small for validation (plan_counts) and for distinct training examples.
+                items = bucket.draw(rng, n_train)
+            train += [self._example(bucket, item) for item in items[:n_train]]
+            validation += [self._example(bucket, item) for item in items[n_train:]]
+        return self._shuffled(train, "train"), self._shuffled(validation, "validation")
+
+    @functools.cached_property
+    def _test_examples(self) -> list[Example]:
+        test, count = [], self.num_test_per_bucket
+        for bucket in self._test_buckets():
+            rng = _rng(self.seed, _TEST_STREAM, bucket.key)
+            if count <= bucket.size:
+                items = draw_distinct(bucket, rng, count)
+            else:
+                items = bucket.draw(rng, count)
+            test += [self._example(bucket, item) for item in items]
+        return self._shuffled(test, "test")
+
+    def _shuffled(self, examples: list[Example], split: str) -> list[Example]:
+        """The examples in a seeded random order (the paper's scripts shuffled every split)."""
+        order = _rng(self.seed, _SHUFFLE_STREAM, (SPLITS.index(split),)).permutation(len(examples))
+        return [examples[i] for i in order]
+
+
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise ValueError(f"Unknown split {split!r}; expected one of {', '.join(SPLITS)}.")

@@ -1,0 +1,62 @@
+import json
+import os
+
+import ml_collections
+import pytest
+
+from lenggen import workdir
+
+
+def _config(**train):
+    return ml_collections.ConfigDict(
+        dict(
+            seed=1,
+            task=dict(name="copy", options=dict(num_train=10)),
+            model=dict(num_layers=2, pe=dict(name="nope")),
+            train=dict(batch_size=8, **train),
+            eval=dict(batch_size=8),
+            mesh=dict(shape=(-1, 1)),
+        )
+    )
+
+
+def test_first_claim_records_the_config(tmp_path):
+    workdir.claim(str(tmp_path), _config())
+    saved = json.loads((tmp_path / workdir.CONFIG_FILE).read_text())
+    assert saved["task"]["name"] == "copy" and saved["mesh"]["shape"] == [-1, 1]
+
+
+def test_same_training_config_resumes_even_if_eval_or_mesh_change(tmp_path):
+    workdir.claim(str(tmp_path), _config())
+    other = _config()
+    other.eval.batch_size = 32
+    other.mesh.shape = (2, 2)
+    workdir.claim(str(tmp_path), other)  # no error
+
+
+def test_a_different_experiment_is_refused_with_the_differing_keys(tmp_path):
+    workdir.claim(str(tmp_path), _config())
+    other = _config()
+    other.seed = 2
+    other.model.pe.name = "alibi"
+    with pytest.raises(workdir.WorkdirConflictError) as error:
+        workdir.claim(str(tmp_path), other)
+    message = str(error.value)
+    assert "model.pe.name (saved 'nope', now 'alibi')" in message
+    assert "seed (saved 1, now 2)" in message
+    assert "--overwrite" in message
+
+
+def test_overwrite_moves_the_old_run_aside_without_deleting_it(tmp_path):
+    workdir.claim(str(tmp_path), _config())
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "marker").write_text("old")
+    other = _config()
+    other.seed = 2
+    workdir.claim(str(tmp_path), other, overwrite=True)
+    backups = [p for p in tmp_path.iterdir() if p.name.startswith("replaced-")]
+    assert len(backups) == 1
+    assert (backups[0] / "checkpoints" / "marker").read_text() == "old"
+    assert json.loads((backups[0] / workdir.CONFIG_FILE).read_text())["seed"] == 1
+    assert json.loads((tmp_path / workdir.CONFIG_FILE).read_text())["seed"] == 2
+    assert not os.path.exists(tmp_path / "checkpoints")
