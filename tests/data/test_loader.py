@@ -1,0 +1,228 @@
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from fake_task import FakeCopy
+
+from lenggen.data import dataset, loader
+from lenggen.data.tokenizer import Tokenizer
+
+KEYS = ("tokens", "positions", "valid", "loss_mask", "source_length", "length", "example_mask",
+        "index")
+
+
+def _records(task, split):
+    tokenizer = Tokenizer.from_task(task)
+    return [dataset.encode_example(e, tokenizer) for e in task.examples(split)]
+
+
+@pytest.fixture(scope="module")
+def train():
+    """FakeCopy(per_length=3) train records in memory: 9 records of 4, 6 or 8 tokens."""
+    return _records(FakeCopy(), "train")
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    return dataset.prepare(FakeCopy(per_length=5), tmp_path_factory.mktemp("tfds"))
+
+
+def _record(tokens, source_length, length):
+    return {"tokens": np.array(tokens, np.int32), "source_length": source_length, "length": length}
+
+
+def test_pack_masks_target_and_eos_tokens_only():
+    # "a b [SEP]" -> "a b": 3 prompt tokens, 2 target tokens, EOS; width 8.
+    batch = loader.pack([_record([3, 4, 2, 3, 4, 1], 3, 2)], [7], seq_len=8)
+    assert batch["tokens"].tolist() == [[3, 4, 2, 3, 4, 1, 0, 0]]
+    assert batch["positions"].tolist() == [[0, 1, 2, 3, 4, 5, 6, 7]]
+    assert batch["valid"].tolist() == [[1, 1, 1, 1, 1, 1, 0, 0]]
+    assert batch["loss_mask"].tolist() == [[0, 0, 0, 1, 1, 1, 0, 0]]
+    assert batch["source_length"].tolist() == [3] and batch["length"].tolist() == [2]
+    assert batch["example_mask"].tolist() == [True] and batch["index"].tolist() == [7]
+    dtypes = {k: batch[k].dtype for k in KEYS}
+    assert dtypes == {"tokens": np.int32, "positions": np.int32, "valid": np.bool_,
+                      "loss_mask": np.float32, "source_length": np.int32, "length": np.int32,
+                      "example_mask": np.bool_, "index": np.int32}
+
+
+def test_pack_pads_each_row_and_fills_with_masked_copies_of_row_zero():
+    records = [_record([5, 2, 5, 1], 2, 1), _record([3, 6, 2, 3, 6, 1], 3, 2)]
+    batch = loader.pack(records, [4, 0], seq_len=6, batch_size=3)
+    assert batch["tokens"].tolist() == [[5, 2, 5, 1, 0, 0], [3, 6, 2, 3, 6, 1], [5, 2, 5, 1, 0, 0]]
+    assert batch["valid"].tolist() == [[1, 1, 1, 1, 0, 0], [1] * 6, [1, 1, 1, 1, 0, 0]]
+    assert batch["loss_mask"].tolist() == [[0, 0, 1, 1, 0, 0], [0, 0, 0, 1, 1, 1], [0] * 6]
+    assert batch["example_mask"].tolist() == [True, True, False]
+    assert batch["index"].tolist() == [4, 0, -1]
+    assert batch["length"].tolist() == [1, 2, 1]
+
+
+def test_a_sequence_longer_than_seq_len_raises(prepared):
+    with pytest.raises(loader.BatchError, match="Record 3 of source has 6 tokens; expected at "
+                       "most seq_len=5"):
+        loader.pack([_record([3, 6, 2, 3, 6, 1], 3, 2)], [3], seq_len=5)
+    # On a prepared split the message names the split; the longest test record has 12 tokens.
+    batches = loader.TrainBatches(prepared.splits["test"], global_batch_size=10, seq_len=11, seed=0)
+    with pytest.raises(loader.BatchError, match=r"Record \d+ of split 'test' has 12 tokens; "
+                       "expected at most seq_len=11"):
+        for step in range(3):
+            batches.get(step)
+
+
+def test_train_batches_are_a_function_of_seed_and_step(train):
+    first = loader.TrainBatches(train, global_batch_size=4, seq_len=8, seed=3)
+    # Walk one instance forward, then ask a fresh one (a resumed run) for the same step.
+    walked = [first.get(step) for step in range(6)]
+    resumed = loader.TrainBatches(train, global_batch_size=4, seq_len=8, seed=3).get(5)
+    for key in KEYS:
+        np.testing.assert_array_equal(walked[5][key], resumed[key])
+    np.testing.assert_array_equal(first.get(2)["tokens"], walked[2]["tokens"])
+    other_seed = loader.TrainBatches(train, global_batch_size=4, seq_len=8, seed=4)
+    assert [other_seed.indices(s).tolist() for s in range(3)] != [
+        first.indices(s).tolist() for s in range(3)]
+
+
+def test_train_batches_follow_the_per_epoch_permutations(train):
+    # 9 records, batches of 4: step 2 straddles epochs 0 and 1 (tail of one, head of the next).
+    batches = loader.TrainBatches(train, global_batch_size=4, seq_len=8, seed=11)
+    stream = np.concatenate([np.random.default_rng([11, e]).permutation(9) for e in range(4)])
+    got = np.concatenate([batches.indices(step) for step in range(9)])  # 36 = 4 epochs
+    np.testing.assert_array_equal(got, stream)
+    for epoch in range(4):
+        assert sorted(got[9 * epoch : 9 * epoch + 9].tolist()) == list(range(9))
+    assert batches.get(2)["index"].tolist() == stream[8:12].tolist()
+    batch = batches.get(0)
+    for row, index in enumerate(batch["index"]):
+        n = len(train[index]["tokens"])
+        assert batch["tokens"][row, :n].tolist() == train[index]["tokens"].tolist()
+    assert batch["example_mask"].all()
+
+
+def test_one_epoch_covers_every_prepared_record_once(prepared):
+    source = prepared.splits["train"]  # 15 records
+    batches = loader.TrainBatches(source, global_batch_size=5, seq_len=8, seed=0)
+    seen = np.concatenate([batches.get(step)["index"] for step in range(3)])
+    assert sorted(seen.tolist()) == list(range(15))
+
+
+def test_global_batch_is_the_same_for_any_process_count(train):
+    single = loader.TrainBatches(train, global_batch_size=6, seq_len=8, seed=5)
+    halves = [loader.TrainBatches(train, global_batch_size=6, seq_len=8, seed=5,
+                                  process_index=i, process_count=2) for i in range(2)]
+    for step in (0, 1, 7):
+        parts = [h.get(step) for h in halves]
+        assert parts[0]["tokens"].shape == (3, 8)
+        whole = single.get(step)
+        for key in KEYS:
+            np.testing.assert_array_equal(np.concatenate([p[key] for p in parts]), whole[key])
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"global_batch_size": 5, "process_count": 2}, "global_batch_size=5 must be a positive "
+         "multiple of process_count=2"),
+        ({"process_index": 2, "process_count": 2}, "process_index=2, process_count=2"),
+        ({"seed": -1}, "seed=-1"),
+    ],
+)
+def test_train_batches_reject_bad_arguments(train, kwargs, message):
+    arguments = {"global_batch_size": 4, "seq_len": 8, "seed": 0} | kwargs
+    with pytest.raises(loader.BatchError, match=message):
+        loader.TrainBatches(train, **arguments)
+
+
+def test_eval_batches_cover_every_record_once_sorted_with_fillers_masked(prepared):
+    source = prepared.splits["test"]  # 10 records: 5 of 10 tokens, then 5 of 12
+    batches = list(loader.eval_batches(source, batch_size=4, pad_multiple=8))
+    assert len(batches) == 3
+    assert [b["tokens"].shape for b in batches] == [(4, 16), (4, 16), (4, 16)]
+    indices = np.concatenate([b["index"][b["example_mask"]] for b in batches])
+    assert sorted(indices.tolist()) == list(range(10))
+    sizes = [int(b["valid"][r].sum()) for b in batches for r in np.flatnonzero(b["example_mask"])]
+    assert sizes == sorted(sizes) == [10] * 5 + [12] * 5
+    last = batches[-1]
+    assert last["example_mask"].tolist() == [True, True, False, False]
+    assert last["index"].tolist()[2:] == [-1, -1]
+    assert last["loss_mask"][2:].sum() == 0 and last["valid"][2:].any(axis=1).all()
+    for batch in batches:
+        for row in np.flatnonzero(batch["example_mask"]):
+            record = source[int(batch["index"][row])]
+            n = len(record["tokens"])
+            assert batch["tokens"][row, :n].tolist() == record["tokens"].tolist()
+            assert batch["loss_mask"][row].sum() == n - record["source_length"]
+
+
+def test_eval_batch_width_is_the_longest_row_rounded_up(train):
+    # Sorted sizes: three 4s, three 6s, three 8s; batches of 4 -> longest 6, 8, 8.
+    widths = [b["tokens"].shape[1] for b in loader.eval_batches(train, batch_size=4, pad_multiple=3)]
+    assert widths == [6, 9, 9]
+
+
+def test_prompt_batch_left_pads_the_prompts():
+    records = [_record([5, 2, 5, 1], 2, 1), _record([3, 6, 2, 3, 6, 1], 3, 2)]
+    batch = loader.pack(records, [0, 1], seq_len=8, batch_size=3)
+    prompts = loader.prompt_batch(batch, pad_multiple=1)
+    assert prompts["prompt_tokens"].tolist() == [[0, 5, 2], [3, 6, 2], [0, 5, 2]]
+    assert prompts["prompt_valid"].tolist() == [[0, 1, 1], [1, 1, 1], [0, 1, 1]]
+    wide = loader.prompt_batch(batch, pad_id=9, pad_multiple=4)
+    assert wide["prompt_tokens"].tolist() == [[9, 9, 5, 2], [9, 3, 6, 2], [9, 9, 5, 2]]
+    assert wide["prompt_tokens"].dtype == np.int32
+    # Positions recomputed from the mask start every prompt at 0.
+    positions = np.cumsum(wide["prompt_valid"], axis=1) - 1
+    assert positions[wide["prompt_valid"]].tolist() == [0, 1, 0, 1, 2, 0, 1]
+
+
+def test_sequence_length(train):
+    assert loader.sequence_length(train) == 8
+    assert loader.round_up(8, 8) == 8 and loader.round_up(9, 8) == 16
+    with pytest.raises(loader.BatchError, match="is empty"):
+        loader.sequence_length([])
+
+
+def test_to_global_on_one_device(train):
+    import jax
+
+    mesh = jax.make_mesh((1,), ("data",), axis_types=(jax.sharding.AxisType.Auto,),
+                         devices=jax.devices()[:1])
+    batch = loader.TrainBatches(train, global_batch_size=4, seq_len=8, seed=0).get(0)
+    arrays = loader.to_global(batch, mesh)
+    assert set(arrays) == set(KEYS)
+    for key in KEYS:
+        np.testing.assert_array_equal(np.asarray(arrays[key]), batch[key])
+        assert arrays[key].sharding.spec == jax.sharding.PartitionSpec("data")
+    with pytest.raises(loader.BatchError, match=r"expected one named 'batch'"):
+        loader.to_global(batch, mesh, data_axis="batch")
+
+
+_FOUR_DEVICES = textwrap.dedent("""
+    import jax, numpy as np
+    from lenggen.data import loader
+    assert jax.device_count() == 4
+    mesh = jax.make_mesh((4, 1), ("data", "model"), axis_types=(jax.sharding.AxisType.Auto,) * 2)
+    records = [{"tokens": np.arange(1, 3 + i, dtype=np.int32), "source_length": 1, "length": i}
+               for i in range(8)]
+    batch = loader.pack(records, list(range(8)), seq_len=10)
+    arrays = loader.to_global(batch, mesh)
+    shards = sorted(arrays["tokens"].addressable_shards, key=lambda s: s.index[0].start)
+    assert [s.data.shape for s in shards] == [(2, 10)] * 4
+    for i, shard in enumerate(shards):
+        np.testing.assert_array_equal(np.asarray(shard.data), batch["tokens"][2 * i : 2 * i + 2])
+    np.testing.assert_array_equal(np.asarray(arrays["length"]), np.arange(8))
+    print("ok")
+""")
+
+
+def test_to_global_shards_the_batch_over_four_fake_devices():
+    # A subprocess: this process's jax backend may already be up with one device.
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+               JAX_PLATFORMS="cpu")
+    root = pathlib.Path(__file__).parents[2]  # so that `import lenggen` works
+    result = subprocess.run([sys.executable, "-c", _FOUR_DEVICES], env=env, capture_output=True,
+                            text=True, timeout=120, cwd=root)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
