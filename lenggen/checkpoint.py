@@ -12,19 +12,9 @@ renames it when complete, so a crash mid-save never leaves a step that looks fin
 import os
 from typing import Any
 
-import jax
 import orbax.checkpoint as ocp
 
 BEST_METRIC = "validation_exact_match"
-
-
-def abstract_like(state: Any, shardings: Any) -> Any:
-    """ShapeDtypeStructs carrying `shardings`: the target Orbax restores onto."""
-    return jax.tree.map(
-        lambda leaf, sharding: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding),
-        state,
-        shardings,
-    )
 
 
 class Checkpoints:

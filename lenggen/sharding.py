@@ -42,10 +42,29 @@ def make_mesh(shape, devices=None) -> Mesh:
     )
 
 
+def _axis_size(mesh: Mesh, axis) -> int:
+    names = axis if isinstance(axis, tuple) else (axis,)
+    return int(np.prod([mesh.shape[name] for name in names]))
+
+
 def param_shardings(boxed_params: Any, mesh: Mesh) -> Any:
-    """NamedShardings for a (possibly abstract) param tree still holding logical boxes."""
-    logical_specs = nn.get_partition_spec(boxed_params)
-    return nn.logical_to_mesh_sharding(logical_specs, mesh, LOGICAL_RULES)
+    """NamedShardings for a (possibly abstract) param tree still holding logical boxes.
+
+    A dimension the rules put on a mesh axis it does not divide (e.g. a word-level vocabulary
+    of 103 over 2 model shards) is replicated instead.
+    """
+    mesh_specs = nn.logical_to_mesh(nn.get_partition_spec(boxed_params), LOGICAL_RULES)
+    shapes = nn.unbox(boxed_params)
+
+    def fit(spec: P, leaf) -> NamedSharding:
+        entries = tuple(spec) + (None,) * (len(leaf.shape) - len(spec))
+        fitted = [
+            axis if axis is None or dim % _axis_size(mesh, axis) == 0 else None
+            for axis, dim in zip(entries, leaf.shape)
+        ]
+        return NamedSharding(mesh, P(*fitted))
+
+    return jax.tree.map(fit, mesh_specs, shapes, is_leaf=lambda x: isinstance(x, P))
 
 
 def state_shardings(abstract_state: dict, param_sharding: Any, mesh: Mesh) -> dict:

@@ -156,18 +156,20 @@ class PreparedTask:
         (`tokens` int32 [tokens], `source_length`, `length` int32 [], `source`, `target` bytes).
       tokenizer: the vocabulary the records were written with.
       directory: the version directory holding the files.
+      longest: split name -> tokens in its longest record (written at preparation, in
+        metadata.json, so no split has to be scanned to size the model's inputs).
     """
 
     splits: Mapping[str, Sequence[dict]]
     tokenizer: Tokenizer
     directory: epath.Path
-    _max_sequence_length: Mapping[str, int]
+    longest: Mapping[str, int]
 
     def max_sequence_length(self, split: str) -> int:
         """The number of tokens of the longest record of `split` (EOS included)."""
-        if split not in self._max_sequence_length:
+        if split not in self.longest:
             raise DatasetError(f"Unknown split {split!r}; expected one of {SPLITS}.")
-        return self._max_sequence_length[split]
+        return self.longest[split]
 
 
 def prepare(task, data_dir: str | os.PathLike) -> PreparedTask:
@@ -198,7 +200,7 @@ def prepare(task, data_dir: str | os.PathLike) -> PreparedTask:
         splits=splits,
         tokenizer=tokenizer,
         directory=builder.data_path,
-        _max_sequence_length={s: int(n) for s, n in metadata["max_sequence_length"].items()},
+        longest={s: int(n) for s, n in metadata["max_sequence_length"].items()},
     )
 
 

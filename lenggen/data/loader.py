@@ -8,14 +8,14 @@ Every batch is a dict of numpy arrays:
   tokens         int32   [batch, seq_len]  right-padded with PAD_ID (the paper pads on the right)
   positions      int32   [batch, seq_len]  0..seq_len-1 on every row (pads too: they are masked)
   valid          bool    [batch, seq_len]  True on real tokens
-  loss_mask      float32 [batch, seq_len]  1 where the TOKEN is a target token or the EOS: the
-                                           model predicts tokens[:, t] from logits[:, t - 1], so
-                                           the loss on target and EOS only (facts.md) is
-                                           sum(loss_mask[:, 1:] * nll(logits[:, :-1], tokens[:, 1:]))
+  loss_mask      float32 [batch, seq_len]  1 where the TOKEN is a target token or the EOS
   source_length  int32   [batch]           the number of prompt tokens of each row
   length         int32   [batch]           the row's length bucket
   example_mask   bool    [batch]           False on filler rows
   index          int32   [batch]           the record's index in its split; -1 on filler rows
+
+The model predicts tokens[:, t] from logits[:, t - 1], so the loss on target tokens and EOS only
+(facts.md) is `sum(loss_mask[:, 1:] * nll(logits[:, :-1], tokens[:, 1:]))`.
 
 Filler rows (only in the last evaluation batch) repeat the batch's first row, so that no row is
 fully masked (a fully masked attention row can give NaN, and NaN * 0 is still NaN), with

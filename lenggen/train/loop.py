@@ -9,9 +9,7 @@ import os
 import time
 from typing import Any
 
-import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
@@ -29,6 +27,7 @@ from lenggen.model import decoder
 from lenggen.model import decoding
 from lenggen.model import positional
 from lenggen.train import optimizer as optimizer_lib
+from lenggen.train import state as state_lib
 from lenggen.train import step as step_lib
 
 MODES = ("train", "evaluate", "train_and_evaluate")
@@ -74,34 +73,18 @@ class Experiment:
         longest = _round_up(longest, 16) + config.eval.max_new_tokens
         self._check_positions_fit(longest)
 
-        # ---- Optimizer and train state shardings (params carry logical partition names).
+        # ---- Optimizer, the train state's layout on the mesh, and the jitted steps.
         self.schedule = optimizer_lib.learning_rate_schedule(config.train)
         self.optimizer = optimizer_lib.make_optimizer(config.train)
-        init_key = jax.random.key(config.seed)
-        boxed = jax.eval_shape(self._init_boxed_params, init_key)
-        param_sharding = sharding.param_shardings(boxed, self.mesh)
-        self.abstract_state = jax.eval_shape(self._init_state, init_key)
-        self.state_sharding = sharding.state_shardings(
-            self.abstract_state, param_sharding, self.mesh
-        )
-        self.init_key = init_key
+        self.layout = state_lib.layout(self.model, self.optimizer, self.mesh, self.train_seq_len)
         self.dropout_key = jax.random.fold_in(jax.random.key(config.seed), 1)
-
-        # ---- Jitted steps with explicit shardings; the train state is donated.
-        batch_sharding = sharding.batch_sharding(self.mesh)
-        replicated = sharding.replicated(self.mesh)
-        self.train_step = jax.jit(
-            functools.partial(
-                step_lib.train_step, model=self.model, optimizer=self.optimizer,
-                schedule=self.schedule,
-            ),
-            in_shardings=(self.state_sharding, batch_sharding, replicated),
-            out_shardings=(self.state_sharding, replicated),
-            donate_argnums=(0,),
+        self.train_step = state_lib.jit_train_step(
+            self.model, self.optimizer, self.schedule, self.layout, self.mesh
         )
+        batch_sharding = sharding.batch_sharding(self.mesh)
         self.teacher_forced = jax.jit(
             functools.partial(step_lib.teacher_forced_correct, model=self.model),
-            in_shardings=(param_sharding, batch_sharding),
+            in_shardings=(self.layout.param_sharding, batch_sharding),
             out_shardings=batch_sharding,
         )
         self.greedy = jax.jit(
@@ -109,7 +92,7 @@ class Experiment:
                 decoding.greedy_decode, self.model,
                 max_new_tokens=config.eval.max_new_tokens, eos_id=self.tokenizer.eos_id,
             ),
-            in_shardings=(param_sharding, batch_sharding, batch_sharding),
+            in_shardings=(self.layout.param_sharding, batch_sharding, batch_sharding),
             out_shardings=batch_sharding,
         )
 
@@ -123,23 +106,11 @@ class Experiment:
                 f"(config.model.pe.{self.config.model.pe.name}) or shorten the test lengths."
             )
 
-    def _init_boxed_params(self, key: jax.Array) -> Any:
-        tokens = jnp.zeros((1, self.train_seq_len), jnp.int32)
-        positions = jnp.arange(self.train_seq_len, dtype=jnp.int32)[None]
-        valid = jnp.ones((1, self.train_seq_len), bool)
-        return self.model.init({"params": key}, tokens, positions, valid)["params"]
-
-    def _init_state(self, key: jax.Array) -> dict:
-        params = nn.unbox(self._init_boxed_params(key))
-        return dict(
-            step=jnp.zeros((), jnp.int32), params=params, opt_state=self.optimizer.init(params)
-        )
-
     def initial_state(self) -> dict:
-        return jax.jit(self._init_state, out_shardings=self.state_sharding)(self.init_key)
-
-    def restore_target(self) -> Any:
-        return checkpoint.abstract_like(self.abstract_state, self.state_sharding)
+        return state_lib.initial_state(
+            self.model, self.optimizer, self.layout, self.train_seq_len,
+            jax.random.key(self.config.seed),
+        )
 
     def evaluate(self, params: Any, split: str, metric: str) -> exact_match.SplitEvaluation:
         return exact_match.evaluate_split(
@@ -166,7 +137,7 @@ def train(experiment: Experiment, checkpoints: checkpoint.Checkpoints) -> dict:
     # ---- Resume.
     start_step = checkpoints.latest_step() or 0
     if start_step:
-        state = checkpoints.restore_latest(experiment.restore_target())
+        state = checkpoints.restore_latest(experiment.layout.restore_target())
         _log(f"Resumed from step {start_step} in {experiment.workdir}.")
     else:
         state = experiment.initial_state()
@@ -244,10 +215,10 @@ def evaluate(experiment: Experiment, checkpoints: checkpoint.Checkpoints) -> dic
     best = checkpoints.best()
     if best is not None:
         step = best[0]
-        state = checkpoints.restore_best(experiment.restore_target())
+        state = checkpoints.restore_best(experiment.layout.restore_target())
     elif checkpoints.latest_step() is not None:
         step = checkpoints.latest_step()
-        state = checkpoints.restore_latest(experiment.restore_target())
+        state = checkpoints.restore_latest(experiment.layout.restore_target())
     else:
         raise FileNotFoundError(
             f"No checkpoint in {experiment.workdir}: train first (--mode=train_and_evaluate)."

@@ -66,7 +66,7 @@ def train_step(
     (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
     updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
     params = optax.apply_updates(state["params"], updates)
-    metrics.update(grad_norm=optax.global_norm(grads), learning_rate=schedule(state["step"]))
+    metrics.update(grad_norm=optax.tree.norm(grads), learning_rate=schedule(state["step"]))
     new_state = dict(step=state["step"] + 1, params=params, opt_state=opt_state)
     return new_state, metrics
 

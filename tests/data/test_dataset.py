@@ -81,7 +81,9 @@ def test_reopening_does_not_regenerate(prepared, data_dir, monkeypatch):
     again = dataset.prepare(FakeCopy(), data_dir)
     assert again.directory == prepared.directory
     assert _files(prepared.directory) == before
-    assert again.splits["test"][5]["tokens"].tolist() == prepared.splits["test"][5]["tokens"].tolist()
+    stored, fresh = again.splits["test"][5], prepared.splits["test"][5]
+    assert stored["tokens"].tolist() == fresh["tokens"].tolist()
+    assert again.max_sequence_length("test") == 12  # read back from metadata.json
 
 
 def test_other_options_get_another_directory(prepared, data_dir):

@@ -159,7 +159,8 @@ def test_eval_batches_cover_every_record_once_sorted_with_fillers_masked(prepare
 
 def test_eval_batch_width_is_the_longest_row_rounded_up(train):
     # Sorted sizes: three 4s, three 6s, three 8s; batches of 4 -> longest 6, 8, 8.
-    widths = [b["tokens"].shape[1] for b in loader.eval_batches(train, batch_size=4, pad_multiple=3)]
+    batches = loader.eval_batches(train, batch_size=4, pad_multiple=3)
+    widths = [b["tokens"].shape[1] for b in batches]
     assert widths == [6, 9, 9]
 
 

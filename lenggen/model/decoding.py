@@ -1,0 +1,138 @@
+"""Greedy decoding, with the KV cache and by full recomputation (the baseline it must equal).
+
+Prompts are LEFT-padded (`prompt_valid` False on the pads) so every example's next token goes
+in the same column; positions are cumsum(valid) - 1, so each example's first real token is
+position 0 whatever its padding. After an example emits EOS it keeps emitting EOS. Both
+functions are jitted with `model`, `max_new_tokens` and `eos_id` static, and stop early once
+every example has emitted EOS (the rest of the output is EOS).
+
+`params` is the 'params' collection of `model.init(...)` (boxed or unboxed).
+"""
+
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from lenggen.model import kv_cache
+
+
+def prompt_positions(valid: jax.Array) -> jax.Array:
+    """`[batch, length]` bool -> `[batch, length]` int32: cumsum(valid) - 1, pads clipped to 0.
+
+    Clipping keeps pad positions inside every PE's range (a learned table reads NaN below 0);
+    pads are never attended to, so their position is otherwise irrelevant.
+    """
+    return jnp.maximum(jnp.cumsum(valid.astype(jnp.int32), axis=-1) - 1, 0)
+
+
+def _check(prompt_tokens: jax.Array, prompt_valid: jax.Array, max_new_tokens: int) -> None:
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if prompt_tokens.ndim != 2 or prompt_tokens.shape != prompt_valid.shape:
+        raise ValueError(
+            "prompt_tokens and prompt_valid must both be [batch, length], got "
+            f"{prompt_tokens.shape} and {prompt_valid.shape}"
+        )
+
+
+def _next_token(logits: jax.Array, done: jax.Array, eos_id: int) -> jax.Array:
+    """Argmax of `logits [batch, vocab]`, EOS where the example is `done [batch]`."""
+    return jnp.where(done, eos_id, jnp.argmax(logits, axis=-1)).astype(jnp.int32)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "max_new_tokens", "eos_id"))
+def greedy_decode(
+    model: nn.Module,
+    params,
+    prompt_tokens: jax.Array,
+    prompt_valid: jax.Array,
+    max_new_tokens: int,
+    eos_id: int,
+) -> jax.Array:
+    """Greedy decoding with the KV cache: one prefill call, then single-token steps.
+
+    Args:
+      model: a Decoder.
+      params: its parameters.
+      prompt_tokens: `[batch, prompt_len]` int32, left-padded.
+      prompt_valid: `[batch, prompt_len]` bool, False on the pads.
+      max_new_tokens: tokens to generate (static).
+      eos_id: end-of-sequence token id (static).
+    Returns:
+      `[batch, max_new_tokens]` int32.
+    """
+    _check(prompt_tokens, prompt_valid, max_new_tokens)
+    batch, prompt_len = prompt_tokens.shape
+    # The last new token is never fed back, so prompt_len + max_new_tokens - 1 slots suffice.
+    cache = kv_cache.init_cache(model, batch, prompt_len + max_new_tokens - 1)
+    logits, state = model.apply(
+        {"params": params, "cache": cache},
+        prompt_tokens, prompt_positions(prompt_valid), prompt_valid,
+        decode=True, mutable=["cache"],
+    )  # fmt: skip
+    token = _next_token(logits[:, -1], jnp.zeros((batch,), jnp.bool_), eos_id)
+    output = jnp.full((batch, max_new_tokens), eos_id, jnp.int32).at[:, 0].set(token)
+    # Each example's first new token sits right after its last real prompt token.
+    position = prompt_valid.sum(axis=-1).astype(jnp.int32)
+
+    def cond(carry):
+        step, _, _, done, _, _ = carry
+        return (step < max_new_tokens) & ~jnp.all(done)
+
+    def body(carry):
+        step, token, position, done, cache, output = carry
+        logits, state = model.apply(
+            {"params": params, "cache": cache},
+            token[:, None], position[:, None], jnp.ones((batch, 1), jnp.bool_),
+            decode=True, mutable=["cache"],
+        )  # fmt: skip
+        token = _next_token(logits[:, 0], done, eos_id)
+        output = jax.lax.dynamic_update_slice(output, token[:, None], (0, step))
+        return step + 1, token, position + 1, done | (token == eos_id), state["cache"], output
+
+    carry = (jnp.int32(1), token, position, token == eos_id, state["cache"], output)
+    return jax.lax.while_loop(cond, body, carry)[-1]
+
+
+@functools.partial(jax.jit, static_argnames=("model", "max_new_tokens", "eos_id"))
+def full_recompute_greedy_decode(
+    model: nn.Module,
+    params,
+    prompt_tokens: jax.Array,
+    prompt_valid: jax.Array,
+    max_new_tokens: int,
+    eos_id: int,
+) -> jax.Array:
+    """Greedy decoding without a cache: every step re-runs the whole sequence.
+
+    Same contract as `greedy_decode`. The sequence buffer holds prompt + max_new_tokens slots;
+    slots not yet generated are invalid keys, so earlier outputs never see them.
+    """
+    _check(prompt_tokens, prompt_valid, max_new_tokens)
+    batch, prompt_len = prompt_tokens.shape
+    tokens = jnp.concatenate(
+        [prompt_tokens.astype(jnp.int32), jnp.zeros((batch, max_new_tokens), jnp.int32)], axis=1
+    )  # -> [batch, prompt_len + max_new_tokens]
+    valid = jnp.concatenate([prompt_valid, jnp.zeros((batch, max_new_tokens), jnp.bool_)], axis=1)
+    output = jnp.full((batch, max_new_tokens), eos_id, jnp.int32)
+
+    def cond(carry):
+        step, _, _, done, _ = carry
+        return (step < max_new_tokens) & ~jnp.all(done)
+
+    def body(carry):
+        step, tokens, valid, done, output = carry
+        logits = model.apply({"params": params}, tokens, prompt_positions(valid), valid)
+        last = jax.lax.dynamic_index_in_dim(logits, prompt_len + step - 1, axis=1, keepdims=False)
+        token = _next_token(last, done, eos_id)
+        tokens = jax.lax.dynamic_update_slice(tokens, token[:, None], (0, prompt_len + step))
+        valid = jax.lax.dynamic_update_slice(
+            valid, jnp.ones((batch, 1), jnp.bool_), (0, prompt_len + step)
+        )
+        output = jax.lax.dynamic_update_slice(output, token[:, None], (0, step))
+        return step + 1, tokens, valid, done | (token == eos_id), output
+
+    carry = (jnp.int32(0), tokens, valid, jnp.zeros((batch,), jnp.bool_), output)
+    return jax.lax.while_loop(cond, body, carry)[-1]
