@@ -12,16 +12,21 @@ access, each record a dict of numpy values). `as_dataset` / `tfds.load` would ne
 Records (one per example, in the order `task.examples(split)` yields them; shuffling is disabled
 because the loader shuffles by epoch itself, see loader.TrainBatches):
   tokens         int32 [tokens]  source ids + target ids + EOS (no BOS, as in the paper)
-  source_length  int32 []        the number of prompt (source) tokens
-  length         int32 []        the length bucket the paper reports the example under
+  source_length  int    []       the number of prompt (source) tokens
+  length         int    []       the length bucket the paper reports the example under
   source, target bytes           the example's text (utf-8)
+The version directory's metadata.json records the task name, its options, the tokenizer's words
+and each split's longest record, so `tfds.builder_from_directory(directory)` opens a dataset
+without the task or this class.
 
-Concurrency: tfds writes into `<version dir>.incomplete.XXXXXX_...` (a random suffix per process)
-and renames it onto the version directory when done, so readers never see a half-written dataset.
-When several processes prepare the same dataset at once each generates its own copy; the first
-rename wins and the others' renames fail on the now non-empty directory, after which `prepare`
-discards their copy and opens the winner's. On several hosts, prepare on one host first (or on a
-shared filesystem let them race: the result is the same files).
+Concurrency: tfds writes into `<config dir>/incomplete.XXXXXX_<version>/` (a random suffix per
+process) and renames it onto the version directory when done, so readers never see a
+half-written dataset. When several processes prepare the same dataset at once (checked on local
+disk with two processes), each generates its own copy; the first rename wins, the others fail
+with FileExistsError on the now non-empty directory, and `prepare` then drops their copy and
+opens the winner's. Nothing is corrupted, only work repeated. With many hosts, prepare on
+process 0, wait at a barrier, then prepare everywhere (the others then only open the files):
+renames on object stores such as GCS are not atomic.
 """
 
 import dataclasses

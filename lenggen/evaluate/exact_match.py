@@ -68,9 +68,10 @@ def evaluate_split(
         verdict = _to_host(teacher_forced_fn(params, loader.to_global(batch, mesh)))[rows]
         failed = rows[~verdict]
         if metric == "exact" and failed.size:
-            prompt_tokens, prompt_valid = loader.prompt_batch(batch, tokenizer.pad_id)
-            prompts = loader.to_global({"tokens": prompt_tokens, "valid": prompt_valid}, mesh)
-            outputs = _to_host(greedy_fn(params, prompts["tokens"], prompts["valid"]))
+            prompts = loader.to_global(loader.prompt_batch(batch), mesh)
+            outputs = _to_host(
+                greedy_fn(params, prompts["prompt_tokens"], prompts["prompt_valid"])
+            )
             for row in failed:
                 record = source[int(batch["index"][row])]
                 prediction = tokenizer.decode(outputs[row].tolist())

@@ -42,7 +42,7 @@ MAX_DIGITS = 18
 
 # The answer: the digits after the last "The answer is", up to a "." word. What follows the "."
 # is ignored, as the official regex `.*The answer is\s+(-?\s?[\d\.][\d\s\.]*)\.` does.
-_ANSWER = re.compile(r"(?:^|.* )The answer is((?: [0-9])+) \.(?: .*)?$")
+_ANSWER = re.compile(r"(?:.* |^)The answer is((?: [0-9])+) \.(?: .*)?$")
 
 
 def spaced(number: int) -> str:

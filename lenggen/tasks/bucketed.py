@@ -94,7 +94,7 @@ def plan_counts(
 
 
 def draw_distinct(bucket: Bucket, rng: np.random.Generator, count: int) -> np.ndarray:
-    """`count` distinct items of `bucket` ([count, width]), a uniformly random subset in random order.
+    """`count` distinct items of `bucket`: [count, width], a uniform random subset in random order.
 
     Keeping the first `count` distinct items of a uniform stream gives exactly that.
     """

@@ -22,6 +22,7 @@ from lenggen import tasks
 from lenggen import workdir as workdir_lib
 from lenggen.data import dataset
 from lenggen.data import loader
+from lenggen.data import tokenizer as tokenizer_lib
 from lenggen.evaluate import exact_match
 from lenggen.model import decoder
 from lenggen.model import decoding
@@ -90,7 +91,7 @@ class Experiment:
         self.greedy = jax.jit(
             functools.partial(
                 decoding.greedy_decode, self.model,
-                max_new_tokens=config.eval.max_new_tokens, eos_id=self.tokenizer.eos_id,
+                max_new_tokens=config.eval.max_new_tokens, eos_id=tokenizer_lib.EOS_ID,
             ),
             in_shardings=(self.layout.param_sharding, batch_sharding, batch_sharding),
             out_shardings=batch_sharding,

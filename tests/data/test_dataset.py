@@ -28,6 +28,13 @@ def test_directory_is_named_by_task_options_and_version(prepared, data_dir):
     # The hash is of the options as sorted, compact JSON, computed here independently.
     digest = hashlib.sha256(b'{"per_length":3,"seed":0}').hexdigest()[:8]
     assert dataset.config_name(FakeCopy()) == f"fake_copy-{digest}"
+
+    class Reversed(FakeCopy):
+        def options(self):  # same options, other insertion order: the same dataset
+            return dict(reversed(super().options().items()))
+
+    assert dataset.config_name(Reversed()) == f"fake_copy-{digest}"
+    assert dataset.config_name(FakeCopy(seed=1)) != f"fake_copy-{digest}"
     assert prepared.directory == data_dir / "lenggen_task" / f"fake_copy-{digest}" / "1.0.0"
     assert str(dataset.VERSION) in dataset.RELEASE_NOTES
 

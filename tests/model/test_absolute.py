@@ -86,5 +86,4 @@ def test_sinusoidal_codes_differ_per_position():
     # Why APE is not shift invariant: the code of position p is not the code of p + 37.
     codes = sinusoidal_embedding(jnp.arange(5), 16)
     shifted = sinusoidal_embedding(jnp.arange(5) + 37, 16)
-    assert np.abs(codes - shifted).min(axis=-1).max() >= 0  # every row defined
     assert np.abs(codes - shifted).max(axis=-1).min() > 0.1
