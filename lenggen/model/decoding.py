@@ -3,8 +3,9 @@
 Prompts are LEFT-padded (`prompt_valid` False on the pads) so every example's next token goes
 in the same column; positions are cumsum(valid) - 1, so each example's first real token is
 position 0 whatever its padding. After an example emits EOS it keeps emitting EOS. Both
-functions are jitted with `model`, `max_new_tokens` and `eos_id` static, and stop early once
-every example has emitted EOS (the rest of the output is EOS).
+functions are jitted with `model` and `max_new_tokens` static (`eos_id` is traced: a new EOS id
+does not recompile), and stop early once every example has emitted EOS (the rest of the output
+is EOS).
 
 `params` is the 'params' collection of `model.init(...)` (boxed or unboxed).
 """
@@ -37,19 +38,19 @@ def _check(prompt_tokens: jax.Array, prompt_valid: jax.Array, max_new_tokens: in
         )
 
 
-def _next_token(logits: jax.Array, done: jax.Array, eos_id: int) -> jax.Array:
+def _next_token(logits: jax.Array, done: jax.Array, eos_id: jax.Array) -> jax.Array:
     """Argmax of `logits [batch, vocab]`, EOS where the example is `done [batch]`."""
     return jnp.where(done, eos_id, jnp.argmax(logits, axis=-1)).astype(jnp.int32)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "max_new_tokens", "eos_id"))
+@functools.partial(jax.jit, static_argnames=("model", "max_new_tokens"))
 def greedy_decode(
     model: nn.Module,
     params,
     prompt_tokens: jax.Array,
     prompt_valid: jax.Array,
     max_new_tokens: int,
-    eos_id: int,
+    eos_id: int | jax.Array,
 ) -> jax.Array:
     """Greedy decoding with the KV cache: one prefill call, then single-token steps.
 
@@ -59,7 +60,7 @@ def greedy_decode(
       prompt_tokens: `[batch, prompt_len]` int32, left-padded.
       prompt_valid: `[batch, prompt_len]` bool, False on the pads.
       max_new_tokens: tokens to generate (static).
-      eos_id: end-of-sequence token id (static).
+      eos_id: end-of-sequence token id.
     Returns:
       `[batch, max_new_tokens]` int32.
     """
@@ -96,14 +97,14 @@ def greedy_decode(
     return jax.lax.while_loop(cond, body, carry)[-1]
 
 
-@functools.partial(jax.jit, static_argnames=("model", "max_new_tokens", "eos_id"))
+@functools.partial(jax.jit, static_argnames=("model", "max_new_tokens"))
 def full_recompute_greedy_decode(
     model: nn.Module,
     params,
     prompt_tokens: jax.Array,
     prompt_valid: jax.Array,
     max_new_tokens: int,
-    eos_id: int,
+    eos_id: int | jax.Array,
 ) -> jax.Array:
     """Greedy decoding without a cache: every step re-runs the whole sequence.
 

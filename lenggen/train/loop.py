@@ -224,7 +224,7 @@ def evaluate(experiment: Experiment, checkpoints: checkpoint.Checkpoints) -> dic
         raise FileNotFoundError(
             f"No checkpoint in {experiment.workdir}: train first (--mode=train_and_evaluate)."
         )
-    _log(f"Evaluating the checkpoint of step {step} ({config.eval.metric} exact match).")
+    _log(f"Evaluating the checkpoint of step {step} (metric: {config.eval.metric}).")
     splits, samples = {}, []
     for split in ("validation", "test"):
         evaluation = experiment.evaluate(state["params"], split, config.eval.metric)

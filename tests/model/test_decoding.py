@@ -1,0 +1,156 @@
+"""Tests of lenggen/model/decoding.py (and the KV cache through the Decoder), for every PE.
+
+Tolerance: float32 logits of the cached and the recomputed paths agree to 1e-5 (they differ
+only by the summation order over padded key buffers).
+"""
+
+import functools
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from lenggen.model import kv_cache, positional
+from lenggen.model.decoder import Decoder
+from lenggen.model.decoding import full_recompute_greedy_decode, greedy_decode, prompt_positions
+
+VOCAB = 17
+NEVER = VOCAB  # an id the model cannot emit: decoding never stops early
+# Left-padded ragged prompts: no pad, 2 pads, 5 pads.
+PROMPT_VALID = np.array([[1] * 6, [0, 0, 1, 1, 1, 1], [0, 0, 0, 0, 0, 1]], bool)
+
+
+def _model(variant: str) -> Decoder:
+    options = {n: positional.default_options(n) for n in positional.names()}
+    name = variant
+    if variant == "ape_learned":
+        name, options["ape"] = "ape", dict(kind="learned", max_length=64)
+    return Decoder(
+        vocab_size=VOCAB, num_layers=2, d_model=16, num_heads=3, d_kv=8, d_ff=24,
+        dropout_rate=0.1, pe=ml_collections.ConfigDict(dict(name=name, **options)),
+    )  # fmt: skip
+
+
+def _random_params(model: Decoder, seed: int = 0):
+    """Parameters drawn with numpy (no init compile), with sharp attention (q, k 3x their
+    fan-in scale) and strong position tables, so outputs depend on context and position."""
+    tokens = jnp.zeros((1, 1), jnp.int32)
+    abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), tokens, tokens, tokens >= 0))
+    rng = np.random.default_rng(seed)
+
+    def draw(path, leaf):
+        name = path[-1].key
+        if name == "scale":
+            return 1.0 + 0.1 * rng.standard_normal(leaf.shape)
+        if name in ("embedding", "rel_embedding"):
+            return (2.0 if path[0].key == "pe" else 1.0) * rng.standard_normal(leaf.shape)
+        fan_in = math.prod(leaf.shape[:2]) if name == "out" else leaf.shape[0]
+        gain = 3.0 if name in ("query", "key") else 1.0
+        return gain / math.sqrt(fan_in) * rng.standard_normal(leaf.shape)
+
+    params = nn.meta.unbox(abstract["params"])
+    return jax.tree_util.tree_map_with_path(lambda p, s: jnp.asarray(draw(p, s), s.dtype), params)
+
+
+@pytest.fixture(scope="module", params=positional.names())
+def setup(request):
+    model = _model(request.param)
+    return request.param, model, _random_params(model)
+
+
+@pytest.fixture(scope="module")
+def prompts():
+    tokens = np.random.default_rng(1).integers(0, VOCAB, PROMPT_VALID.shape)
+    return jnp.asarray(tokens, jnp.int32), jnp.asarray(PROMPT_VALID)
+
+
+def test_prompt_positions_start_at_zero_after_the_pads():
+    valid = jnp.array([[False, False, True, True, True], [True, True, True, True, True]])
+    assert prompt_positions(valid).tolist() == [[0, 0, 0, 1, 2], [0, 1, 2, 3, 4]]
+
+
+def test_kv_cache_logits_equal_full_recompute(setup):
+    _, model, params = setup
+    rng = np.random.default_rng(2)
+    valid = jnp.asarray(np.concatenate([PROMPT_VALID, np.ones((3, 4), bool)], axis=1))  # [3, 10]
+    tokens = jnp.asarray(rng.integers(0, VOCAB, valid.shape), jnp.int32)
+    positions = prompt_positions(valid)
+    full = jax.jit(model.apply)({"params": params}, tokens, positions, valid)
+
+    @jax.jit
+    def decode(cache, tokens, positions, valid):
+        variables = {"params": params, "cache": cache}
+        logits, state = model.apply(variables, tokens, positions, valid, decode=True, mutable=["cache"])
+        return logits, state["cache"]
+
+    cache, pieces, start = kv_cache.init_cache(model, batch=3, max_length=10), [], 0
+    for length in (3, 3, 1, 1, 1, 1):  # a prefill, a second multi-token call, single steps
+        chunk = slice(start, start + length)
+        logits, cache = decode(cache, tokens[:, chunk], positions[:, chunk], valid[:, chunk])
+        pieces.append(logits)
+        start += length
+    cached = jnp.concatenate(pieces, axis=1)
+    assert cached.shape == full.shape == (3, 10, VOCAB)
+    np.testing.assert_allclose(cached[valid], full[valid], atol=1e-5, rtol=1e-5)
+
+
+def test_greedy_equals_full_recompute(setup, prompts):
+    variant, model, params = setup
+    cached = greedy_decode(model, params, *prompts, max_new_tokens=8, eos_id=NEVER)
+    recomputed = full_recompute_greedy_decode(model, params, *prompts, max_new_tokens=8, eos_id=NEVER)
+    assert cached.shape == (3, 8) and cached.dtype == jnp.int32
+    np.testing.assert_array_equal(cached, recomputed)
+
+
+@pytest.fixture(scope="module")
+def learned():
+    """The learned APE: its output changes with any position error in the decoding loops."""
+    model = _model("ape_learned")
+    return model, _random_params(model)
+
+
+def test_outputs_depend_on_position(learned, prompts):
+    # Guards the tests below: a model that repeated one token could hide a position bug.
+    out = greedy_decode(*learned, *prompts, max_new_tokens=8, eos_id=NEVER)
+    assert all(len(set(row)) >= 3 for row in out.tolist())
+
+
+@pytest.mark.parametrize("decode", [greedy_decode, full_recompute_greedy_decode])
+def test_eos_then_eos_forever(learned, prompts, decode):
+    free = np.asarray(decode(*learned, *prompts, max_new_tokens=8, eos_id=NEVER))
+    eos = int(free[0, 3])  # a token emitted mid-sequence by example 0
+    expected = free.copy()
+    for row in expected:
+        hits = np.flatnonzero(row == eos)
+        if hits.size:
+            row[hits[0] :] = eos
+    got = decode(*learned, *prompts, max_new_tokens=8, eos_id=eos)
+    np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("decode", [greedy_decode, full_recompute_greedy_decode])
+def test_padding_does_not_change_an_example(learned, prompts, decode):
+    # Example 2 (5 pads, 1 real token) decoded alone and unpadded: same tokens. Its second
+    # token as EOS also stops the loop early for the whole (single-example) batch.
+    tokens, valid = prompts
+    batch = np.asarray(decode(*learned, tokens, valid, max_new_tokens=8, eos_id=NEVER))
+    alone = decode(*learned, tokens[2:, 5:], valid[2:, 5:], max_new_tokens=8, eos_id=NEVER)
+    np.testing.assert_array_equal(alone[0], batch[2])
+    eos = int(batch[2, 1])
+    first = int(np.flatnonzero(batch[2] == eos)[0])
+    stopped = decode(*learned, tokens[2:, 5:], valid[2:, 5:], max_new_tokens=8, eos_id=eos)
+    np.testing.assert_array_equal(stopped[0, : first + 1], batch[2, : first + 1])
+    assert (np.asarray(stopped[0, first:]) == eos).all()
+
+
+@pytest.mark.parametrize("decode", [greedy_decode, full_recompute_greedy_decode])
+def test_bad_arguments(learned, prompts, decode):
+    with pytest.raises(ValueError, match="max_new_tokens must be >= 1, got 0"):
+        decode(*learned, *prompts, max_new_tokens=0, eos_id=1)
+    tokens, valid = prompts
+    with pytest.raises(ValueError, match=r"must both be \[batch, length\], got \(3, 6\) and \(3, 5\)"):
+        decode(*learned, tokens, valid[:, 1:], max_new_tokens=2, eos_id=1)
