@@ -23,8 +23,8 @@ def update(
 ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
     """Appends this call's keys and values to `module`'s cache; returns the whole cache.
 
-    On the first call (inside `model.init`) the cache is created with the input's length as its
-    size and the input is returned unchanged.
+    Inside `model.init` the cache is created with the input's length as its size and the input
+    is returned unchanged; outside it, a missing cache is an error.
 
     Args:
       module: the attention module owning the cache variables.
@@ -36,6 +36,12 @@ def update(
       valid `[batch, max_length]` bool.
     """
     initialized = module.has_variable("cache", "cached_key")
+    if not initialized and not module.is_initializing():
+        # Creating an empty cache here would silently attend to nothing but this call.
+        raise ValueError(
+            "decode=True needs a KV cache: pass {'params': ..., 'cache': "
+            "kv_cache.init_cache(model, batch, max_length)} to model.apply, got no 'cache'"
+        )
     cached_key = module.variable("cache", "cached_key", jnp.zeros, k.shape, k.dtype)
     cached_value = module.variable("cache", "cached_value", jnp.zeros, v.shape, v.dtype)
     cached_positions = module.variable(

@@ -17,9 +17,13 @@ How train and validation are drawn (validation comes from the training buckets):
 - A bucket too small for validation gives none (e.g. addition's 1-digit + 1-digit bucket, only
   100 problems); its training share is distinct when `size` allows, otherwise drawn with
   replacement, as the paper's scripts did everywhere (np.random.randint per example).
-- A split with validation requested but no eligible bucket is refused with a TaskOptionError.
-Test: `num_test_per_bucket` distinct examples per test bucket (with replacement only when the
-bucket holds fewer).
+- A split with validation requested but no eligible bucket is refused with a TaskOptionError,
+  unless the task sets `validation_repeats_training`: then validation is split evenly over every
+  training bucket and a bucket too small for both shares draws both with replacement, as the
+  paper's scripts did (parity: a training length L holds only 2^L sequences, far fewer than its
+  share, so no validation set can avoid the training examples).
+Test: `_test_counts()` examples per test bucket (by default `num_test_per_bucket` each), distinct
+unless the bucket holds fewer.
 
 Seeding: every random stream is `np.random.default_rng([seed, stream, *bucket key])`, never
 global state, so the same options give identical examples and buckets are independent of each
@@ -31,6 +35,7 @@ which came from a different generator and the T5 vocabulary.
 import dataclasses
 import functools
 from collections.abc import Callable, Iterator, Sequence
+from typing import ClassVar
 
 import numpy as np
 
@@ -122,8 +127,12 @@ class BucketedTask(Task):
 
     Subclasses provide the options `seed`, `num_train` and `num_validation` (dataclass fields),
     `num_test_per_bucket`, `_train_buckets()`, `_test_buckets()` and `_example(bucket, item)`;
-    their `__post_init__` checks their options and then calls `_check_plan()`.
+    their `__post_init__` checks their options and then calls `_check_plan()`. They may override
+    `_test_counts()` (examples per test bucket) and set `validation_repeats_training` (module doc).
     """
+
+    # Whether validation may repeat training examples where no bucket can keep them apart.
+    validation_repeats_training: ClassVar[bool] = False
 
     @property
     def num_test_per_bucket(self) -> int:
@@ -139,6 +148,10 @@ class BucketedTask(Task):
         """The example of one item (a row of `bucket.draw`'s output)."""
         raise NotImplementedError
 
+    def _test_counts(self) -> list[int]:
+        """How many examples each test bucket gives (in `_test_buckets()` order)."""
+        return [self.num_test_per_bucket] * len(self._test_buckets())
+
     # -- Task interface -------------------------------------------------------------------
 
     def options(self) -> dict:
@@ -153,8 +166,8 @@ class BucketedTask(Task):
     def lengths(self, split: str) -> tuple[int, ...]:
         _check_split(split)
         if split == "test":
-            buckets = self._test_buckets() if self.num_test_per_bucket else ()
-            return tuple(sorted({b.length for b in buckets}))
+            buckets = zip(self._test_buckets(), self._test_counts())
+            return tuple(sorted({b.length for b, n in buckets if n}))
         counts = self._plan[SPLITS.index(split)]
         return tuple(sorted({b.length for b, n in zip(self._train_buckets(), counts) if n}))
 
@@ -163,6 +176,11 @@ class BucketedTask(Task):
     @functools.cached_property
     def _plan(self) -> tuple[list[int], list[int]]:
         sizes = [b.size for b in self._train_buckets()]
+        if self.validation_repeats_training:
+            return (
+                split_evenly(self.num_train, len(sizes)),
+                split_evenly(self.num_validation, len(sizes)),
+            )
         return plan_counts(sizes, self.num_train, self.num_validation)
 
     def _check_plan(self) -> None:
@@ -186,16 +204,17 @@ class BucketedTask(Task):
             rng = _rng(self.seed, _TRAIN_VALIDATION_STREAM, bucket.key)
             if n_train + n_valid <= bucket.size:
                 items = draw_distinct(bucket, rng, n_train + n_valid)
-            else:  # Too small for validation (plan_counts) and for distinct training examples.
-                items = bucket.draw(rng, n_train)
+            else:  # Too small for distinct examples: drawn with replacement, as the paper did.
+                # (n_valid is 0 here unless validation_repeats_training.)
+                items = bucket.draw(rng, n_train + n_valid)
             train += [self._example(bucket, item) for item in items[:n_train]]
             validation += [self._example(bucket, item) for item in items[n_train:]]
         return self._shuffled(train, "train"), self._shuffled(validation, "validation")
 
     @functools.cached_property
     def _test_examples(self) -> list[Example]:
-        test, count = [], self.num_test_per_bucket
-        for bucket in self._test_buckets():
+        test = []
+        for bucket, count in zip(self._test_buckets(), self._test_counts()):
             rng = _rng(self.seed, _TEST_STREAM, bucket.key)
             if count <= bucket.size:
                 items = draw_distinct(bucket, rng, count)

@@ -79,8 +79,9 @@ def test_causal_by_position_not_index(inputs):
     assert weights.shape == (B, H, Q, K)
     # Query 1 of example 0 has position 0: only key 1 (position 0, valid) is visible.
     np.testing.assert_allclose(weights[0, :, 1], np.eye(K)[[1, 1, 1]], atol=1e-7)
-    # Query 0 (position 4) sees keys at indices 1, 3, 4?, 5 by position: 0, 1, 2 yes; 5 no.
-    visible = (k_positions[0] <= 4) & k_valid[0]
+    # Query 0 (position 4) of example 0, keys at positions [6, 0, 3, 1, 5, 2, 4] with indices
+    # 2 and 6 invalid: only indices 1, 3, 5 (positions 0, 1, 2) are visible.
+    visible = np.isin(np.arange(K), [1, 3, 5])
     assert (weights[0, :, 0][:, ~visible] == 0).all()
     assert (weights[0, :, 0][:, visible] > 0).all()
     np.testing.assert_allclose(weights.sum(-1), np.ones((B, H, Q)), atol=1e-6)
@@ -97,14 +98,16 @@ def test_query_without_a_visible_key_stays_finite():
 
 def test_bias_is_added_to_the_logits(inputs):
     q, k, v, q_positions, k_positions, k_valid = inputs
-    constant = attend(q, k, v, q_positions, k_positions, k_valid, lambda a, b: jnp.full((B, H, Q, K), 3.0))
+    constant_bias = lambda a, b: jnp.full((B, H, Q, K), 3.0)  # noqa: E731
+    constant = attend(q, k, v, q_positions, k_positions, k_valid, constant_bias)
     np.testing.assert_allclose(constant, attend(*inputs, lambda a, b: None), atol=1e-6)
     assert np.abs(attend(*inputs, _toy_bias) - constant).max() > 1e-2
 
 
 def test_bfloat16_inputs(inputs):
     q, k, v, *rest = inputs
-    out = attend(q.astype(jnp.bfloat16), k.astype(jnp.bfloat16), v.astype(jnp.bfloat16), *rest, _toy_bias)
+    q16, k16, v16 = (a.astype(jnp.bfloat16) for a in (q, k, v))
+    out = attend(q16, k16, v16, *rest, _toy_bias)
     assert out.dtype == jnp.bfloat16
     np.testing.assert_allclose(out.astype(jnp.float32), attend(*inputs, _toy_bias), atol=5e-2)
 
@@ -135,5 +138,6 @@ def test_dropout_rate_validated(inputs):
 def test_registry():
     assert attention.names() == ("reference",)
     assert attention.get("reference") is reference.attend
-    with pytest.raises(ValueError, match=r"unknown attention kernel 'flash'; valid names: \('reference',\)"):
+    message = r"unknown attention kernel 'flash'; valid names: \('reference',\)"
+    with pytest.raises(ValueError, match=message):
         attention.get("flash")

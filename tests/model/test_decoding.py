@@ -4,7 +4,6 @@ Tolerance: float32 logits of the cached and the recomputed paths agree to 1e-5 (
 only by the summation order over padded key buffers).
 """
 
-import functools
 import math
 
 import flax.linen as nn
@@ -84,7 +83,9 @@ def test_kv_cache_logits_equal_full_recompute(setup):
     @jax.jit
     def decode(cache, tokens, positions, valid):
         variables = {"params": params, "cache": cache}
-        logits, state = model.apply(variables, tokens, positions, valid, decode=True, mutable=["cache"])
+        logits, state = model.apply(
+            variables, tokens, positions, valid, decode=True, mutable=["cache"]
+        )
         return logits, state["cache"]
 
     cache, pieces, start = kv_cache.init_cache(model, batch=3, max_length=10), [], 0
@@ -101,7 +102,9 @@ def test_kv_cache_logits_equal_full_recompute(setup):
 def test_greedy_equals_full_recompute(setup, prompts):
     variant, model, params = setup
     cached = greedy_decode(model, params, *prompts, max_new_tokens=8, eos_id=NEVER)
-    recomputed = full_recompute_greedy_decode(model, params, *prompts, max_new_tokens=8, eos_id=NEVER)
+    recomputed = full_recompute_greedy_decode(
+        model, params, *prompts, max_new_tokens=8, eos_id=NEVER
+    )
     assert cached.shape == (3, 8) and cached.dtype == jnp.int32
     np.testing.assert_array_equal(cached, recomputed)
 
@@ -152,5 +155,6 @@ def test_bad_arguments(learned, prompts, decode):
     with pytest.raises(ValueError, match="max_new_tokens must be >= 1, got 0"):
         decode(*learned, *prompts, max_new_tokens=0, eos_id=1)
     tokens, valid = prompts
-    with pytest.raises(ValueError, match=r"must both be \[batch, length\], got \(3, 6\) and \(3, 5\)"):
+    message = r"must both be \[batch, length\], got \(3, 6\) and \(3, 5\)"
+    with pytest.raises(ValueError, match=message):
         decode(*learned, tokens, valid[:, 1:], max_new_tokens=2, eos_id=1)

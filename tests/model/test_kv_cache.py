@@ -35,7 +35,8 @@ def test_init_creates_an_empty_cache_and_returns_the_input():
         np.testing.assert_array_equal(got, want)
     cache = variables["cache"]
     assert cache["cached_key"].shape == (2, 5, 3, 2) and cache["cached_value"].shape == (2, 5, 3, 2)
-    assert cache["cached_positions"].dtype == jnp.int32 and cache["cached_positions"].shape == (2, 5)
+    assert cache["cached_positions"].dtype == jnp.int32
+    assert cache["cached_positions"].shape == (2, 5)
     assert cache["cached_valid"].dtype == jnp.bool_ and not cache["cached_valid"].any()
     assert int(cache["cache_index"]) == 0
 
@@ -61,6 +62,12 @@ def test_a_call_longer_than_the_cache_is_rejected():
     cache = module.init(jax.random.key(0), *_entries(1, 3, 0))["cache"]
     with pytest.raises(ValueError, match="a decode call of 4 tokens exceeds the cache of 3"):
         module.apply({"cache": cache}, *_entries(1, 4, 0), mutable=["cache"])
+
+
+def test_decoding_without_a_cache_is_rejected():
+    entries = _entries(1, 3, 0)
+    with pytest.raises(ValueError, match="decode=True needs a KV cache.*got no 'cache'"):
+        _Cached().apply({}, *entries, mutable=["cache"])
 
 
 def _decoder(name="t5"):

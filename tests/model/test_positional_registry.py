@@ -73,18 +73,21 @@ def test_missing_options_subdict_means_defaults():
 
 def test_unknown_option_lists_valid_options():
     config = _config("rotary", rotary=dict(fraction=0.25, base=10000.0, dim=16))
-    with pytest.raises(ValueError, match=r"unknown options \['dim'\].*'rotary'.*\['base', 'fraction'\]"):
+    message = r"unknown options \['dim'\].*'rotary'.*\['base', 'fraction'\]"
+    with pytest.raises(ValueError, match=message):
         positional.build(config, num_heads=3)
 
 
 def test_bad_option_values_are_rejected():
-    with pytest.raises(ValueError, match=r"ape kind must be one of \('sinusoidal', 'learned'\), got 'fixed'"):
+    message = r"ape kind must be one of \('sinusoidal', 'learned'\), got 'fixed'"
+    with pytest.raises(ValueError, match=message):
         positional.build(_config("ape", ape=dict(kind="fixed", max_length=16)), num_heads=3)
     with pytest.raises(ValueError, match="ape max_length must be >= 1, got 0"):
         positional.build(_config("ape", ape=dict(kind="learned", max_length=0)), num_heads=3)
     with pytest.raises(ValueError, match="t5 num_buckets must be >= 2, got 1"):
         positional.build(_config("t5", t5=dict(num_buckets=1, max_distance=128)), num_heads=3)
-    with pytest.raises(ValueError, match="t5 max_distance must exceed num_buckets // 2 = 16, got 16"):
+    message = "t5 max_distance must exceed num_buckets // 2 = 16, got 16"
+    with pytest.raises(ValueError, match=message):
         positional.build(_config("t5", t5=dict(num_buckets=32, max_distance=16)), num_heads=3)
     with pytest.raises(ValueError, match=r"rotary fraction must be in \(0, 1\], got 0.0"):
         positional.build(_config("rotary", rotary=dict(fraction=0.0, base=10000.0)), num_heads=3)
@@ -94,7 +97,7 @@ def test_bad_option_values_are_rejected():
 
 def test_max_position_on_unbound_modules():
     # The config validation calls this before any model exists.
-    got = {name: positional.build(_config(name), num_heads=3).max_position() for name in positional.names()}
+    got = {n: positional.build(_config(n), num_heads=3).max_position() for n in positional.names()}
     assert got == {"nope": None, "ape": 16383, "t5": None, "alibi": None, "rotary": None}
     learned = _config("ape", ape=dict(kind="learned", max_length=100))
     assert positional.build(learned, num_heads=3).max_position() == 99

@@ -56,7 +56,7 @@ def t5_bias():
     pe = T5RelativeBias(num_heads=3, d_model=16)
     q_positions = jnp.array([[0, 1, 2, 3, 4], [20, 21, 150, 30, 0]], jnp.int32)
     k_positions = jnp.array([[0, 1, 2, 3, 4, 5, 6], [3, 20, 0, 22, 4, 1, 5]], jnp.int32)
-    variables = pe.init(jax.random.key(0), q_positions, k_positions, method="bias")
+    variables = pe.init(jax.random.key(0, impl="rbg"), q_positions, k_positions, method="bias")
     bias = pe.apply(variables, q_positions, k_positions, method="bias")
     return variables["params"]["rel_embedding"], bias
 
@@ -89,7 +89,8 @@ def test_table_init_scale():
     # HF T5 initialises relative_attention_bias with N(0, d_model^-0.5).
     pe = T5RelativeBias(num_heads=64, d_model=100)
     positions = jnp.zeros((1, 1), jnp.int32)
-    table = pe.init(jax.random.key(0), positions, positions, method="bias")["params"]["rel_embedding"]
+    variables = pe.init(jax.random.key(0, impl="rbg"), positions, positions, method="bias")
+    table = variables["params"]["rel_embedding"]
     assert abs(float(jnp.std(table.value)) / 0.1 - 1.0) < 0.1
 
 

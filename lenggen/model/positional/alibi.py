@@ -36,7 +36,8 @@ class ALiBi(PositionalEncoding):
     """
 
     def bias(self, q_positions: jax.Array, k_positions: jax.Array) -> jax.Array:
-        """`q_positions [batch, q_len]`, `k_positions [batch, k_len]` -> `[batch, heads, q_len, k_len]`."""
+        """`q_positions [batch, q_len]`, `k_positions [batch, k_len]`
+        -> `[batch, heads, q_len, k_len]` float32."""
         slopes = jnp.asarray(alibi_slopes(self.num_heads), jnp.float32)  # -> [heads]
         distance = (q_positions[:, :, None] - k_positions[:, None, :]).astype(jnp.float32)
         return -jnp.einsum("h,bqk->bhqk", slopes, distance)

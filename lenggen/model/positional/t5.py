@@ -64,9 +64,12 @@ class T5RelativeBias(PositionalEncoding):
 
     @nn.compact
     def bias(self, q_positions: jax.Array, k_positions: jax.Array) -> jax.Array:
-        """`q_positions [batch, q_len]`, `k_positions [batch, k_len]` -> `[batch, heads, q_len, k_len]`."""
+        """`q_positions [batch, q_len]`, `k_positions [batch, k_len]`
+        -> `[batch, heads, q_len, k_len]` float32."""
         if self.d_model is None:
-            raise ValueError("t5 bias needs d_model (its table init is N(0, d_model^-0.5)), got None")
+            raise ValueError(
+                "t5 bias needs d_model (its table init is N(0, d_model^-0.5)), got None"
+            )
         table = self.param(
             "rel_embedding",
             nn.with_logical_partitioning(

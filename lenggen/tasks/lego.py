@@ -1,0 +1,140 @@
+"""LEGO: resolving a chain of sign clauses (facts.md "Tasks"; paper Section 3).
+
+Format, word for word (every word whitespace-separated):
+
+  source  "If c = + t , t = - q , q = -1 . Then , what is the value of c ?"
+  target  "The answer is +1 ."
+
+Official prompt f"If {', '.join(clauses)}. Then, what is the value of {query}? " and target
+f"The answer is {value}." (src/data/data_instance_processor/lego_instance_processor.py); ",",
+"?" and the final "." are their own words here (lenggen.tasks.scratchpad on the mapping).
+
+Data (scripts/dataset_builders/make_lego_dataset.py, after github.com/yizhangzzz/
+transformers-lego): a chain of L variables, distinct letters drawn from a-z in random order, with
+values uniform in {-1, +1}. The first clause sets the first variable ("q = -1"); clause i sets
+variable i to "+" or "-" variable i - 1 ("t = - q"), "+" when their values agree. The clauses are
+written in chain order (`lego`) or in a random order drawn per example (`lego_shuffled`, the
+script's `--permute_clauses`). Only a variable of the chain's second half is asked for: index
+ceil(L / 2) .. L - 1, uniform. The script asked every second-half variable of each chain
+(L // 2 examples per chain, int(per-length count / (L // 2)) chains); here each example has its
+own chain, which gives the same distribution of (chain, query) without examples sharing chains.
+Lengths and sizes: lenggen.tasks.per_length (train 4-8 variables, test 9-16), except that a test
+length gives the script's whole chains' worth, (1,250 // (L // 2)) * (L // 2) examples: 9,984 in
+all. At most 26 variables (a-z); at least 2 (a chain of 1 has no second half).
+
+Scratchpad steps (official, one per variable from the chain's start to the query): input: the
+variable; computation "- q = - -1" (its sign and parent, with the parent's value), empty for the
+first variable; output: its value; remaining: the clauses not yet resolved, in prompt order.
+LEGO steps have no intermediate variables.
+"""
+
+import dataclasses
+import math
+import string
+from typing import ClassVar
+
+import numpy as np
+
+from lenggen.tasks import answers, scratchpad
+from lenggen.tasks.per_length import ANSWER_WORDS, PerLengthTask
+
+VARIABLES = tuple(string.ascii_lowercase)
+VALUES = ("-1", "+1")  # value index 0, 1
+
+
+def clauses(variables: list[str], values: list[int]) -> list[str]:
+    """The chain's clauses in chain order: ["q = -1", "t = - q", "c = + t"]."""
+    first = f"{variables[0]} = {VALUES[values[0]]}"
+    return [first] + [
+        f"{variables[i]} = {'+' if values[i] == values[i - 1] else '-'} {variables[i - 1]}"
+        for i in range(1, len(variables))
+    ]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Lego(PerLengthTask):
+    """`If <clauses> . Then , what is the value of v ?` -> `The answer is +1|-1 .`"""
+
+    name = "lego"
+    has_intermediate: ClassVar[bool] = False
+    lowest_length: ClassVar[int] = 2
+    highest_length: ClassVar[tuple[int, str]] = (len(VARIABLES), "26 variables a-z")
+    # Whether the clauses are written in a random order.
+    shuffled: ClassVar[bool] = False
+
+    num_validation: int = 7_498
+
+    def parse_answer(self, text: str) -> str | None:
+        """The value after the last "The answer is" ("... The answer is +1 ." -> "+1")."""
+        return answers.word(text)
+
+    def _test_counts(self) -> list[int]:
+        # Whole chains of L // 2 queries each, as the script counted (module doc).
+        return [
+            self.num_test_per_length // (b.length // 2) * (b.length // 2)
+            for b in self._test_buckets()
+        ]
+
+    # Items: [values (L), variable indices (L), query index, clause order (L, shuffled only)].
+
+    def _space_size(self, length: int) -> int:
+        chains = 2**length * math.perm(len(VARIABLES), length)
+        orders = math.factorial(length) if self.shuffled else 1
+        return chains * (length - (length + 1) // 2) * orders
+
+    def _draw(self, length: int, rng: np.random.Generator, count: int) -> np.ndarray:
+        values = rng.integers(0, 2, (count, length))
+        letters = np.tile(np.arange(len(VARIABLES)), (count, 1))
+        variables = rng.permuted(letters, axis=1)[:, :length]
+        query = rng.integers((length + 1) // 2, length, (count, 1))
+        columns = [values, variables, query]
+        if self.shuffled:
+            columns.append(rng.permuted(np.tile(np.arange(length), (count, 1)), axis=1))
+        return np.concatenate(columns, axis=1)  # -> [count, 2L + 1 (+ L)]
+
+    def _parse_item(self, length: int, item: list[int]):
+        values = item[:length]
+        variables = [VARIABLES[i] for i in item[length : 2 * length]]
+        query = item[2 * length]
+        order = item[2 * length + 1 :] if self.shuffled else range(length)
+        return values, variables, query, [clauses(variables, values)[i] for i in order]
+
+    def _prompt_and_answer(self, length: int, item: list[int]) -> tuple[str, str]:
+        values, variables, query, written = self._parse_item(length, item)
+        return (
+            f"If {' , '.join(written)} . Then , what is the value of {variables[query]} ?",
+            f"The answer is {VALUES[values[query]]} .",
+        )
+
+    def _steps(self, length: int, item: list[int]) -> list[scratchpad.Step]:
+        values, variables, query, written = self._parse_item(length, item)
+        steps, remaining = [], list(written)
+        for i in range(query + 1):
+            computation = ""
+            if i:
+                sign = "+" if values[i] == values[i - 1] else "-"
+                computation = f"{sign} {variables[i - 1]} = {sign} {VALUES[values[i - 1]]}"
+            remaining = [c for c in remaining if c.split(" = ")[0] != variables[i]]
+            steps.append(
+                scratchpad.Step(
+                    input=variables[i],
+                    computation=computation,
+                    output=VALUES[values[i]],
+                    remaining=" , ".join(remaining),
+                )
+            )
+        return steps
+
+    def _format_words(self) -> frozenset[str]:
+        prompt = {"If", ",", ".", "Then", "what", "is", "the", "value", "of", "?", "=", "+", "-"}
+        return ANSWER_WORDS | prompt | set(VARIABLES) | set(VALUES)
+
+    def _step_words(self) -> frozenset[str]:
+        return frozenset()
+
+
+class LegoShuffled(Lego):
+    """LEGO with the clauses in a random order (the script's `--permute_clauses`)."""
+
+    name = "lego_shuffled"
+    shuffled = True
