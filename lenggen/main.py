@@ -10,6 +10,7 @@ Modes: train, evaluate (the best-validation checkpoint; writes results.json), tr
 
 from absl import app
 from absl import flags
+from absl import logging
 from ml_collections import config_flags
 
 from lenggen.train import loop
@@ -31,6 +32,13 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    if not flags.FLAGS["verbosity"].present:
+        # Progress, metrics and results go to stdout and the workdir; Orbax and TFDS log
+        # hundreds of INFO lines per run. --verbosity=0 brings them back.
+        logging.set_verbosity(logging.WARNING)
+    import tensorflow_datasets as tfds
+
+    tfds.disable_progress_bar()
     loop.run(_CONFIG.value, _WORKDIR.value, _MODE.value, overwrite=_OVERWRITE.value)
 
 

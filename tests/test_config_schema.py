@@ -85,3 +85,16 @@ def test_unknown_option_keys_of_plug_ins_are_refused(config):
     config.model.pe.rotary["theta"] = 1.0
     with pytest.raises(config_schema.ConfigError, match=r"theta in config.model.pe.rotary"):
         config_schema.validate(config, num_devices=1)
+
+
+def test_smoke_switch_shrinks_every_task_and_keeps_it_valid():
+    from lenggen import tasks
+
+    for task in tasks.names():
+        config = base.get_config(f"task={task},smoke=true")
+        config_schema.validate(config, num_devices=1)
+        assert config.model.num_layers == 2 and config.train.num_steps == 20
+        options = config.task.options
+        # SCAN is the whole grammar's command set: it has no size to shrink but its split.
+        assert options.get("num_train", 256) == 256
+        assert all(options[k] == 2 for k in options if k.startswith("num_test")), task

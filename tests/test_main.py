@@ -41,8 +41,8 @@ def test_quickstart_smoke_run_through_main(tmp_path):
     assert "step 6/6" in result.stdout and "steps/s" in result.stdout and "ETA" in result.stdout
     assert "overall" in result.stdout and "* = a training length" in result.stdout
     results = json.loads((workdir / "results.json").read_text())
-    assert results["train_max_length"] == 10
-    assert sorted(results["splits"]["test"]["by_length"], key=int) == [str(n) for n in range(11, 17)]
+    assert results["train_max_length"] == 8
+    assert sorted(results["splits"]["test"]["by_length"], key=int) == [str(n) for n in range(9, 15)]
     assert json.loads((workdir / "config.json").read_text())["train"]["num_steps"] == 6
     assert sorted(os.listdir(workdir / "checkpoints")) == ["3", "6"]
 

@@ -10,7 +10,17 @@ paper's defaults) and register its name below, one line.
 import dataclasses
 import inspect
 
-from lenggen.tasks import addition, copy_family
+from lenggen.tasks import (
+    addition,
+    copy_family,
+    lego,
+    parity,
+    pcfg,
+    polynomial,
+    scan,
+    sorting,
+    summation,
+)
 from lenggen.tasks.base import SPLITS, Example, Task
 from lenggen.tasks.options import TaskOptionError
 
@@ -26,6 +36,15 @@ _TASKS: dict[str, type[Task]] = {
     "reverse_2x": copy_family.Reverse2x,
     "reverse_copy": copy_family.ReverseCopy,
     "addition": addition.Addition,
+    "polynomial": polynomial.Polynomial,
+    "sort_single_token": sorting.SortSingleToken,
+    "sort_multi_digit": sorting.SortMultiDigit,
+    "summation": summation.Summation,
+    "parity": parity.Parity,
+    "lego": lego.Lego,
+    "lego_shuffled": lego.LegoShuffled,
+    "scan": scan.Scan,
+    "pcfg": pcfg.Pcfg,
 }
 
 

@@ -26,28 +26,69 @@ drawn apart from training (lenggen.tasks.bucketed). Pairs too small to hold a va
 apart from their training share give none: with the defaults, (1, 1) (100 problems) and (1, 2),
 (2, 1) (900 each), whose ~1,563 training examples are then drawn with replacement, as the
 script drew every example. So validation covers lengths 2-8, training 1-8.
+
+Scratchpad (option `scratchpad`, lenggen.tasks.scratchpad): the official `stripped` steps,
+one per column from the right (S2SAdditionDataInstanceProcessor.
+create_scratchpad_steps_from_data_instance), the shorter operand padded with zeros:
+  input "7 , 8"; computation "7 + 8 + carry = 15 + 0 = 15" (the sums are written unspaced
+  there, so "15" is one word); output "5"; intermediate "carry: 1"; remaining: the columns to
+  the left, each operand as a number without leading zeros ("5 3 + 2"; "+" when none).
+A carry out of the last column adds a step "0 , 0" / "0 + 0 + carry = 0 + 1 = 1" / "1" /
+"carry: 0" / "+".
 """
 
 import dataclasses
-import re
 
 import numpy as np
 
-from lenggen.tasks import options
+from lenggen.tasks import answers, options, scratchpad
 from lenggen.tasks.base import Example
 from lenggen.tasks.bucketed import DATA_SEED, Bucket, BucketedTask
 
 # Operands are int64 draws: 10^18 < 2^63 bounds the digit count.
 MAX_DIGITS = 18
 
-# The answer: the digits after the last "The answer is", up to a "." word. What follows the "."
-# is ignored, as the official regex `.*The answer is\s+(-?\s?[\d\.][\d\s\.]*)\.` does.
-_ANSWER = re.compile(r"(?:.* |^)The answer is((?: [0-9])+) \.(?: .*)?$")
 
 
 def spaced(number: int) -> str:
     """`565` -> `"5 6 5"`: one word per digit."""
     return " ".join(str(number))
+
+
+def steps(a: int, b: int) -> list[scratchpad.Step]:
+    """The scratchpad steps of `a + b`, column by column from the right (module doc)."""
+    width = max(len(str(a)), len(str(b)))
+    a_digits = [int(d) for d in str(a).zfill(width)]
+    b_digits = [int(d) for d in str(b).zfill(width)]
+
+    def rest(digits: list[int]) -> str:  # The digits left of a column, as a number.
+        return spaced(int("".join(map(str, digits)))) if digits else ""
+
+    result, carry = [], 0
+    for i in reversed(range(width)):
+        x, y = a_digits[i], b_digits[i]
+        total = x + y + carry
+        result.append(
+            scratchpad.Step(
+                input=f"{x} , {y}",
+                computation=f"{x} + {y} + carry = {x + y} + {carry} = {total}",
+                output=str(total % 10),
+                intermediate=(f"carry: {total // 10}",),
+                remaining=f"{rest(a_digits[:i])} + {rest(b_digits[:i])}",
+            )
+        )
+        carry = total // 10
+    if carry:
+        result.append(
+            scratchpad.Step(
+                input="0 , 0",
+                computation=f"0 + 0 + carry = 0 + {carry} = {carry}",
+                output=str(carry),
+                intermediate=("carry: 0",),
+                remaining="+",
+            )
+        )
+    return result
 
 
 def operand_range(digits: int) -> tuple[int, int]:
@@ -68,6 +109,7 @@ class Addition(BucketedTask):
       max_train_digits: the most digits of a training operand.
       max_test_digits: the most digits of a test operand; test pairs have
         max(a, b) in max_train_digits + 1 .. max_test_digits.
+      scratchpad: the scratchpad configuration (lenggen.tasks.scratchpad.NAMES).
     """
 
     name = "addition"
@@ -79,6 +121,7 @@ class Addition(BucketedTask):
     min_digits: int = 1
     max_train_digits: int = 8
     max_test_digits: int = 16
+    scratchpad: str = "none"
 
     def __post_init__(self):
         options.check_types(self)
@@ -92,6 +135,7 @@ class Addition(BucketedTask):
             self, "max_test_digits", self.max_train_digits + 1, "max_train_digits + 1"
         )
         options.check_at_most(self, "max_test_digits", MAX_DIGITS, "operands are int64")
+        scratchpad.check(self)
         self._check_plan()
 
     @property
@@ -100,6 +144,9 @@ class Addition(BucketedTask):
 
     def vocabulary(self) -> tuple[str, ...]:
         words = {"Compute", "+", "?", "The", "answer", "is", "."} | {str(d) for d in range(10)}
+        if self.scratchpad != "none":
+            # Column sums are written unspaced, up to 9 + 9 + 1 = 19.
+            words |= scratchpad.WORDS | {"carry", "carry:", "="} | {str(n) for n in range(20)}
         return tuple(sorted(words))
 
     def parse_answer(self, text: str) -> str | None:
@@ -108,8 +155,7 @@ class Addition(BucketedTask):
         "... The answer is 0 5 6 5 . x" -> "565" (the official scorer compares int values and
         ignores what follows the "."); None without "The answer is", digits and the ".".
         """
-        match = _ANSWER.match(" ".join(text.split()))
-        return str(int(match.group(1).replace(" ", ""))) if match else None
+        return answers.number(text)
 
     # -- buckets: one per ordered pair of digit counts ------------------------------------
 
@@ -141,8 +187,9 @@ class Addition(BucketedTask):
 
     def _example(self, bucket: Bucket, item: np.ndarray) -> Example:
         a, b = item.tolist()
+        answer = f"The answer is {spaced(a + b)} ."
+        if self.scratchpad != "none":
+            answer = scratchpad.target(self.scratchpad, steps(a, b), answer)
         return Example(
-            source=f"Compute {spaced(a)} + {spaced(b)} ?",
-            target=f"The answer is {spaced(a + b)} .",
-            length=bucket.length,
+            source=f"Compute {spaced(a)} + {spaced(b)} ?", target=answer, length=bucket.length
         )

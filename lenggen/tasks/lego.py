@@ -35,8 +35,9 @@ from typing import ClassVar
 
 import numpy as np
 
-from lenggen.tasks import answers, scratchpad
+from lenggen.tasks import answers
 from lenggen.tasks.per_length import ANSWER_WORDS, PerLengthTask
+from lenggen.tasks.scratchpad import Step
 
 VARIABLES = tuple(string.ascii_lowercase)
 VALUES = ("-1", "+1")  # value index 0, 1
@@ -106,7 +107,7 @@ class Lego(PerLengthTask):
             f"The answer is {VALUES[values[query]]} .",
         )
 
-    def _steps(self, length: int, item: list[int]) -> list[scratchpad.Step]:
+    def _steps(self, length: int, item: list[int]) -> list[Step]:
         values, variables, query, written = self._parse_item(length, item)
         steps, remaining = [], list(written)
         for i in range(query + 1):
@@ -116,7 +117,7 @@ class Lego(PerLengthTask):
                 computation = f"{sign} {variables[i - 1]} = {sign} {VALUES[values[i - 1]]}"
             remaining = [c for c in remaining if c.split(" = ")[0] != variables[i]]
             steps.append(
-                scratchpad.Step(
+                Step(
                     input=variables[i],
                     computation=computation,
                     output=VALUES[values[i]],

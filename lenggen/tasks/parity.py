@@ -27,9 +27,9 @@ import dataclasses
 
 import numpy as np
 
-from lenggen.tasks import answers, scratchpad
-from lenggen.tasks.per_length import ANSWER_WORDS, PerLengthTask
-from lenggen.tasks.sorting import bracketed
+from lenggen.tasks import answers
+from lenggen.tasks.per_length import ANSWER_WORDS, PerLengthTask, bracketed
+from lenggen.tasks.scratchpad import Step
 
 EVEN, ODD = "Yes", "No"
 
@@ -62,11 +62,11 @@ class Parity(PerLengthTask):
             f"The answer is {answer} .",
         )
 
-    def _steps(self, length: int, item: list[int]) -> list[scratchpad.Step]:
+    def _steps(self, length: int, item: list[int]) -> list[Step]:
         steps, parity = [], 0
         for i, bit in enumerate(item):
             steps.append(
-                scratchpad.Step(
+                Step(
                     input=str(bit),
                     computation=f"{bit} ** par = {bit} ** {parity}",
                     output=str(bit ^ parity),

@@ -197,11 +197,9 @@ class Pcfg(BucketedTask):
         """
         rows = np.full((count, 7 * functions + 5), _PAD, dtype=np.int64)
         for row in rows:
-            while True:
-                tokens = _draw_tree(rng, functions)
-                words = [_WORDS[t] for t in tokens]
-                if len(evaluate(words)) <= self.max_target_length:
-                    break
+            tokens, target_length = _draw_tree(rng, functions)
+            while target_length > self.max_target_length:
+                tokens, target_length = _draw_tree(rng, functions)
             row[: len(tokens)] = tokens
         return rows
 
@@ -214,29 +212,36 @@ class Pcfg(BucketedTask):
         )
 
 
-def _draw_tree(rng: np.random.Generator, functions: int) -> list[int]:
-    """The token ids of one tree with exactly `functions` functions, in prefix order."""
+def _draw_tree(rng: np.random.Generator, functions: int) -> tuple[list[int], int]:
+    """(token ids in prefix order, target length) of one tree with exactly `functions` functions.
+
+    The target length follows the functions' semantics, so over-long trees are refused without
+    evaluating them.
+    """
     # Enough uniforms for the worst case: 3 per function (kind, which, split) and 6 per string
     # (length, 5 symbols), consumed in order.
     uniforms = iter(rng.random(3 * functions + 6 * (functions + 1)).tolist())
     tokens: list[int] = []
+    string_lengths = STRING_LENGTHS[1] - STRING_LENGTHS[0] + 1
 
-    def pick(n: int) -> int:
-        return int(next(uniforms) * n)
-
-    def tree(n: int) -> None:
+    def tree(n: int) -> int:  # Appends a tree of n functions; returns its target length.
         if n == 0:
-            length = STRING_LENGTHS[0] + pick(STRING_LENGTHS[1] - STRING_LENGTHS[0] + 1)
-            tokens.extend(_FIRST_SYMBOL + pick(len(SYMBOLS)) for _ in range(length))
-        elif next(uniforms) < P_UNARY:
-            tokens.append(pick(len(UNARY)))
-            tree(n - 1)
-        else:
-            tokens.append(_FIRST_BINARY + pick(len(BINARY)))
-            first = pick(n)
-            tree(first)
-            tokens.append(_COMMA_ID)
-            tree(n - 1 - first)
+            length = STRING_LENGTHS[0] + int(next(uniforms) * string_lengths)
+            tokens.extend(_FIRST_SYMBOL + int(next(uniforms) * len(SYMBOLS)) for _ in range(length))
+            return length
+        if next(uniforms) < P_UNARY:
+            function = int(next(uniforms) * len(UNARY))
+            tokens.append(function)
+            length = tree(n - 1)
+            return {"echo": length + 1, "repeat": 2 * length}.get(UNARY[function], length)
+        function = int(next(uniforms) * len(BINARY))
+        tokens.append(_FIRST_BINARY + function)
+        first_functions = int(next(uniforms) * n)
+        first = tree(first_functions)
+        tokens.append(_COMMA_ID)
+        second = tree(n - 1 - first_functions)
+        return {"append": first + second, "prepend": first + second, "remove_first": second,
+                "remove_second": first}[BINARY[function]]
 
-    tree(functions)
-    return tokens
+    length = tree(functions)
+    return tokens, length

@@ -33,6 +33,7 @@ import numpy as np
 from lenggen.tasks import options, scratchpad
 from lenggen.tasks.base import Example
 from lenggen.tasks.bucketed import DATA_SEED, Bucket, BucketedTask
+from lenggen.tasks.scratchpad import Step
 
 # The words of every maths answer sentence, "The answer is ... ." (sorting has its own).
 ANSWER_WORDS = frozenset({"The", "answer", "is", "."})
@@ -43,6 +44,11 @@ def spaced(number: int) -> str:
     """One word per digit, a negative number led by "-": -12 -> "- 1 2" (official
     `number_to_string`)."""
     return f"- {spaced(-number)}" if number < 0 else " ".join(str(number))
+
+
+def bracketed(items: list[str]) -> str:
+    """A list as the official prompts write it: `["b", "d"]` -> "[ b , d ]" ([] -> "[ ]")."""
+    return " ".join(["[", " , ".join(items), "]"]) if items else "[ ]"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -110,7 +116,7 @@ class PerLengthTask(BucketedTask):
         """(source, answer sentence) of one problem, words separated by spaces."""
         raise NotImplementedError
 
-    def _steps(self, length: int, item: list[int]) -> Sequence[scratchpad.Step]:
+    def _steps(self, length: int, item: list[int]) -> Sequence[Step]:
         """The scratchpad steps of one problem."""
         raise NotImplementedError
 

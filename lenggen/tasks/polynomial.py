@@ -25,8 +25,9 @@ import dataclasses
 
 import numpy as np
 
-from lenggen.tasks import answers, scratchpad
+from lenggen.tasks import answers
 from lenggen.tasks.per_length import ANSWER_WORDS, DIGITS, PerLengthTask, spaced
+from lenggen.tasks.scratchpad import Step
 
 MODULUS = 10
 COEFFICIENTS = (-3, 3)  # inclusive
@@ -68,14 +69,14 @@ class Polynomial(PerLengthTask):
         terms = " + ".join(map(term, coefficients, degrees))
         return f"Evaluate at x = {spaced(x)} in {terms} ?", f"The answer is {spaced(value)} ."
 
-    def _steps(self, length: int, item: list[int]) -> list[scratchpad.Step]:
+    def _steps(self, length: int, item: list[int]) -> list[Step]:
         x, coefficients, degrees = item[0], item[1 : length + 1], item[length + 1 :]
         steps, total = [], 0
         for i, (c, d) in enumerate(zip(coefficients, degrees)):
             output = spaced(c * x**d)
             new_total = (total + c * x**d) % MODULUS
             steps.append(
-                scratchpad.Step(
+                Step(
                     input=term(c, d),
                     computation=f"{spaced(c)} * {spaced(x)} ** {spaced(d)} = "
                     f"{spaced(c)} * {spaced(x**d)}",

@@ -2,8 +2,10 @@
 
 Format, word for word (every word whitespace-separated):
 
-  sort_single_token  "Sort the following list [ d , b ] ."      | "The sorted list is [ b , d ] ."
-  sort_multi_digit   "Sort the following list [ 4 2 , 1 7 ] ."  | "The sorted list is [ 1 7 , 4 2 ] ."
+  sort_single_token  "Sort the following list [ d , b ] ."
+                     -> "The sorted list is [ b , d ] ."
+  sort_multi_digit   "Sort the following list [ 4 2 , 1 7 ] ."
+                     -> "The sorted list is [ 1 7 , 4 2 ] ."
 
 Official prompt f"Sort the following list [ {', '.join(items)} ]. " and target
 f"The sorted list is [ {', '.join(sorted)} ]." (src/data/data_instance_processor/
@@ -31,8 +33,9 @@ from typing import ClassVar
 
 import numpy as np
 
-from lenggen.tasks import answers, scratchpad
-from lenggen.tasks.per_length import DIGITS, PerLengthTask, spaced
+from lenggen.tasks import answers
+from lenggen.tasks.per_length import DIGITS, PerLengthTask, bracketed, spaced
+from lenggen.tasks.scratchpad import Step
 
 # A-Z then a-x: 50 one-character words in Python's sort order.
 SYMBOLS = tuple(string.ascii_uppercase + string.ascii_lowercase[:24])
@@ -43,11 +46,6 @@ _PROMPT_WORDS = frozenset({"Sort", "the", "following", "list", "[", ",", "]", ".
 _ANSWER_WORDS = frozenset({"The", "sorted", "list", "is", "[", ",", "]", "."})
 # The list after the last "The sorted list is", its items between "[" and "]".
 _ANSWER = re.compile(r"(?:.* |^)The sorted list is \[((?: [^ \[\]]+)*) \] \.(?: .*)?$")
-
-
-def bracketed(items: list[str]) -> str:
-    """`["b", "d"]` -> "[ b , d ]" (`[]` -> "[ ]")."""
-    return " ".join(["[", " , ".join(items), "]"]) if items else "[ ]"
 
 
 def read_list(text: str) -> list[list[str]] | None:
@@ -83,14 +81,14 @@ class _Sorting(PerLengthTask):
             f"The sorted list is {bracketed(self._words(sorted(item)))} .",
         )
 
-    def _steps(self, length: int, item: list[int]) -> list[scratchpad.Step]:
+    def _steps(self, length: int, item: list[int]) -> list[Step]:
         values, steps = list(item), []
         for i in range(len(values)):
             front = values[i]
             smallest = min(range(i, len(values)), key=values.__getitem__)  # First minimum.
             values[i], values[smallest] = values[smallest], values[i]
             steps.append(
-                scratchpad.Step(
+                Step(
                     input=self._words([front])[0],
                     computation=COMPUTATION,
                     output=self._words([values[i]])[0],

@@ -26,8 +26,9 @@ import dataclasses
 
 import numpy as np
 
-from lenggen.tasks import answers, scratchpad
+from lenggen.tasks import answers
 from lenggen.tasks.per_length import ANSWER_WORDS, DIGITS, PerLengthTask, spaced
+from lenggen.tasks.scratchpad import Step
 
 MODULUS = 10
 VALUES = (1, 9)  # inclusive
@@ -55,12 +56,12 @@ class Summation(PerLengthTask):
         answer = spaced(sum(item) % MODULUS)
         return f"Compute: {values} . {SEPARATOR}", f"The answer is {answer} ."
 
-    def _steps(self, length: int, item: list[int]) -> list[scratchpad.Step]:
+    def _steps(self, length: int, item: list[int]) -> list[Step]:
         steps, total = [], 0
         for i, value in enumerate(item):
             output = spaced(value + total)
             steps.append(
-                scratchpad.Step(
+                Step(
                     input=spaced(value),
                     computation=f"{spaced(value)} + sum = {spaced(value)} + {spaced(total)} =",
                     output=output,

@@ -8,7 +8,8 @@ from lenggen import tasks
 
 NAMES = (
     "addition", "copy", "copy_2x", "copy_repeat", "copy_repeat_2x", "copy_repeat_change",
-    "reverse", "reverse_2x", "reverse_copy",
+    "lego", "lego_shuffled", "parity", "pcfg", "polynomial", "reverse", "reverse_2x",
+    "reverse_copy", "scan", "sort_multi_digit", "sort_single_token", "summation",
 )
 
 
@@ -51,7 +52,7 @@ def test_unknown_option():
     assert str(error.value) == (
         "Unknown option(s) 'max_train_length' for task 'addition'. Valid options: seed, "
         "num_train, num_validation, num_test_per_digit_pair, min_digits, max_train_digits, "
-        "max_test_digits"
+        "max_test_digits, scratchpad"
     )
 
 
