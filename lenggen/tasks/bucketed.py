@@ -58,9 +58,10 @@ class Bucket:
     Attributes:
       key: non-negative ints naming the bucket in its random stream, e.g. `(length,)`.
       length: the length bucket its examples are reported under (`Example.length`).
-      size: how many distinct examples it holds (a Python int, possibly huge).
+      size: how many distinct examples it holds (a Python int, possibly huge; a lower bound
+        where the exact count is unknown, as for pcfg's trees).
       draw: `(rng, count) -> [count, width]` int64 array of items drawn uniformly with
-        replacement; equal rows are equal examples.
+        replacement (pcfg: independently from its grammar); equal rows are equal examples.
     """
 
     key: tuple[int, ...]

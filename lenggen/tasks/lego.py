@@ -20,7 +20,8 @@ ceil(L / 2) .. L - 1, uniform. The script asked every second-half variable of ea
 own chain, which gives the same distribution of (chain, query) without examples sharing chains.
 Lengths and sizes: lenggen.tasks.per_length (train 4-8 variables, test 9-16), except that a test
 length gives the script's whole chains' worth, (1,250 // (L // 2)) * (L // 2) examples: 9,984 in
-all. At most 26 variables (a-z); at least 2 (a chain of 1 has no second half).
+all (a request smaller than one chain is kept as it is). At most 26 variables (a-z); at least 2
+(a chain of 1 has no second half).
 
 Scratchpad steps (official, one per variable from the chain's start to the query): input: the
 variable; computation "- q = - -1" (its sign and parent, with the parent's value), empty for the
@@ -70,11 +71,13 @@ class Lego(PerLengthTask):
         return answers.word(text)
 
     def _test_counts(self) -> list[int]:
-        # Whole chains of L // 2 queries each, as the script counted (module doc).
-        return [
-            self.num_test_per_length // (b.length // 2) * (b.length // 2)
-            for b in self._test_buckets()
-        ]
+        # Whole chains of L // 2 queries each, as the script counted (module doc); a count below
+        # one chain is kept as it is rather than rounded to nothing (tiny smoke-run splits).
+        requested, counts = self.num_test_per_length, []
+        for bucket in self._test_buckets():
+            queries = bucket.length // 2
+            counts.append(requested // queries * queries or requested)
+        return counts
 
     # Items: [values (L), variable indices (L), query index, clause order (L, shuffled only)].
 
@@ -93,12 +96,14 @@ class Lego(PerLengthTask):
             columns.append(rng.permuted(np.tile(np.arange(length), (count, 1)), axis=1))
         return np.concatenate(columns, axis=1)  # -> [count, 2L + 1 (+ L)]
 
-    def _parse_item(self, length: int, item: list[int]):
+    def _parse_item(self, length: int, item: list[int]) -> tuple[list, list, int, list[str]]:
+        """(values, variables, query index, clauses as written) of one item."""
         values = item[:length]
         variables = [VARIABLES[i] for i in item[length : 2 * length]]
         query = item[2 * length]
+        chain = clauses(variables, values)
         order = item[2 * length + 1 :] if self.shuffled else range(length)
-        return values, variables, query, [clauses(variables, values)[i] for i in order]
+        return values, variables, query, [chain[i] for i in order]
 
     def _prompt_and_answer(self, length: int, item: list[int]) -> tuple[str, str]:
         values, variables, query, written = self._parse_item(length, item)

@@ -22,9 +22,10 @@ Generation. The paper's data (scripts/dataset_builders/make_pcfg_dataset.py) is 
 productivity split of github.com/i-machine-think/am-i-compositional: 81,010 training examples
 with 1-8 functions, of which a random tenth (8,101) became the validation file and training read
 half of it (4,050), leaving 72,909; 11,333 test examples with 9-35 functions. That corpus cannot
-be downloaded here, and its generator's production probabilities were fitted with EM to English
-sentence depths and lengths ("naturalised"), which are not published as numbers. So the data are
-generated here from the grammar with the data seed, and the distribution is NOT the original's:
+be downloaded here, and its production probabilities were fitted with EM to the depths and
+lengths of English sentences ("naturalised"; the fitted values could not be obtained here). So
+the data are generated from the grammar with the data seed, and the distribution is NOT the
+original's:
 - each length bucket (number of functions n) gets an even share of its split (train 72,909 over
   n = 1..8, test 11,333 over n = 9..35, validation 4,050 over the training buckets, disjoint
   from training), where the original's counts per n followed its naturalised grammar;
@@ -89,7 +90,9 @@ def apply(function: str, *arguments: list[str]) -> list[str]:
             return arguments[1]
         case "remove_second":
             return x
-    raise ValueError(f"Unknown PCFG SET function {function!r}; expected one of {_WORDS[:10]}.")
+    raise ValueError(
+        f"Unknown PCFG SET function {function!r}; expected one of {', '.join(UNARY + BINARY)}."
+    )
 
 
 def evaluate(tokens: list[str]) -> list[str]:

@@ -15,7 +15,8 @@ What the scripts leave open, and the choices here:
 - num_train and num_test were flags too; 100,000 and 10,000 are assumed, as for the copy family
   and addition. The validation file then held int(1.15 * 100,000 / #lengths) * #lengths -
   100,000 examples, of which training read half (`validation_portion: 0.5`,
-  configs/t5_dec_base.jsonnet): 7,500 with 5 training lengths, 7,498 with 6.
+  configs/t5_dec_base.jsonnet): 7,500 with 5 training lengths; 7,498 for parity (6 lengths)
+  and LEGO (whole chains of L // 2 queries: 114,996 drawn).
 - Validation is drawn apart from training where a length holds enough distinct problems
   (lenggen.tasks.bucketed); the scripts drew everything with replacement.
 
@@ -41,8 +42,7 @@ DIGITS = frozenset(str(d) for d in range(10))
 
 
 def spaced(number: int) -> str:
-    """One word per digit, a negative number led by "-": -12 -> "- 1 2" (official
-    `number_to_string`)."""
+    """One word per digit, led by "-" when negative: -12 -> "- 1 2" (`number_to_string`)."""
     return f"- {spaced(-number)}" if number < 0 else " ".join(str(number))
 
 

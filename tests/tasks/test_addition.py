@@ -181,3 +181,53 @@ def test_generator_output_is_pinned(default_splits):
     # (or numpy's Generator streams did): bump lenggen.data.dataset's VERSION, then update.
     _, splits = default_splits
     assert splits["train"][0].source == "Compute 2 8 6 + 4 0 ?"
+
+
+# -- scratchpad ------------------------------------------------------------------------------
+
+STEP = re.compile(
+    r"in ([0-9]) , ([0-9]) comp \1 \+ \2 \+ carry = ([0-9]+) \+ ([01]) = ([0-9]+) "
+    r"out ([0-9]) \[ carry: ([01]) \] re (.*)"
+)
+
+
+def test_scratchpad_columns_by_python_ints():
+    task = tasks.get("addition", scratchpad="full", num_train=300, num_validation=40,
+                     max_train_digits=4, max_test_digits=6, num_test_per_digit_pair=2)
+    for split in tasks.SPLITS:
+        for example in task.examples(split):
+            a, b = _operands(example)
+            assert set(example.target.split()) <= set(task.vocabulary())
+            pad, answer = example.target.removeprefix("Thinking step by step: ").split(
+                " . Thus , ")
+            assert answer == "The answer is " + " ".join(str(a + b)) + " ."
+            assert task.parse_answer(example.target) == str(a + b)
+            width, carry, digits = max(_digits(a), _digits(b)), 0, []
+            steps = pad.split(" # ")
+            assert len(steps) == width + (len(str(a + b)) > width)
+            for i, step in enumerate(steps):
+                match = STEP.fullmatch(step)
+                assert match, step
+                x, y, pair, carry_in, total, out, carry_out, rest = match.groups()
+                column = 10**i
+                if i < width:  # A column of the operands, right to left.
+                    assert (int(x), int(y)) == (a // column % 10, b // column % 10)
+                    # The columns to the left, as numbers (official: int of the digits).
+                    left = [" ".join(str(n // (10 * column))) for n in (a, b)]
+                    assert rest == (" + ".join(left) if i < width - 1 else "+")
+                else:  # The final carry.
+                    assert (x, y, rest) == ("0", "0", "+")
+                assert int(pair) == int(x) + int(y) and int(carry_in) == carry
+                assert int(total) == int(pair) + carry
+                assert (int(out), int(carry_out)) == (int(total) % 10, int(total) // 10)
+                carry = int(carry_out)
+                digits.append(out)
+            assert int("".join(reversed(digits))) == a + b
+
+
+def test_scratchpad_vocabulary_and_default_unchanged():
+    task = tasks.get("addition", scratchpad="minimal")
+    assert set(task.vocabulary()) == set(Addition().vocabulary()) | {
+        "Thinking", "step", "by", "step:", "Thus", ",", "#", "[", "]", "in", "comp", "out", "re",
+        "carry", "carry:", "="} | {str(n) for n in range(20)}
+    assert tasks.default_options("addition")["scratchpad"] == "none"

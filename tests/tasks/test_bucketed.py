@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from lenggen.tasks import bucketed
+from lenggen.tasks.base import Example
 
 
 def _uniform_bucket(size: int) -> bucketed.Bucket:
@@ -67,3 +68,62 @@ def test_draw_distinct_is_uniform_over_subsets():
         items = bucketed.draw_distinct(_uniform_bucket(4), np.random.default_rng(seed), 2)
         counts[items[:, 0]] += 1
     assert np.all(np.abs(counts - 2_000) < 160), counts
+
+
+# -- the hooks for tasks whose validation must repeat training, and per-bucket test counts ----
+
+
+class _Tiny(bucketed.BucketedTask):
+    """Two training buckets of 3 items each, two test buckets; counts set per instance."""
+
+    name = "tiny"
+    seed = 0
+    num_train = 8
+    num_validation = 4
+    num_test_per_bucket = 5
+
+    def __init__(self, repeats: bool, test_counts=None):
+        self.validation_repeats_training = repeats
+        self.test_counts = test_counts
+
+    def _train_buckets(self):
+        return (_bucket(1, 3), _bucket(2, 3))
+
+    def _test_buckets(self):
+        return (_bucket(3, 3), _bucket(4, 100))
+
+    def _test_counts(self):
+        return self.test_counts or super()._test_counts()
+
+    def _example(self, bucket, item):
+        return Example(source=f"{bucket.length}:{item[0]}", target="", length=bucket.length)
+
+
+def _bucket(length: int, size: int) -> bucketed.Bucket:
+    def draw(rng, count):
+        return rng.integers(0, size, size=(count, 1), dtype=np.int64)
+
+    return bucketed.Bucket(key=(length,), length=length, size=size, draw=draw)
+
+
+def test_validation_repeating_training_is_drawn_with_replacement():
+    task = _Tiny(repeats=True)
+    train, validation = list(task.examples("train")), list(task.examples("validation"))
+    # 4 training + 2 validation examples per bucket of 3 items: both drawn with replacement.
+    assert [e.length for e in sorted(train, key=lambda e: e.length)] == [1] * 4 + [2] * 4
+    assert sorted(e.length for e in validation) == [1, 1, 2, 2]
+    assert {e.source for e in train + validation} <= {f"{n}:{i}" for n in (1, 2) for i in range(3)}
+    assert task.lengths("validation") == (1, 2)
+
+
+def test_without_repeats_such_validation_is_refused():
+    with pytest.raises(ValueError, match="cannot draw num_validation=4 validation examples"):
+        _Tiny(repeats=False)._check_plan()
+
+
+def test_test_counts_per_bucket():
+    assert sorted(e.length for e in _Tiny(True).examples("test")) == [3] * 5 + [4] * 5
+    task = _Tiny(True, test_counts=[0, 7])
+    test = list(task.examples("test"))
+    assert sorted(e.length for e in test) == [4] * 7 and len({e.source for e in test}) == 7
+    assert task.lengths("test") == (4,)

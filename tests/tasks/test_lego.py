@@ -125,7 +125,8 @@ def test_scratchpad_walks_the_chain(name):
             values, chain = _resolve(clauses), _chain(clauses)
             written = re.fullmatch(PROMPT, example.source).group(1).split(" , ")
             assert set(example.target.split()) <= set(task.vocabulary())
-            pad, answer = example.target.removeprefix("Thinking step by step: ").split(" . Thus , ")
+            pad, answer = example.target.removeprefix("Thinking step by step: ").split(
+                " . Thus , ")
             assert answer == f"The answer is {values[query]:+d} ."
             steps = pad.split(" # ")
             assert len(steps) == chain.index(query) + 1

@@ -53,6 +53,17 @@ def test_small_splits_follow_the_options(name):
     assert task.lengths("train") == (4, 5, 6) and task.lengths("test") == (7, 8, 9)
 
 
+@pytest.mark.parametrize("name", PER_LENGTH)
+def test_smoke_run_sizes_work(name):
+    # config_schema.shrink_for_smoke_run's sizes: every test length still gets its 2 examples
+    # (LEGO's whole-chain rounding would give none below one chain).
+    task = tasks.get(name, num_train=256, num_validation=32, num_test_per_length=2)
+    assert len(list(task.examples("train"))) == 256
+    assert len(list(task.examples("validation"))) == 32
+    test = collections.Counter(e.length for e in task.examples("test"))
+    assert test == {n: 2 for n in range(9, 17)}
+
+
 @pytest.mark.parametrize(
     "name, options, message",
     [

@@ -74,7 +74,8 @@ def test_default_sizes_lengths_and_disjointness(default_splits):
 
 def test_values_by_python_ints(default_splits):
     task, splits = default_splits
-    for examples in splits.values():
+    # Every validation and test example, every third training example (time).
+    for examples in (splits["train"][::3], splits["validation"], splits["test"]):
         for example in examples:
             x, terms = _problem(example)
             assert len(terms) == example.length
