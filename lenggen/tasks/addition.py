@@ -58,15 +58,14 @@ def spaced(number: int) -> str:
 def steps(a: int, b: int) -> list[scratchpad.Step]:
     """The scratchpad steps of `a + b`, column by column from the right (module doc)."""
     width = max(len(str(a)), len(str(b)))
-    a_digits = [int(d) for d in str(a).zfill(width)]
-    b_digits = [int(d) for d in str(b).zfill(width)]
+    a_text, b_text = str(a).zfill(width), str(b).zfill(width)
 
-    def rest(digits: list[int]) -> str:  # The digits left of a column, as a number.
-        return spaced(int("".join(map(str, digits)))) if digits else ""
+    def rest(digits: str) -> str:  # The digits left of a column, as a number ("" for none).
+        return " ".join(digits.lstrip("0") or "0") if digits else ""
 
     result, carry = [], 0
     for i in reversed(range(width)):
-        x, y = a_digits[i], b_digits[i]
+        x, y = int(a_text[i]), int(b_text[i])
         total = x + y + carry
         result.append(
             scratchpad.Step(
@@ -74,7 +73,7 @@ def steps(a: int, b: int) -> list[scratchpad.Step]:
                 computation=f"{x} + {y} + carry = {x + y} + {carry} = {total}",
                 output=str(total % 10),
                 intermediate=(f"carry: {total // 10}",),
-                remaining=f"{rest(a_digits[:i])} + {rest(b_digits[:i])}",
+                remaining=f"{rest(a_text[:i])} + {rest(b_text[:i])}".strip(),
             )
         )
         carry = total // 10

@@ -63,7 +63,7 @@ class Parity(PerLengthTask):
         )
 
     def _steps(self, length: int, item: list[int]) -> list[Step]:
-        steps, parity = [], 0
+        bits, steps, parity = list(map(str, item)), [], 0
         for i, bit in enumerate(item):
             steps.append(
                 Step(
@@ -71,7 +71,7 @@ class Parity(PerLengthTask):
                     computation=f"{bit} ** par = {bit} ** {parity}",
                     output=str(bit ^ parity),
                     intermediate=(f"par: {bit ^ parity}",),
-                    remaining=bracketed(list(map(str, item[i + 1 :]))),
+                    remaining=bracketed(bits[i + 1 :]),
                 )
             )
             parity ^= bit

@@ -71,18 +71,19 @@ class Polynomial(PerLengthTask):
 
     def _steps(self, length: int, item: list[int]) -> list[Step]:
         x, coefficients, degrees = item[0], item[1 : length + 1], item[length + 1 :]
+        terms = list(map(term, coefficients, degrees))
         steps, total = [], 0
         for i, (c, d) in enumerate(zip(coefficients, degrees)):
             output = spaced(c * x**d)
             new_total = (total + c * x**d) % MODULUS
             steps.append(
                 Step(
-                    input=term(c, d),
+                    input=terms[i],
                     computation=f"{spaced(c)} * {spaced(x)} ** {spaced(d)} = "
                     f"{spaced(c)} * {spaced(x**d)}",
                     output=output,
                     intermediate=(f"sum: {spaced(total)} + {output} = {spaced(new_total)}",),
-                    remaining=" + ".join(map(term, coefficients[i + 1 :], degrees[i + 1 :])),
+                    remaining=" + ".join(terms[i + 1 :]),
                 )
             )
             total = new_total

@@ -34,8 +34,8 @@ them), so for those tasks "full" is i1_c1_o1_v0_r1 and "no_intermediate" is refu
 duplicate of "full".
 """
 
-import dataclasses
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from lenggen.tasks import options
 
@@ -63,9 +63,8 @@ WORDS = frozenset(
 )
 
 
-@dataclasses.dataclass(frozen=True)
-class Step:
-    """One step of a scratchpad; every part is a string of whitespace-separated words.
+class Step(NamedTuple):
+    """One step of a scratchpad; every part is a string of words separated by single spaces.
 
     Attributes:
       input: what the step reads ("7 , 8": the two digits of a column).
@@ -112,11 +111,12 @@ def render(name: str, steps: Sequence[Step]) -> str:
                 if step.intermediate is not None:
                     words += ["[", f" {VARIABLE_SEPARATOR} ".join(step.intermediate), "]"]
             else:
-                words += [MARKERS[part], getattr(step, part)]
+                words.append(MARKERS[part])
+                text = getattr(step, part)
+                if text:  # An empty part (a LEGO step's computation) leaves no extra space.
+                    words.append(text)
         rendered.append(" ".join(words))
-    body = f" {STEP_SEPARATOR} ".join(rendered)
-    # Empty parts (a LEGO step's computation, the last remaining input) leave no extra space.
-    return " ".join(f"{BEGIN} {body} {END}".split())
+    return f"{BEGIN} {f' {STEP_SEPARATOR} '.join(rendered)} {END}"
 
 
 def target(name: str, steps: Sequence[Step], answer: str) -> str:

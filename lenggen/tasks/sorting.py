@@ -82,17 +82,18 @@ class _Sorting(PerLengthTask):
         )
 
     def _steps(self, length: int, item: list[int]) -> list[Step]:
-        values, steps = list(item), []
+        values, words, steps = list(item), self._words(item), []
         for i in range(len(values)):
-            front = values[i]
+            front = words[i]
             smallest = min(range(i, len(values)), key=values.__getitem__)  # First minimum.
             values[i], values[smallest] = values[smallest], values[i]
+            words[i], words[smallest] = words[smallest], words[i]
             steps.append(
                 Step(
-                    input=self._words([front])[0],
+                    input=front,
                     computation=COMPUTATION,
-                    output=self._words([values[i]])[0],
-                    remaining=bracketed(self._words(values[i + 1 :])),
+                    output=words[i],
+                    remaining=bracketed(words[i + 1 :]),
                 )
             )
         return steps

@@ -57,16 +57,17 @@ class Summation(PerLengthTask):
         return f"Compute: {values} . {SEPARATOR}", f"The answer is {answer} ."
 
     def _steps(self, length: int, item: list[int]) -> list[Step]:
+        texts = list(map(spaced, item))
         steps, total = [], 0
         for i, value in enumerate(item):
             output = spaced(value + total)
             steps.append(
                 Step(
-                    input=spaced(value),
+                    input=texts[i],
                     computation=f"{spaced(value)} + sum = {spaced(value)} + {spaced(total)} =",
                     output=output,
                     intermediate=(f"sum: {output} = {(value + total) % MODULUS}",),
-                    remaining=" + ".join(map(spaced, item[i + 1 :])),
+                    remaining=" + ".join(texts[i + 1 :]),
                 )
             )
             total = (value + total) % MODULUS
