@@ -47,7 +47,13 @@ _lenggen_setup() {
   if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
     echo "Installing lenggen and its dependencies into $LENGGEN_VENV (about a minute)."
     "$LENGGEN_VENV/bin/python" -m pip install --quiet --upgrade pip >/dev/null 2>&1 || true
-    "$LENGGEN_VENV/bin/python" -m pip install --quiet -e "$_lenggen_root[test]" || return 1
+    # pip's chatter (mirror warnings, build-backend notices) goes to a log shown on failure.
+    local log="$LENGGEN_VENV/pip-install.log"
+    if ! "$LENGGEN_VENV/bin/python" -m pip install --quiet -e "$_lenggen_root[test]" \
+        >"$log" 2>&1; then
+      grep -v "^WARNING: Location .* is ignored" "$log" >&2
+      return 1
+    fi
     echo "$wanted" > "$stamp"
   fi
 }

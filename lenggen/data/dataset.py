@@ -3,7 +3,7 @@
 One `GeneratorBasedBuilder` serves every task: its BuilderConfig is made from the task's name and
 options, so each (task, options) pair gets its own versioned directory
 
-    <data_dir>/lenggen_task/<task>-<8 hex digits of the options' hash>/<VERSION>/
+    <data_dir>/lenggen_task/<task>-<8 hex digits of the options' hash>/<task version>/
 
 and preparing the same pair again reopens the files instead of regenerating them. The builder is
 TensorFlow-free: `file_format='array_record'`, read with `builder.as_data_source(split)` (random
@@ -42,14 +42,15 @@ from etils import epath
 from lenggen.data.tokenizer import EOS_ID, Tokenizer
 from lenggen.tasks.base import SPLITS
 
-# Bump VERSION whenever the stored records would differ for the same (task, options): a new or
-# changed feature, a tokenizer change, or a task generator whose output changed (tasks carry no
-# version of their own). Patch: metadata or docs only; minor: records change, features the same;
-# major: features change. An old directory is then left alone and the new version is generated
-# next to it. `prepare` also refuses a stored dataset whose vocabulary or first records no
-# longer match the task (the sign of a change made without a bump).
-VERSION = tfds.core.Version("1.0.0")
-RELEASE_NOTES = {
+# Two versions name a dataset. A task's own `version` (lenggen.tasks.base.Task) is the TFDS
+# version directory: bump it when the task's generator would yield other examples for the same
+# options. FORMAT_VERSION covers this module and the tokenizer (features, encoding) and is hashed
+# into the config name with the options: bump it when the stored records would differ for every
+# task. Either way an old directory is left alone and the new one generated next to it; `prepare`
+# also refuses a stored dataset whose vocabulary or first records no longer match the task (the
+# sign of a change made without a bump).
+FORMAT_VERSION = "1.0.0"
+FORMAT_RELEASE_NOTES = {
     "1.0.0": "Initial release: tokens, source_length, length, source, target; word-level "
     "vocabulary from the task; records in task order (shuffling disabled).",
 }
@@ -60,8 +61,14 @@ class DatasetError(ValueError):
 
 
 def config_name(task) -> str:
-    """`<task name>-<8 hex digits>`: the hash is of the task's options, sorted, as JSON."""
+    """`<task name>-<8 hex digits>`: the hash is of the task's options, sorted, as JSON, and of
+    FORMAT_VERSION."""
     return f"{task.name}-{_options_hash(task.options())}"
+
+
+def task_version(task) -> tfds.core.Version:
+    """The TFDS version of `task`'s dataset: the task's own generator version."""
+    return tfds.core.Version(getattr(task, "version", "1.0.0"))
 
 
 def _options_json(options: Mapping) -> str:
@@ -75,14 +82,14 @@ def _options_json(options: Mapping) -> str:
 
 
 def _options_hash(options: Mapping) -> str:
-    return hashlib.sha256(_options_json(options).encode()).hexdigest()[:8]
+    text = f"{_options_json(options)}|format={FORMAT_VERSION}"
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
 class LenggenTask(tfds.core.GeneratorBasedBuilder):
     """The dataset of one task with one set of options (construct with `task=`)."""
 
-    VERSION = VERSION
-    RELEASE_NOTES = RELEASE_NOTES
+    VERSION = tfds.core.Version("1.0.0")  # unused: every config carries its task's version
 
     def __init__(self, *, task, **kwargs):
         # The config must exist before super().__init__ picks the directory; the task itself is
@@ -90,8 +97,8 @@ class LenggenTask(tfds.core.GeneratorBasedBuilder):
         self._task = task
         config = tfds.core.BuilderConfig(
             name=config_name(task),
-            version=VERSION,
-            release_notes=RELEASE_NOTES,
+            version=task_version(task),
+            release_notes=FORMAT_RELEASE_NOTES,
             description=f"Task {task.name!r} with options {_options_json(task.options())}.",
         )
         super().__init__(config=config, file_format="array_record", **kwargs)
@@ -196,8 +203,9 @@ def prepare(task, data_dir: str | os.PathLike) -> PreparedTask:
         raise DatasetError(
             f"The dataset at {builder.data_path} was written with {len(stored)} words "
             f"{stored[:8]}..., but task {task.name!r} now has {tokenizer.vocab_size} "
-            f"{tokenizer.words[:8]}...; the task changed without a VERSION bump "
-            f"(now {VERSION}): bump it in {__name__} or delete that directory."
+            f"{tokenizer.words[:8]}...; the task changed without a version bump "
+            f"(now {task_version(task)}): bump {type(task).__name__}.version or delete that "
+            "directory."
         )
     splits = {split: builder.as_data_source(split) for split in SPLITS}
     _check_first_records(task, tokenizer, splits, builder.data_path)
@@ -218,7 +226,8 @@ def _check_first_records(task, tokenizer, splits, directory) -> None:
                 raise DatasetError(
                     f"Split {split!r} at {directory} has {len(source)} records but task "
                     f"{task.name!r} now yields {'none' if first is None else 'some'}; "
-                    f"bump VERSION (now {VERSION}) or delete that directory."
+                    f"bump {type(task).__name__}.version (now {task_version(task)}) or delete "
+                    "that directory."
                 )
             continue
         expected = encode_example(first, tokenizer)
@@ -235,6 +244,7 @@ def _check_first_records(task, tokenizer, splits, directory) -> None:
                 f"Split {split!r} at {directory} starts with {stored['source'].decode()!r} -> "
                 f"{stored['target'].decode()!r} (bucket {stored['length']}), but task "
                 f"{task.name!r} now starts it with {first.source!r} -> {first.target!r} "
-                f"(bucket {first.length}); the task changed without a VERSION bump "
-                f"(now {VERSION}): bump it in {__name__} or delete that directory."
+                f"(bucket {first.length}); the task changed without a version bump "
+                f"(now {task_version(task)}): bump {type(task).__name__}.version or delete "
+                "that directory."
             )

@@ -33,6 +33,11 @@ class Task:
     """
 
     name: str = ""
+    # The version of this task's generator output. Bump it (semver: minor when examples change
+    # for the same options, major when their format does) whenever the same options would yield
+    # other examples: the TFDS builder keeps each version in its own directory, so a dataset is
+    # never silently reused across a change. Subclasses override it; it is not an option.
+    version: str = "1.0.0"
 
     def options(self) -> dict:
         """The task's options as a plain dict (what `tasks.get(name, **options)` accepts)."""

@@ -26,7 +26,9 @@ def _files(directory):
 
 def test_directory_is_named_by_task_options_and_version(prepared, data_dir):
     # The hash is of the options as sorted, compact JSON, computed here independently.
-    digest = hashlib.sha256(b'{"per_length":3,"seed":0}').hexdigest()[:8]
+    digest = hashlib.sha256(
+        b'{"per_length":3,"seed":0}|format=' + dataset.FORMAT_VERSION.encode()
+    ).hexdigest()[:8]
     assert dataset.config_name(FakeCopy()) == f"fake_copy-{digest}"
 
     class Reversed(FakeCopy):
@@ -36,7 +38,16 @@ def test_directory_is_named_by_task_options_and_version(prepared, data_dir):
     assert dataset.config_name(Reversed()) == f"fake_copy-{digest}"
     assert dataset.config_name(FakeCopy(seed=1)) != f"fake_copy-{digest}"
     assert prepared.directory == data_dir / "lenggen_task" / f"fake_copy-{digest}" / "1.0.0"
-    assert str(dataset.VERSION) in dataset.RELEASE_NOTES
+    assert dataset.FORMAT_VERSION in dataset.FORMAT_RELEASE_NOTES
+
+
+def test_a_new_task_version_gets_its_own_directory(prepared, data_dir):
+    class Regenerated(FakeCopy):
+        version = "1.1.0"
+
+    bumped = dataset.prepare(Regenerated(), data_dir)
+    assert bumped.directory == prepared.directory.parent / "1.1.0"
+    assert prepared.directory.exists()  # the old version is left alone
 
 
 def test_records_round_trip_to_the_task_examples(prepared):
@@ -110,7 +121,7 @@ def test_a_task_changed_without_a_version_bump_is_refused(prepared, data_dir):
         def vocabulary(self):
             return super().vocabulary() + ("e",)
 
-    with pytest.raises(dataset.DatasetError, match="changed without a VERSION bump"):
+    with pytest.raises(dataset.DatasetError, match="changed without a version bump"):
         dataset.prepare(MoreWords(), data_dir)
 
     class Reordered(FakeCopy):
@@ -119,7 +130,7 @@ def test_a_task_changed_without_a_version_bump_is_refused(prepared, data_dir):
 
     with pytest.raises(dataset.DatasetError, match=r"Split 'train' .* starts with 'c \[SEP\]'"):
         dataset.prepare(Reordered(), data_dir)
-    with pytest.raises(dataset.DatasetError, match="changed without a VERSION bump"):
+    with pytest.raises(dataset.DatasetError, match="changed without a version bump"):
         dataset.prepare(Changed(), data_dir)
 
 

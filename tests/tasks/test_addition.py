@@ -178,7 +178,7 @@ def test_bad_values(options, message):
 def test_generator_output_is_pinned(default_splits):
     # A regression guard, not a derivation: stored datasets (lenggen.data.dataset) are only
     # valid while the generator's output stays the same. If this fails, the generator changed
-    # (or numpy's Generator streams did): bump lenggen.data.dataset's VERSION, then update.
+    # (or numpy's Generator streams did): bump the task's version, then update.
     _, splits = default_splits
     assert splits["train"][0].source == "Compute 2 8 6 + 4 0 ?"
 

@@ -321,7 +321,7 @@ def test_impossible_validation_is_refused():
 def test_generator_output_is_pinned(copy_default):
     # A regression guard, not a derivation: stored datasets (lenggen.data.dataset) are only
     # valid while the generator's output stays the same. If this fails, the generator changed
-    # (or numpy's Generator streams did): bump lenggen.data.dataset's VERSION, then update.
+    # (or numpy's Generator streams did): bump the task's version, then update.
     _, (train, validation, test) = copy_default
     assert train[0].source == "Copy: s21 s59 s41 s45 s26 s98 s59 [SEP]"
     assert test[0].target.split()[:4] == ["s14", "s8", "s69", "s1"]

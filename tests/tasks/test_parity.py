@@ -120,7 +120,7 @@ def test_determinism():
 
 def test_generator_output_is_pinned(default_splits):
     # A regression guard, not a derivation: stored datasets are only valid while the generator's
-    # output stays the same. If this fails, bump lenggen.data.dataset's VERSION, then update.
+    # output stays the same. If this fails, bump the task's version, then update.
     _, splits = default_splits
     assert splits["train"][0].source == (
         "Is the number of 1's even in the sequence [ 0 , 0 , 1 , 1 ] ?")

@@ -134,7 +134,7 @@ def test_score(prediction, correct):
 
 def test_generator_output_is_pinned(default_splits):
     # A regression guard, not a derivation: stored datasets are only valid while the generator's
-    # output stays the same. If this fails, bump lenggen.data.dataset's VERSION, then update.
+    # output stays the same. If this fails, bump the task's version, then update.
     _, splits = default_splits
     assert splits["train"][0].source == (
         "Evaluate at x = 2 in 2 * x ** 0 + - 3 * x ** 2 + 2 * x ** 3 + 2 * x ** 2 + "

@@ -185,7 +185,7 @@ def test_no_intermediate_is_refused():
 
 def test_generator_output_is_pinned(default_splits):
     # A regression guard, not a derivation: stored datasets are only valid while the generator's
-    # output stays the same. If this fails, bump lenggen.data.dataset's VERSION, then update.
+    # output stays the same. If this fails, bump the task's version, then update.
     task, splits = default_splits
     assert splits["train"][0].source == {
         "sort_single_token": "Sort the following list [ c , H , p , R , T ] .",

@@ -106,6 +106,6 @@ def test_determinism():
 
 def test_generator_output_is_pinned(default_splits):
     # A regression guard, not a derivation: stored datasets are only valid while the generator's
-    # output stays the same. If this fails, bump lenggen.data.dataset's VERSION, then update.
+    # output stays the same. If this fails, bump the task's version, then update.
     _, splits = default_splits
     assert splits["train"][0].source == "Compute: 8 + 3 + 9 + 1 + 6 . [SEP]"
