@@ -161,3 +161,14 @@ def test_losing_a_preparation_race_reads_the_winners_files(tmp_path, monkeypatch
     assert len(prepared.splits["test"]) == 6
     leftovers = [p.name for p in prepared.directory.parent.iterdir()]
     assert leftovers == ["1.0.0"]  # the loser's temporary directory is gone
+
+
+def test_same_seed_gives_byte_identical_files_and_another_seed_differs(tmp_path):
+    def files(task, where):
+        directory = dataset.prepare(task, tmp_path / where).directory
+        return {p.name: p.read_bytes() for p in directory.iterdir() if ".array_record" in p.name}
+
+    first = files(FakeCopy(), "a")
+    assert len(first) == 3  # one file per split
+    assert files(FakeCopy(), "b") == first
+    assert files(FakeCopy(seed=1), "c") != first
