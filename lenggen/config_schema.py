@@ -13,6 +13,7 @@ import ml_collections
 from lenggen import tasks
 from lenggen.model import attention
 from lenggen.model import positional
+from lenggen.model.positional import randomized
 
 MESH_AXES = ("data", "model")
 DTYPES = ("float32", "bfloat16")
@@ -29,14 +30,15 @@ def task_section(name: str) -> ml_collections.ConfigDict:
 
 
 def pe_section(name: str) -> ml_collections.ConfigDict:
-    """`{name, <pe>: options...}` with every PE's default options, so switching `name` by an
-    override needs no other edit."""
+    """`{name, <pe>: options..., randomized_max_position}` with every PE's default options, so
+    switching `name` by an override needs no other edit. `randomized_max_position` = M > 0
+    trains on randomized positions from [0, M) (Ruoss et al. 2023) with any PE; 0 is off."""
     if name not in positional.names():
         raise ConfigError(
             f"Unknown positional encoding {name!r}. Valid: {', '.join(positional.names())}."
         )
     section = {pe: positional.default_options(pe) for pe in positional.names()}
-    return ml_collections.ConfigDict(dict(name=name, **section))
+    return ml_collections.ConfigDict(dict(name=name, **section, **{randomized.CONFIG_KEY: 0}))
 
 
 def shrink_for_smoke_run(config: ml_collections.ConfigDict) -> None:
@@ -140,9 +142,20 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
         f"Valid: {', '.join(positional.names())}.",
     )
     _check_known_keys(
-        {k for k in model.pe if k != "name"},
+        {k for k in model.pe if k not in ("name", randomized.CONFIG_KEY)},
         dict.fromkeys(positional.names()),
         "config.model.pe",
+    )
+    try:
+        randomized_max_position = randomized.max_position_of(model.pe)
+    except ValueError as error:
+        raise ConfigError(f"config.{error}") from None
+    # Greedy decoding runs positions 0..T-1; randomized-position models are scored (as the
+    # reference implementation scores them) on sampled positions, by teacher forcing.
+    _require(
+        randomized_max_position == 0 or config.eval.metric == "teacher_forced",
+        f"config.model.pe.{randomized.CONFIG_KEY}={randomized_max_position} needs "
+        "config.eval.metric='teacher_forced' (greedy decoding uses positions 0..T-1).",
     )
     for pe in positional.names():
         if pe in model.pe:

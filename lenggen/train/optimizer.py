@@ -1,7 +1,8 @@
 """AdamW with the paper's schedule (facts.md, "Training").
 
 HF's Trainer, which the paper used, applies weight decay to every parameter except biases and
-LayerNorm weights; T5 blocks have no biases, so only the RMSNorm scales are excluded here.
+LayerNorm weights; T5 blocks have no biases, so that is the RMSNorm scales and the biases of
+PEs that have them (FIRE's MLP).
 """
 
 import jax
@@ -27,11 +28,11 @@ def learning_rate_schedule(train: ml_collections.ConfigDict) -> optax.Schedule:
 
 
 def _decay_mask(params):
-    """True for parameters that get weight decay: all but normalisation scales."""
+    """True for parameters that get weight decay: all but normalisation scales and biases."""
 
     def decays(path, _):
-        names = [getattr(entry, "key", "") for entry in path]
-        return not any("norm" in str(name).lower() for name in names)
+        names = [str(getattr(entry, "key", "")).lower() for entry in path]
+        return not any("norm" in name or "bias" in name for name in names)
 
     return jax.tree_util.tree_map_with_path(decays, params)
 

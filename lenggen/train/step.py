@@ -4,6 +4,11 @@ Batches follow lenggen.data.loader: `tokens`, `positions`, `valid` `[batch, leng
 `loss_mask` `[batch, length]`, 1 where the TOKEN is a target token or EOS. Logits at t predict
 the token at t + 1, so the loss pairs `logits[:, :-1]` with `tokens[:, 1:]` under
 `loss_mask[:, 1:]`.
+
+Randomized positions (lenggen.model.positional.randomized; on when the model's PE config sets
+`randomized_max_position` M > 0) replace `batch["positions"]` in both steps, as the reference
+implementation samples them in training and at evaluation: a train step draws them from its step
+key, the teacher-forced evaluation from a fixed key and each example's tokens (deterministic).
 """
 
 from typing import Any
@@ -12,6 +17,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
+
+from lenggen.model.positional import randomized
+
+# Key streams derived from the train step's key (dropout uses the step key itself).
+POSITIONS_STREAM = 1
+# Evaluation's positions: a fixed key, folded with each example's tokens.
+EVAL_POSITIONS_SEED = 0
 
 
 def next_token_terms(logits: jax.Array, batch: dict) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -46,19 +58,43 @@ def loss_and_metrics(logits: jax.Array, batch: dict) -> tuple[jax.Array, dict]:
     return loss, metrics
 
 
+def model_positions(model: nn.Module, batch: dict, key: jax.Array | None) -> jax.Array:
+    """The positions the model sees: `batch["positions"]`, or randomized positions when the
+    model's PE config asks for them.
+
+    Args:
+      model: a Decoder (its `pe` config holds `randomized_max_position`).
+      batch: with `positions`, `valid` (and `tokens` when `key` is None) `[batch, length]`.
+      key: the training draw's key; None for evaluation (a fixed key and each example's
+        tokens, see `randomized.example_keys`).
+    Returns:
+      `[batch, length]` int32.
+    """
+    max_position = randomized.max_position_of(model.pe)
+    if max_position == 0:
+        return batch["positions"]
+    if key is None:
+        key = randomized.example_keys(
+            jax.random.key(EVAL_POSITIONS_SEED), batch["tokens"], batch["valid"]
+        )
+    return randomized.sample_positions(key, batch["valid"], max_position)
+
+
 def train_step(
     state: dict, batch: dict, dropout_key: jax.Array, *, model: nn.Module,
     optimizer: optax.GradientTransformation, schedule: optax.Schedule,
 ) -> tuple[dict, dict]:
     """One AdamW step on `state = {step, params, opt_state}`; returns the new state and metrics.
 
-    Dropout randomness is `fold_in(dropout_key, step)`, so a resumed run draws the same masks.
+    Dropout randomness is `fold_in(dropout_key, step)`, so a resumed run draws the same masks;
+    randomized positions (if on) come from `fold_in(that key, POSITIONS_STREAM)`.
     """
     step_key = jax.random.fold_in(dropout_key, state["step"])
+    positions = model_positions(model, batch, jax.random.fold_in(step_key, POSITIONS_STREAM))
 
     def loss_fn(params):
         logits = model.apply(
-            {"params": params}, batch["tokens"], batch["positions"], batch["valid"],
+            {"params": params}, batch["tokens"], positions, batch["valid"],
             deterministic=False, rngs={"dropout": step_key},
         )
         return loss_and_metrics(logits, batch)
@@ -76,8 +112,11 @@ def teacher_forced_correct(params: Any, batch: dict, *, model: nn.Module) -> jax
 
     Greedy decoding writes the gold target iff, given the gold prefix, the argmax at every
     target position (EOS included) is the gold token (DESIGN.md, "Evaluation"), so one parallel
-    forward pass decides sequence exact match.
+    forward pass decides sequence exact match. With randomized positions this pass samples them
+    (`model_positions`); KV-cache greedy decoding does not, so such a model is scored with
+    `eval.metric="teacher_forced"`.
     """
-    logits = model.apply({"params": params}, batch["tokens"], batch["positions"], batch["valid"])
+    positions = model_positions(model, batch, None)
+    logits = model.apply({"params": params}, batch["tokens"], positions, batch["valid"])
     _, correct, mask = next_token_terms(logits, batch)
     return jnp.all(correct | (mask == 0), axis=-1)

@@ -83,7 +83,8 @@ def test_causal(tiny):
 
 
 def test_shift_of_all_positions(tiny):
-    # Relative PEs and NoPE see only position differences; APE adds a different code.
+    # Relative PEs and NoPE see only position differences; APE adds a different code. FIRE
+    # too while every query is below its threshold L (|m| * 512 > 45 for these draws).
     variant, _, params, forward = tiny
     tokens = _tokens(1)
     base = forward(params, tokens, ARANGE, ALL_VALID)
@@ -138,6 +139,7 @@ def test_parameter_count_of_the_base_model():
     expected = {
         "nope": nope, "ape": nope, "alibi": nope, "rotary": nope,
         "t5": nope + 32 * heads,  # one shared table
+        "fire": nope + 2 + 2 * 32 + 32 * heads + heads,  # c, L; one shared MLP 1 -> 32 -> heads
         "ape_learned": nope + 16384 * d,
     }  # fmt: skip
     for variant, count in expected.items():
@@ -158,6 +160,12 @@ LOGICAL_NAMES = {
     "scale": ("embed",),
     "rel_embedding": ("relpos_buckets", "heads"),
     "pe/embedding": ("positions", "embed"),
+    "c": (None,),
+    "threshold_multiplier": (None,),
+    "hidden_kernel": ("fire_mlp",),
+    "hidden_bias": ("fire_mlp",),
+    "output_kernel": ("fire_mlp", "heads"),
+    "output_bias": ("heads",),
 }
 
 
@@ -277,7 +285,7 @@ def test_from_config():
     [
         (dict(dtype="float16"), r"dtype must be one of \('float32', 'bfloat16'\), got 'float16'"),
         (dict(attention_impl="flash"), r"unknown attention kernel 'flash'; valid names: \("),
-        (dict(pe=_pe("fire")), "unknown positional encoding 'fire'"),
+        (dict(pe=_pe("kerple")), "unknown positional encoding 'kerple'"),
         (dict(dropout_rate=1.0), r"dropout_rate must be in \[0, 1\), got 1.0"),
         (dict(num_heads=0), "num_heads must be >= 1, got 0"),
     ],

@@ -7,6 +7,7 @@ from lenggen.model import positional
 from lenggen.model.positional.absolute import AbsolutePositionalEncoding
 from lenggen.model.positional.alibi import ALiBi
 from lenggen.model.positional.base import PositionalEncoding
+from lenggen.model.positional.fire import FIRE
 from lenggen.model.positional.nope import NoPositionalEncoding
 from lenggen.model.positional.rotary import RotaryPositionalEncoding
 from lenggen.model.positional.t5 import T5RelativeBias
@@ -19,7 +20,7 @@ def _config(name, **overrides):
 
 
 def test_names_in_paper_order():
-    assert positional.names() == ("nope", "ape", "t5", "alibi", "rotary")
+    assert positional.names() == ("nope", "ape", "t5", "alibi", "rotary", "fire")
 
 
 def test_get_returns_the_registered_classes():
@@ -29,14 +30,15 @@ def test_get_returns_the_registered_classes():
         "t5": T5RelativeBias,
         "alibi": ALiBi,
         "rotary": RotaryPositionalEncoding,
+        "fire": FIRE,
     }
     assert {name: positional.get(name) for name in positional.names()} == expected
     assert all(issubclass(cls, PositionalEncoding) for cls in expected.values())
 
 
 def test_unknown_name_lists_valid_names():
-    with pytest.raises(ValueError, match=r"unknown positional encoding 'fire'.*'nope', 'ape'"):
-        positional.get("fire")
+    with pytest.raises(ValueError, match=r"unknown positional encoding 'kerple'.*'nope', 'ape'"):
+        positional.get("kerple")
     with pytest.raises(ValueError, match="unknown positional encoding 'sinusoid'"):
         positional.build(_config("sinusoid"), num_heads=3)
 
@@ -47,6 +49,9 @@ def test_default_options_are_the_papers():
     assert positional.default_options("t5") == {"num_buckets": 32, "max_distance": 128}
     assert positional.default_options("alibi") == {}
     assert positional.default_options("rotary") == {"fraction": 0.25, "base": 10000.0}
+    assert positional.default_options("fire") == {
+        "mlp_width": 32, "init_c": 0.1, "init_threshold": 512.0, "eps": 1e-6,
+    }  # fmt: skip
 
 
 @pytest.mark.parametrize("name", positional.names())
@@ -98,7 +103,9 @@ def test_bad_option_values_are_rejected():
 def test_max_position_on_unbound_modules():
     # The config validation calls this before any model exists.
     got = {n: positional.build(_config(n), num_heads=3).max_position() for n in positional.names()}
-    assert got == {"nope": None, "ape": 16383, "t5": None, "alibi": None, "rotary": None}
+    assert got == {
+        "nope": None, "ape": 16383, "t5": None, "alibi": None, "rotary": None, "fire": None,
+    }  # fmt: skip
     learned = _config("ape", ape=dict(kind="learned", max_length=100))
     assert positional.build(learned, num_heads=3).max_position() == 99
 

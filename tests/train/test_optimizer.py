@@ -26,9 +26,10 @@ def test_schedule_warms_up_linearly_then_decays_to_the_end_rate():
     np.testing.assert_allclose(float(schedule(100)), 1e-7, rtol=1e-5)
 
 
-def test_weight_decay_skips_norm_scales_only():
+def test_weight_decay_skips_norm_scales_and_biases_only():
     params = {
         "block_0": {"pre_attention_norm": {"scale": jnp.ones(3)}, "query": {"kernel": jnp.ones(3)}},
+        "pe": {"hidden_bias": jnp.ones(3)},
     }
     tx = optimizer.make_optimizer(_train_config(learning_rate=1.0, warmup_fraction=0.0,
                                                 end_learning_rate=1.0))
@@ -38,3 +39,4 @@ def test_weight_decay_skips_norm_scales_only():
     # -lr * wd * p = -0.05 for the kernel, and nothing for the norm scale.
     np.testing.assert_allclose(updates["block_0"]["query"]["kernel"], -0.05 * np.ones(3), rtol=1e-6)
     np.testing.assert_allclose(updates["block_0"]["pre_attention_norm"]["scale"], np.zeros(3))
+    np.testing.assert_allclose(updates["pe"]["hidden_bias"], np.zeros(3))

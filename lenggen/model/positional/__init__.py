@@ -16,6 +16,7 @@ from typing import Any
 from lenggen.model.positional.absolute import AbsolutePositionalEncoding
 from lenggen.model.positional.alibi import ALiBi, alibi_slopes
 from lenggen.model.positional.base import PositionalEncoding
+from lenggen.model.positional.fire import FIRE
 from lenggen.model.positional.nope import NoPositionalEncoding
 from lenggen.model.positional.rotary import RotaryPositionalEncoding
 from lenggen.model.positional.t5 import T5RelativeBias, t5_relative_bucket
@@ -36,6 +37,7 @@ _REGISTRY: dict[str, type[PositionalEncoding]] = {
     "t5": T5RelativeBias,
     "alibi": ALiBi,
     "rotary": RotaryPositionalEncoding,
+    "fire": FIRE,
 }
 
 # Fields every PE has that are not options: set by `build` (num_heads, d_model) or by Linen.
@@ -43,7 +45,8 @@ _NOT_OPTIONS = frozenset(f.name for f in dataclasses.fields(PositionalEncoding))
 
 
 def names() -> tuple[str, ...]:
-    """The registered PE names, in the paper's order (NoPE, APE, T5, ALiBi, Rotary)."""
+    """The registered PE names: the paper's, in its order (NoPE, APE, T5, ALiBi, Rotary), then
+    the follow-ups (FIRE)."""
     return tuple(_REGISTRY)
 
 

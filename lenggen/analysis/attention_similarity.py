@@ -1,0 +1,191 @@
+r"""How close are other PEs' attention patterns to NoPE's? (the paper's attention analysis)
+
+facts.md: on SCAN, teacher-forced, 10 examples per length; per layer the distance (JSD, and
+symmetric KL) between the per-query attention distributions of NoPE's heads and another PE's
+heads, minimum over head pairs, averaged over layers; the reference "NoPE'" is NoPE against NoPE
+of another seed. The paper found NoPE closest to T5's relative bias.
+
+Every compared run must be trained on the same task as the reference. Each example's distance is
+the mean over layers of `divergence.layer_distance` (all its real queries and keys); reported per
+comparison: the mean over examples, per layer and per length bucket.
+
+  python -m lenggen.analysis.attention_similarity --reference=runs/scan/nope/256788 \
+      --compare=runs/scan/nope/234054,runs/scan/t5/256788,runs/scan/alibi/256788 \
+      --output_dir=runs/scan/analysis
+
+Writes OUTPUT_DIR/attention_similarity.json and attention_similarity.png.
+"""
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+from absl import app, flags
+
+from lenggen import results
+from lenggen.analysis import divergence
+from lenggen.analysis import runs as runs_lib
+
+JSON_FILE = "attention_similarity.json"
+PLOT_FILE = "attention_similarity.png"
+
+
+def _check_comparable(reference: runs_lib.Run, other: runs_lib.Run) -> None:
+    if other.config.task.to_dict() != reference.config.task.to_dict():
+        raise ValueError(
+            f"Run {other.workdir} trained on task {other.config.task.to_dict()}, the reference "
+            f"{reference.workdir} on {reference.config.task.to_dict()}; expected the same task."
+        )
+    if other.model.num_layers != reference.model.num_layers:
+        raise ValueError(
+            f"Run {other.workdir} has {other.model.num_layers} layers, the reference "
+            f"{reference.model.num_layers}; expected the same depth (distances are per layer)."
+        )
+
+
+def _summary(per_example: np.ndarray, lengths: np.ndarray) -> dict:
+    """per_example `[examples, layers]` -> overall, by_layer and by_length means."""
+    return dict(
+        overall=float(per_example.mean()),
+        by_layer=[float(x) for x in per_example.mean(axis=0)],
+        by_length={
+            str(length): float(per_example[lengths == length].mean())
+            for length in sorted(set(lengths.tolist()))
+        },
+    )
+
+
+def compare(
+    reference: runs_lib.Run,
+    others: Sequence[runs_lib.Run],
+    *,
+    split: str = "test",
+    examples_per_length: int = 10,
+    batch_size: int = 16,
+) -> dict:
+    """Distances between the reference's attention and each other run's, on the same examples.
+
+    Returns:
+      The JSON payload: the reference and, per comparison, `{metric: {overall, by_layer,
+      by_length}}` for each metric of `divergence.METRICS`.
+    """
+    for other in others:
+        _check_comparable(reference, other)
+    records = runs_lib.examples_per_length(
+        reference.task, reference.tokenizer, split, examples_per_length
+    )
+    lengths = np.array([int(r["length"]) for r in records])
+    layers = reference.model.num_layers
+    # [comparison, metric] -> [examples, layers]
+    distances = {
+        (c, metric): np.zeros((len(records), layers))
+        for c in range(len(others)) for metric in divergence.METRICS
+    }  # fmt: skip
+    for batch in runs_lib.batches(records, batch_size):
+        rows = np.flatnonzero(batch["example_mask"])
+        examples = batch["index"][rows]
+        ours = runs_lib.attention(reference, batch)  # [layers, batch, heads, T, T]
+        for c, other in enumerate(others):
+            theirs = runs_lib.attention(other, batch)
+            for layer in range(layers):
+                found = divergence.batch_layer_distances(ours[layer], theirs[layer], batch["valid"])
+                for metric, values in found.items():
+                    distances[c, metric][examples, layer] = np.asarray(values)[rows]
+    return dict(
+        task=reference.config.task.to_dict(),
+        split=split,
+        examples_per_length=examples_per_length,
+        num_examples=len(records),
+        reference=_describe(reference),
+        comparisons=[
+            dict(
+                _describe(other),
+                **{m: _summary(distances[c, m], lengths) for m in divergence.METRICS},
+            )
+            for c, other in enumerate(others)
+        ],
+    )
+
+
+def _describe(run: runs_lib.Run) -> dict:
+    return dict(workdir=run.workdir, label=run.label, pe=run.config.model.pe.name,
+                seed=run.config.seed, step=run.step)  # fmt: skip
+
+
+def plot(payload: dict, path: str) -> None:
+    """One bar per comparison and metric (mean over layers and examples)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = tuple(divergence.METRICS)
+    labels = [c["label"] for c in payload["comparisons"]]
+    figure, axes = plt.subplots(1, len(metrics), figsize=(4 + 1.2 * len(labels), 4))
+    for axis, metric in zip(np.atleast_1d(axes), metrics, strict=True):
+        values = [c[metric]["overall"] for c in payload["comparisons"]]
+        axis.bar(range(len(labels)), values, color="tab:blue")
+        axis.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
+        axis.set_title(f"{metric} to {payload['reference']['label']}")
+        axis.grid(axis="y", alpha=0.3)
+    figure.suptitle(f"attention distance, {payload['task']['name']} ({payload['split']}, "
+                    f"{payload['examples_per_length']} per length)")  # fmt: skip
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def run(
+    reference: str,
+    compare_with: Sequence[str],
+    output_dir: str,
+    *,
+    split: str = "test",
+    examples_per_length: int = 10,
+    batch_size: int = 16,
+    checkpoint: str = "best",
+) -> dict:
+    """Loads the workdirs, compares them and writes the JSON and PNG into `output_dir`."""
+    if not compare_with:
+        raise ValueError("expected at least one workdir to compare with the reference, got none")
+    payload = compare(
+        runs_lib.load(reference, checkpoint),
+        [runs_lib.load(workdir, checkpoint) for workdir in compare_with],
+        split=split, examples_per_length=examples_per_length, batch_size=batch_size,
+    )  # fmt: skip
+    os.makedirs(output_dir, exist_ok=True)
+    results.write_json_atomic(os.path.join(output_dir, JSON_FILE), payload)
+    plot(payload, os.path.join(output_dir, PLOT_FILE))
+    return payload
+
+
+def _define_flags() -> None:
+    """Command-line flags, defined only when run as a command (importing defines none)."""
+    flags.DEFINE_string("reference", None, "Workdir of the reference run (NoPE).")
+    flags.DEFINE_list("compare", None, "Workdirs to compare with the reference (e.g. NoPE of "
+                      "another seed, T5, ALiBi, Rotary, APE).")  # fmt: skip
+    flags.DEFINE_string("output_dir", None, "Where the JSON and PNG are written.")
+    flags.DEFINE_enum("split", "test", ("train", "validation", "test"), "Examples' split.")
+    flags.DEFINE_integer("examples_per_length", 10, "Examples per length bucket.")
+    flags.DEFINE_integer("batch_size", 16, "Examples per forward pass.")
+    flags.DEFINE_enum("checkpoint", "best", runs_lib.CHECKPOINTS, "Which checkpoint.")
+    flags.mark_flags_as_required(["reference", "compare", "output_dir"])
+
+
+def main(argv: Sequence[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    flag = flags.FLAGS
+    payload = run(flag.reference, flag.compare, flag.output_dir, split=flag.split,
+                  examples_per_length=flag.examples_per_length, batch_size=flag.batch_size,
+                  checkpoint=flag.checkpoint)  # fmt: skip
+    for comparison in payload["comparisons"]:
+        print(
+            f"{comparison['label']:<28} "
+            + "  ".join(f"{m} {comparison[m]['overall']:.4f}" for m in divergence.METRICS)
+        )
+
+
+if __name__ == "__main__":
+    _define_flags()
+    app.run(main)

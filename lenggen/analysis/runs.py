@@ -1,0 +1,179 @@
+"""A trained run read back from its workdir, and its teacher-forced attention on examples.
+
+Read-only: the config is WORKDIR/config.json (written by the training loop), the parameters come
+from the best-validation checkpoint (WORKDIR/best/<step>/, the one the paper scores) or the
+newest one (WORKDIR/checkpoints/<step>/), opened with Orbax in read-only mode. The model is
+rebuilt from the config; the examples are generated from the config's task and tokenized with
+the task's word-level vocabulary, exactly as the dataset builder stores them.
+"""
+
+import dataclasses
+import functools
+import json
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+
+from lenggen import checkpoint as checkpoint_lib
+from lenggen import sharding, tasks
+from lenggen import workdir as workdir_lib
+from lenggen.data import dataset, loader
+from lenggen.data.tokenizer import Tokenizer
+from lenggen.model.decoder import Decoder
+from lenggen.train import optimizer as optimizer_lib
+from lenggen.train import state as state_lib
+from lenggen.train import step as step_lib
+
+CHECKPOINTS = ("best", "latest")
+
+
+class RunError(ValueError):
+    """A workdir that holds no usable run."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """A trained model and what it was trained on.
+
+    Attributes:
+      workdir: where it was read from.
+      config: the run's config.
+      task: the config's task.
+      tokenizer: the task's vocabulary (the one the run trained with).
+      model: the Decoder rebuilt from `config.model`.
+      params: the restored parameters.
+      step: the training step of the checkpoint.
+    """
+
+    workdir: str
+    config: ml_collections.ConfigDict
+    task: tasks.Task
+    tokenizer: Tokenizer
+    model: Decoder
+    params: Any
+    step: int
+
+    @property
+    def label(self) -> str:
+        """e.g. 'nope (seed 256788)'."""
+        return f"{self.config.model.pe.name} (seed {self.config.seed})"
+
+
+def _read_config(workdir: str) -> ml_collections.ConfigDict:
+    path = os.path.join(workdir, workdir_lib.CONFIG_FILE)
+    try:
+        with open(path) as handle:
+            return ml_collections.ConfigDict(json.load(handle))
+    except OSError as error:
+        raise RunError(
+            f"No run config at {path} ({error.strerror}); expected a workdir written by "
+            "lenggen.main."
+        ) from None
+
+
+def _manager(directory: str, with_metrics: bool) -> ocp.CheckpointManager | None:
+    if not os.path.isdir(directory):
+        return None
+    options = ocp.CheckpointManagerOptions(
+        read_only=True, create=False,
+        best_fn=(lambda m: m[checkpoint_lib.BEST_METRIC]) if with_metrics else None,
+        best_mode="max",
+    )  # fmt: skip
+    return ocp.CheckpointManager(directory, options=options)
+
+
+def _restore(workdir: str, which: str, target: Any) -> tuple[int, Any]:
+    """(step, state) of the best checkpoint (falling back to the newest) or of the newest."""
+    if which not in CHECKPOINTS:
+        raise ValueError(f"checkpoint must be one of {CHECKPOINTS}, got {which!r}")
+    candidates = [("best", True), ("checkpoints", False)] if which == "best" else [
+        ("checkpoints", False)
+    ]  # fmt: skip
+    for name, with_metrics in candidates:
+        manager = _manager(os.path.join(workdir, name), with_metrics)
+        if manager is None:
+            continue
+        try:
+            step = manager.best_step() if with_metrics else manager.latest_step()
+            if step is not None:
+                return step, manager.restore(step, args=ocp.args.StandardRestore(target))
+        finally:
+            manager.close()
+    raise RunError(
+        f"No checkpoint under {workdir}/best or {workdir}/checkpoints (asked for {which!r}); "
+        "train the run first."
+    )
+
+
+def load(workdir: str, checkpoint: str = "best") -> Run:
+    """The run in `workdir`, its parameters from the `checkpoint` ('best' or 'latest')."""
+    config = _read_config(workdir)
+    task = tasks.get(config.task.name, **config.task.options.to_dict())
+    tokenizer = Tokenizer.from_task(task)
+    model = Decoder.from_config(config.model, tokenizer.vocab_size)
+    # The state's layout on one device; parameter shapes do not depend on the sequence length.
+    mesh = sharding.make_mesh((1, 1), jax.devices()[:1])
+    layout = state_lib.layout(model, optimizer_lib.make_optimizer(config.train), mesh, 8)
+    step, state = _restore(workdir, checkpoint, layout.restore_target())
+    return Run(workdir, config, task, tokenizer, model, state["params"], int(step))
+
+
+def examples_per_length(
+    task: tasks.Task, tokenizer: Tokenizer, split: str, per_length: int
+) -> list[dict]:
+    """The first `per_length` examples of each length bucket of `split`, as dataset records
+    (`tokens`, `source_length`, `length`, `source`, `target`), in split order."""
+    if per_length < 1:
+        raise ValueError(f"per_length must be >= 1, got {per_length}")
+    taken: dict[int, int] = {}
+    records = []
+    for example in task.examples(split):
+        if taken.get(example.length, 0) < per_length:
+            taken[example.length] = taken.get(example.length, 0) + 1
+            records.append(dataset.encode_example(example, tokenizer))
+    return records
+
+
+def batches(records: Sequence[dict], batch_size: int, pad_multiple: int = 16):
+    """Right-padded batches (lenggen.data.loader.pack) of one width, the longest record's
+    rounded up to `pad_multiple`, so a model compiles once."""
+    width = loader.round_up(max(len(r["tokens"]) for r in records), pad_multiple)
+    for start in range(0, len(records), batch_size):
+        chunk = records[start : start + batch_size]
+        yield loader.pack(chunk, list(range(start, start + len(chunk))), width,
+                          batch_size=batch_size)  # fmt: skip
+
+
+@functools.cache
+def _attention_fn(model: Decoder):
+    @jax.jit
+    def attention(params, batch):
+        # The positions evaluation uses (randomized ones for a run trained with them).
+        positions = step_lib.model_positions(model, batch, None)
+        _, state = model.apply(
+            {"params": params}, batch["tokens"], positions, batch["valid"],
+            mutable=["intermediates"],
+        )  # fmt: skip
+        found = state["intermediates"]
+        return [found[f"block_{layer}"]["attention"]["attention_weights"][0]
+                for layer in range(model.num_layers)]  # fmt: skip
+
+    return attention
+
+
+def attention(run: Run, batch: dict) -> np.ndarray:
+    """Teacher-forced attention probabilities on a packed batch, at the positions evaluation
+    uses (0..T-1, or randomized positions when the run trained with them).
+
+    Returns:
+      `[layers, batch, heads, length, length]` float32 (rows of pads and filler rows are
+      meaningless; select with `batch['valid']` and `batch['example_mask']`).
+    """
+    inputs = {key: batch[key] for key in ("tokens", "positions", "valid")}
+    weights = _attention_fn(run.model)(run.params, inputs)
+    return np.stack([np.asarray(w) for w in weights])
