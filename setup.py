@@ -30,6 +30,6 @@ setuptools.setup(
         "matplotlib>=3.8",
     ],
     extras_require={
-        "test": ["pytest>=8.0", "pytest-xdist>=3.5"],
+        "test": ["pytest>=8.0", "pytest-xdist>=3.5", "hypothesis>=6.100"],
     },
 )

@@ -54,6 +54,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             eval_every=2_000,
             checkpoint_every=2_000,
             checkpoints_to_keep=2,
+            # Per-device memory budget (bytes) for the up-front check that the train state fits;
+            # 0 uses what the device reports (nothing on CPU, which reports none).
+            max_bytes_per_device=0,
         )
     )
     config.eval = ml_collections.ConfigDict(

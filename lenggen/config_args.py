@@ -18,7 +18,9 @@ def _coerce(key: str, text: str, default: Any) -> Any:
             return True
         if lowered in ("false", "0", "no"):
             return False
-        raise ConfigArgumentError(f"Config argument {key}={text!r}: expected a boolean (true/false).")
+        raise ConfigArgumentError(
+            f"Config argument {key}={text!r}: expected a boolean (true/false)."
+        )
     for kind in (int, float):
         if isinstance(default, kind):
             try:
@@ -34,10 +36,16 @@ def parse(arg: str | None, **defaults: Any) -> dict[str, Any]:
     """Returns `defaults` updated by `arg` ("task=copy,pe=nope,seed=1").
 
     Raises:
-      ConfigArgumentError: a piece without "=", an empty key, a repeated or unknown key (the
-        message lists the valid ones), or a value of the wrong type.
+      ConfigArgumentError: `arg` not a string, a piece without "=", an empty key, a repeated or
+        unknown key (the message lists the valid ones), or a value of the wrong type. Nothing
+        else: tests/reliability fuzzes this with arbitrary text.
     """
     values = dict(defaults)
+    if arg is not None and not isinstance(arg, str):
+        raise ConfigArgumentError(
+            f"Config argument {arg!r} has type {type(arg).__name__}; expected a string like "
+            "'task=copy,seed=1'."
+        )
     if not arg:
         return values
     seen = set()

@@ -5,29 +5,25 @@ train (with validation and checkpoints), final evaluation on the best-validation
 """
 
 import functools
+import math
 import os
 import time
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
 
-from lenggen import checkpoint
-from lenggen import config_schema
-from lenggen import results
-from lenggen import sharding
-from lenggen import tasks
+from lenggen import checkpoint, config_schema, results, sharding, tasks
 from lenggen import workdir as workdir_lib
-from lenggen.data import dataset
-from lenggen.data import loader
+from lenggen.data import dataset, loader
 from lenggen.data import tokenizer as tokenizer_lib
 from lenggen.evaluate import exact_match
-from lenggen.model import decoder
-from lenggen.model import decoding
-from lenggen.model import positional
+from lenggen.model import decoder, decoding, positional
 from lenggen.train import optimizer as optimizer_lib
+from lenggen.train import preemption
 from lenggen.train import state as state_lib
 from lenggen.train import step as step_lib
 
@@ -36,7 +32,7 @@ DEFAULT_DATA_DIR = "~/.cache/lenggen/datasets"
 
 
 class NonFiniteLossError(FloatingPointError):
-    """Training produced a NaN or Inf loss."""
+    """Training produced a NaN or Inf loss, parameters or optimizer state."""
 
 
 def _round_up(value: int, multiple: int) -> int:
@@ -48,6 +44,15 @@ def _log(message: str) -> None:
     logging.info(message)
     if jax.process_index() == 0:
         print(message, flush=True)
+
+
+def state_bytes_per_device(abstract: Any, shardings: Any) -> int:
+    """Bytes one device holds of a tree of ShapeDtypeStructs laid out by `shardings`."""
+    total = 0
+    for leaf, leaf_sharding in zip(jax.tree.leaves(abstract), jax.tree.leaves(shardings),
+                                   strict=True):
+        total += math.prod(leaf_sharding.shard_shape(leaf.shape)) * leaf.dtype.itemsize
+    return total
 
 
 class Experiment:
@@ -78,6 +83,7 @@ class Experiment:
         self.schedule = optimizer_lib.learning_rate_schedule(config.train)
         self.optimizer = optimizer_lib.make_optimizer(config.train)
         self.layout = state_lib.layout(self.model, self.optimizer, self.mesh, self.train_seq_len)
+        self._check_memory_fits()
         self.dropout_key = jax.random.fold_in(jax.random.key(config.seed), 1)
         self.train_step = state_lib.jit_train_step(
             self.model, self.optimizer, self.schedule, self.layout, self.mesh
@@ -98,13 +104,45 @@ class Experiment:
         )
 
     def _check_positions_fit(self, longest: int) -> None:
+        pe = self.config.model.pe.name
         limit = positional.build(self.config.model.pe, self.config.model.num_heads).max_position()
         if limit is not None and longest - 1 > limit:
             raise config_schema.ConfigError(
                 f"Evaluation needs positions up to {longest - 1} (longest test sequence plus "
-                f"config.eval.max_new_tokens) but positional encoding {self.config.model.pe.name!r} "
-                f"represents positions up to {limit}. Raise its max_length "
-                f"(config.model.pe.{self.config.model.pe.name}) or shorten the test lengths."
+                f"config.eval.max_new_tokens) but positional encoding {pe!r} represents "
+                f"positions up to {limit}. Raise its max_length (config.model.pe.{pe}) or "
+                "shorten the test lengths."
+            )
+
+    def _check_memory_fits(self) -> None:
+        """Refuses a train state that cannot fit on a device, before anything compiles.
+
+        Counts parameters, Adam moments and one gradient per device from the state's sharded
+        layout: a lower bound (activations come on top). The budget is
+        config.train.max_bytes_per_device when positive, else what the device reports
+        (`memory_stats()`, None on CPU: then nothing is checked).
+        """
+        knob = self.config.train.max_bytes_per_device
+        if not isinstance(knob, int) or isinstance(knob, bool) or knob < 0:
+            raise config_schema.ConfigError(
+                f"config.train.max_bytes_per_device={knob!r}: expected an integer >= 0 "
+                "(0: use the device's reported memory)."
+            )
+        stats = jax.local_devices()[0].memory_stats() or {}
+        budget = knob or stats.get("bytes_limit", 0)
+        if not budget:
+            return
+        params = state_bytes_per_device(self.layout.abstract["params"],
+                                        self.layout.sharding["params"])
+        total = state_bytes_per_device(self.layout.abstract, self.layout.sharding) + params
+        if total > budget:
+            source = "config.train.max_bytes_per_device" if knob else "the device's bytes_limit"
+            raise config_schema.ConfigError(
+                f"The model needs at least {total:,} bytes per device ({total / 2**30:.2f} GiB: "
+                f"parameters, Adam moments and gradients, of which {params:,} bytes of "
+                f"parameters, on mesh {dict(self.mesh.shape)}), more than the {budget:,} bytes "
+                f"{source} allows. Use a smaller config.model, more devices on the mesh's model "
+                "axis (config.mesh.shape), or a larger budget."
             )
 
     def initial_state(self) -> dict:
@@ -128,85 +166,138 @@ class Experiment:
         )
 
 
+def _event(experiment: Experiment, **record) -> None:
+    """Appends one event to WORKDIR/metrics.jsonl (process 0 writes)."""
+    if jax.process_index() == 0:
+        results.append_jsonl(os.path.join(experiment.workdir, workdir_lib.METRICS_FILE), record)
+
+
+def _all_finite(tree: Any) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+def _resume(experiment: Experiment, checkpoints: checkpoint.Checkpoints) -> tuple[int, dict]:
+    """(step, state) of the newest checkpoint that restores intact, else (0, a fresh state)."""
+    for entry in checkpoints.removed_unfinished:
+        _log(f"Removed {entry}: a save that a crash interrupted (never restored).")
+    restored = checkpoints.restore_newest(experiment.layout.restore_target())
+    step = restored.step if restored else 0
+    if jax.process_index() == 0:
+        workdir_lib.trim_metrics(experiment.workdir, step)
+    if restored is None:
+        return 0, experiment.initial_state()
+    for (bad, reason), moved in zip(restored.skipped, restored.moved_to, strict=True):
+        _log(f"Checkpoint of step {bad} cannot be restored ({reason}); moved it to {moved} "
+             f"and fell back to step {step}.")
+        _event(experiment, event="checkpoint_fallback", step=bad, restored_step=step,
+               reason=reason, moved_to=moved)
+    _log(f"Resumed from step {step} in {experiment.workdir}.")
+    _event(experiment, event="resumed", step=step)
+    return step, restored.state
+
+
 def train(experiment: Experiment, checkpoints: checkpoint.Checkpoints) -> dict:
-    """Trains from the newest checkpoint (or from scratch) to `config.train.num_steps`."""
+    """Trains from the newest intact checkpoint (or from scratch) to `config.train.num_steps`.
+
+    Raises:
+      preemption.Preempted: on SIGTERM, after checkpointing the step it was on.
+      NonFiniteLossError: on a NaN/Inf loss or parameters; no such state is ever checkpointed.
+    """
     config = experiment.config
     train_cfg = config.train
-    metrics_path = os.path.join(experiment.workdir, workdir_lib.METRICS_FILE)
-    is_writer = jax.process_index() == 0
 
-    # ---- Resume.
-    start_step = checkpoints.latest_step() or 0
-    if start_step:
-        state = checkpoints.restore_latest(experiment.layout.restore_target())
-        _log(f"Resumed from step {start_step} in {experiment.workdir}.")
-    else:
-        state = experiment.initial_state()
-    best = checkpoints.best()
-    best_metric = best[1] if best else -1.0
+    def stop_if_not_finite(done: int, what: str) -> None:
+        good = checkpoints.latest_step()
+        _event(experiment, event="non_finite", step=done, what=what, last_good_checkpoint=good)
+        checkpoints.wait()
+        raise NonFiniteLossError(
+            f"{what} at step {done}. Last good checkpoint: "
+            + (f"step {good} in {experiment.workdir}/checkpoints." if good else "none.")
+            + " Try a lower config.train.learning_rate (in a new workdir, or with --overwrite)."
+        )
 
-    batches = loader.TrainBatches(
-        experiment.data.splits["train"],
-        global_batch_size=train_cfg.batch_size,
-        seq_len=experiment.train_seq_len,
-        seed=config.seed,
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
-    )
+    def stop_for_preemption(done: int) -> None:
+        checkpoints.wait()
+        message = (
+            f"Preempted (SIGTERM) at step {done}/{train_cfg.num_steps}: saved "
+            f"{experiment.workdir}/checkpoints/{done}. Run the same command to resume."
+        )
+        _log(message)
+        _event(experiment, event="preempted", step=done)
+        raise preemption.Preempted(message, step=done)
 
-    # ---- Loop.
-    window_start, window_steps = time.perf_counter(), 0
-    for step in range(start_step, train_cfg.num_steps):
-        batch = loader.to_global(batches.get(step), experiment.mesh)
-        state, metrics = experiment.train_step(state, batch, experiment.dropout_key)
-        done = step + 1
-        window_steps += 1
-        last = done == train_cfg.num_steps
+    with preemption.Watch() as watch:
+        # ---- Resume (SIGTERM from here on stops at a step boundary with a checkpoint).
+        start_step, state = _resume(experiment, checkpoints)
+        best = checkpoints.best()
+        best_metric = best[1] if best else -1.0
+        batches = loader.TrainBatches(
+            experiment.data.splits["train"],
+            global_batch_size=train_cfg.batch_size,
+            seq_len=experiment.train_seq_len,
+            seed=config.seed,
+            process_index=jax.process_index(),
+            process_count=jax.process_count(),
+        )
+        all_finite = jax.jit(_all_finite, out_shardings=sharding.replicated(experiment.mesh))
 
-        if done % train_cfg.log_every == 0 or last:
-            metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-            if not np.isfinite(metrics["loss"]):
-                checkpoints.wait()
-                raise NonFiniteLossError(
-                    f"Loss is {metrics['loss']} at step {done}. Last good checkpoint: step "
-                    f"{checkpoints.latest_step()} in {experiment.workdir}/checkpoints."
+        # ---- Loop.
+        window_start, window_steps = time.perf_counter(), 0
+        for step in range(start_step, train_cfg.num_steps):
+            batch = loader.to_global(batches.get(step), experiment.mesh)
+            state, metrics = experiment.train_step(state, batch, experiment.dropout_key)
+            done = step + 1
+            window_steps += 1
+            last = done == train_cfg.num_steps
+            should_log = done % train_cfg.log_every == 0 or last
+            should_save = done % train_cfg.checkpoint_every == 0 or last
+
+            if should_log or should_save:
+                metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                if not np.isfinite(metrics["loss"]):
+                    stop_if_not_finite(done, f"Loss is {metrics['loss']}")
+            if should_log:
+                elapsed = time.perf_counter() - window_start
+                steps_per_second = window_steps / max(elapsed, 1e-9)
+                eta = (train_cfg.num_steps - done) / max(steps_per_second, 1e-9)
+                _log(
+                    f"step {done}/{train_cfg.num_steps}  loss {metrics['loss']:.4f}  "
+                    f"token_acc {metrics['token_accuracy']:.3f}  "
+                    f"lr {metrics['learning_rate']:.2e}  "
+                    f"{steps_per_second:.2f} steps/s  ETA {eta / 60:.1f} min"
                 )
-            elapsed = time.perf_counter() - window_start
-            steps_per_second = window_steps / max(elapsed, 1e-9)
-            eta = (train_cfg.num_steps - done) / max(steps_per_second, 1e-9)
-            _log(
-                f"step {done}/{train_cfg.num_steps}  loss {metrics['loss']:.4f}  "
-                f"token_acc {metrics['token_accuracy']:.3f}  lr {metrics['learning_rate']:.2e}  "
-                f"{steps_per_second:.2f} steps/s  ETA {eta / 60:.1f} min"
-            )
-            if is_writer:
-                results.append_jsonl(
-                    metrics_path,
-                    dict(event="train", step=done, steps_per_second=steps_per_second, **metrics),
-                )
-            window_start, window_steps = time.perf_counter(), 0
+                _event(experiment, event="train", step=done, steps_per_second=steps_per_second,
+                       **metrics)
+                window_start, window_steps = time.perf_counter(), 0
 
-        if done % train_cfg.eval_every == 0 or last:
-            validation = experiment.evaluate(state["params"], "validation", "teacher_forced")
-            accuracy = validation.summary["overall"]
-            improved = accuracy > best_metric
-            if improved:
-                best_metric = accuracy
-                checkpoints.save_best(done, state, accuracy)
-            _log(
-                f"step {done}: validation exact match {accuracy:.4f}"
-                f"{' (best so far, saved)' if improved else f' (best {best_metric:.4f})'}"
-            )
-            if is_writer:
-                results.append_jsonl(
-                    metrics_path,
-                    dict(event="validation", step=done, exact_match=accuracy, best=best_metric),
-                )
-            window_start, window_steps = time.perf_counter(), 0
+            should_validate = done % train_cfg.eval_every == 0 or last
+            preempted = watch.requested()
+            if (should_validate or should_save or preempted) and not bool(all_finite(state)):
+                # Checked before anything may save this state (best or latest).
+                stop_if_not_finite(done, "Parameters or optimizer state are not finite")
 
-        if done % train_cfg.checkpoint_every == 0 or last:
-            checkpoints.save(done, state)
-    checkpoints.wait()
+            if should_validate:
+                validation = experiment.evaluate(state["params"], "validation", "teacher_forced")
+                accuracy = validation.summary["overall"]
+                improved = accuracy > best_metric
+                if improved:
+                    best_metric = accuracy
+                    checkpoints.save_best(done, state, accuracy)
+                _log(
+                    f"step {done}: validation exact match {accuracy:.4f}"
+                    f"{' (best so far, saved)' if improved else f' (best {best_metric:.4f})'}"
+                )
+                _event(experiment, event="validation", step=done, exact_match=accuracy,
+                       best=best_metric)
+                window_start, window_steps = time.perf_counter(), 0
+
+            if should_save or preempted:
+                checkpoints.save(done, state)
+            if preempted:
+                stop_for_preemption(done)
+        checkpoints.wait()
+        if watch.requested():  # Arrived with no step left to run: the checkpoints are final.
+            stop_for_preemption(train_cfg.num_steps)
     return state
 
 
@@ -217,9 +308,8 @@ def evaluate(experiment: Experiment, checkpoints: checkpoint.Checkpoints) -> dic
     if best is not None:
         step = best[0]
         state = checkpoints.restore_best(experiment.layout.restore_target())
-    elif checkpoints.latest_step() is not None:
-        step = checkpoints.latest_step()
-        state = checkpoints.restore_latest(experiment.layout.restore_target())
+    elif (newest := checkpoints.restore_newest(experiment.layout.restore_target())) is not None:
+        step, state = newest.step, newest.state
     else:
         raise FileNotFoundError(
             f"No checkpoint in {experiment.workdir}: train first (--mode=train_and_evaluate)."
@@ -241,14 +331,20 @@ def evaluate(experiment: Experiment, checkpoints: checkpoint.Checkpoints) -> dic
     )
     if jax.process_index() == 0:
         workdir = experiment.workdir
+        # Each file is replaced atomically: a crash leaves the previous version whole.
         results.write_json_atomic(os.path.join(workdir, workdir_lib.RESULTS_FILE), payload)
-        with open(os.path.join(workdir, workdir_lib.SAMPLES_FILE), "w") as handle:
-            handle.writelines(results.json_line(sample) for sample in samples)
+        workdir_lib.write_lines_atomic(
+            os.path.join(workdir, workdir_lib.SAMPLES_FILE),
+            [results.json_line(sample) for sample in samples],
+        )
+        plot = os.path.join(workdir, workdir_lib.PLOT_FILE)
+        partial = os.path.join(workdir, f".partial-{workdir_lib.PLOT_FILE}")
         results.plot_accuracy_vs_length(
             payload,
-            os.path.join(workdir, workdir_lib.PLOT_FILE),
+            partial,
             title=f"{config.task.name}, {config.model.pe.name} (seed {config.seed}, step {step})",
         )
+        os.replace(partial, plot)
         print(results.format_table(payload), flush=True)
     return payload
 
@@ -265,8 +361,12 @@ def run(
         raise ValueError(f"Unknown mode {mode!r}. Valid modes: {', '.join(MODES)}.")
     config_schema.validate(config, jax.device_count())
     if mode != "evaluate":
-        workdir_lib.claim(workdir, config, overwrite=overwrite)
+        workdir_lib.check(workdir, config, overwrite=overwrite)
+    # Builds data, model and state layout, and checks they fit, before the workdir is claimed:
+    # a config refused here leaves the workdir as it was.
     experiment = Experiment(config, workdir)
+    if mode != "evaluate":
+        workdir_lib.claim(workdir, config, overwrite=overwrite)
     checkpoints = checkpoint.Checkpoints(workdir, keep=config.train.checkpoints_to_keep)
     try:
         if mode in ("train", "train_and_evaluate"):

@@ -1,0 +1,226 @@
+"""Bad input gets one clear error, before anything compiles or the workdir is touched; and a run
+that diverges stops naming the step and the last good checkpoint.
+
+In-process for the config checks of `loop.run` (tests/test_config_schema.py has the rest of
+`validate`); through `python -m lenggen.main` for what only the command line sees (flags,
+exit status, one line on stderr). The command-line cases run as concurrent processes.
+"""
+
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from lenggen import config_schema, sharding
+from lenggen.train import loop
+from tests.reliability import runs
+
+# What a run compiles; none of it may compile before a bad config is refused.
+_RUN_PROGRAMS = ("train_step", "_fresh_state", "teacher_forced_correct", "greedy_decode",
+                 "_all_finite", "_tree_checksum")
+
+
+@pytest.fixture
+def compiled():
+    """Names of the functions XLA compiles while the test runs."""
+    names = []
+
+    def listen(event, duration, **kwargs):
+        del duration
+        if event == "/jax/core/compile/backend_compile_duration":
+            names.append(kwargs.get("fun_name", ""))
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    yield names
+    jax.monitoring.unregister_event_duration_listener(listen)
+
+
+def _refused(config, workdir: str, compiled: list[str]) -> str:
+    with pytest.raises(config_schema.ConfigError) as error:
+        loop.run(config, workdir)
+    assert not any(p in name for name in compiled for p in _RUN_PROGRAMS), compiled
+    assert not os.path.exists(os.path.join(workdir, "config.json"))  # workdir not claimed
+    return str(error.value)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda c: setattr(c.task, "name", "kopy"), "Unknown task 'kopy'. Valid tasks: addition, "),
+        (lambda c: setattr(c.model.pe, "name", "rope"),
+         "Unknown positional encoding config.model.pe.name='rope'. Valid: nope, "),
+        (lambda c: setattr(c.model, "attention_impl", "flash9"),
+         "config.model.attention_impl='flash9': expected one of "),
+        (lambda c: setattr(c.mesh, "shape", (3, 1)), "needs 3 devices but 4 are available"),
+        (lambda c: setattr(c.train, "batch_size", 7),
+         "config.train.batch_size=7 is not divisible by the mesh's data axis (2 devices)"),
+        (lambda c: setattr(c.train, "max_bytes_per_device", -1),
+         "config.train.max_bytes_per_device=-1: expected an integer >= 0"),
+    ],
+)
+def test_bad_config_is_refused_before_anything_compiles(tmp_path, data_dir, compiled, edit,
+                                                        message):
+    config = runs.config_for(data_dir)
+    edit(config)
+    assert message in _refused(config, str(tmp_path / "run"), compiled)
+
+
+def test_test_lengths_beyond_a_learned_ape_table_are_refused(tmp_path, data_dir, compiled):
+    config = runs.config_for(data_dir)
+    config.model.pe.name = "ape"
+    config.model.pe.ape.update(kind="learned", max_length=8)
+    message = _refused(config, str(tmp_path / "run"), compiled)
+    needed = int(re.search(r"Evaluation needs positions up to (\d+)", message)[1])
+    assert needed > 7 and "positional encoding 'ape' represents positions up to 7" in message
+    config.model.pe.ape.max_length = needed + 1  # the smallest table that fits is accepted
+    loop.Experiment(config, str(tmp_path / "run"))
+
+
+def test_state_bytes_per_device_by_hand():
+    mesh = sharding.make_mesh((2, 2))
+    abstract = {"w": jax.ShapeDtypeStruct((8, 6), np.float32),
+                "b": jax.ShapeDtypeStruct((5,), jax.numpy.bfloat16),
+                "n": jax.ShapeDtypeStruct((), np.int32)}
+    shardings = {"w": NamedSharding(mesh, P("data", "model")), "b": NamedSharding(mesh, P()),
+                 "n": NamedSharding(mesh, P())}
+    # w: a 4 x 3 block of float32; b: all 5 bfloat16; n: one int32.
+    assert loop.state_bytes_per_device(abstract, shardings) == 4 * 3 * 4 + 5 * 2 + 4
+
+
+def test_a_model_too_large_for_its_budget_is_refused(tmp_path, data_dir, compiled):
+    config = runs.config_for(data_dir)
+    config.train.max_bytes_per_device = 1000
+    message = _refused(config, str(tmp_path / "run"), compiled)
+    needed = int(re.search(r"needs at least ([\d,]+) bytes", message)[1].replace(",", ""))
+    assert "more than the 1,000 bytes config.train.max_bytes_per_device allows" in message
+    assert "{'data': 2, 'model': 2}" in message
+    # The boundary: exactly the estimate fits, one byte less does not.
+    config.train.max_bytes_per_device = needed
+    loop.Experiment(config, str(tmp_path / "run"))
+    config.train.max_bytes_per_device = needed - 1
+    with pytest.raises(config_schema.ConfigError, match=f"needs at least {needed:,} bytes"):
+        loop.Experiment(config, str(tmp_path / "run"))
+    # Parameters, two Adam moments and a gradient: about 4x the parameters' share.
+    experiment = loop.Experiment(runs.config_for(data_dir), str(tmp_path / "run"))
+    params = loop.state_bytes_per_device(experiment.layout.abstract["params"],
+                                         experiment.layout.sharding["params"])
+    assert 4 * params <= needed < 4 * params + 1024
+
+
+# ---- The command line: every case below is one `python -m lenggen.main` process.
+
+_CASES = {
+    "unknown_key": ["--config.train.batch_sizee=8"],
+    "malformed_override": ["--config.train.batch_size=abc"],
+    "malformed_argument": [],
+    "short_learned_ape": ["--config.model.pe.name=ape", "--config.model.pe.ape.kind=learned",
+                          "--config.model.pe.ape.max_length=8"],
+    "other_experiment": [],
+    # One process for two stories: --overwrite replaces the other experiment, then the new one
+    # diverges (lr 1e30).
+    "overwrite_then_diverges": ["--overwrite", "--config.train.learning_rate=1e30",
+                                "--config.train.checkpoint_every=2", "--mode=train"],
+}
+_CONFIG_ARGUMENTS = {"malformed_argument": "steps=many", "other_experiment": "steps=4"}
+
+
+@pytest.fixture(scope="module")
+def cli(tmp_path_factory, data_dir, reference):
+    """case -> (workdir, exit status, stderr); the processes run concurrently."""
+    root = tmp_path_factory.mktemp("cli")
+    processes = {}
+    for case, flags in _CASES.items():
+        workdir = root / case
+        if case in ("other_experiment", "overwrite_then_diverges"):
+            workdir.mkdir()  # holding the 32-step experiment of `reference`
+            shutil.copy(os.path.join(reference[0], "config.json"), workdir)
+        argument = _CONFIG_ARGUMENTS.get(case, f"steps={runs.STEPS}")
+        processes[case] = (workdir, subprocess.Popen(
+            [sys.executable, "-m", "lenggen.main", f"--config={runs.CONFIG_FILE}:{argument}",
+             f"--workdir={workdir}", f"--config.data.dir={data_dir}", *flags],
+            cwd=runs.REPO, env=dict(os.environ, JAX_LOG_COMPILES="1"),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        ))
+    done = {}
+    for case, (workdir, process) in processes.items():
+        _, stderr = process.communicate(timeout=300)
+        done[case] = (str(workdir), process.returncode, stderr)
+    return done
+
+
+def _one_line_error(cli, case: str) -> str:
+    """The `lenggen: ...` message of a case that must stop with status 2 before compiling."""
+    _, status, stderr = cli[case]
+    assert status == 2, stderr[-3000:]
+    assert "Traceback" not in stderr and "Compiling" not in stderr, stderr[-3000:]
+    [line] = [line for line in stderr.splitlines() if line.startswith("lenggen: ")]
+    return line
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("unknown_key",
+         "lenggen: Unknown config key 'batch_sizee' Did you mean \"batch_size\" instead of "
+         "\"batch_sizee\"?"),
+        ("malformed_override",
+         "lenggen: flag --config.train.batch_size=abc: invalid literal for int() with base 10: "
+         "'abc'"),
+        ("malformed_argument", "lenggen: Config argument steps='many': expected int like 24."),
+    ],
+)
+def test_bad_flags_get_one_line_and_status_2(cli, case, message):
+    assert _one_line_error(cli, case) == message
+
+
+def test_a_short_learned_ape_table_is_refused_on_the_command_line(cli):
+    line = _one_line_error(cli, "short_learned_ape")
+    assert "positional encoding 'ape' represents positions up to 7" in line
+    assert not os.path.exists(os.path.join(cli["short_learned_ape"][0], "config.json"))
+
+
+def test_a_workdir_of_another_experiment_is_refused_and_left_as_it_was(cli):
+    workdir = cli["other_experiment"][0]
+    line = _one_line_error(cli, "other_experiment")
+    assert line == (
+        f"lenggen: Workdir {workdir} holds a run of a different config: train.eval_every "
+        "(saved 16, now 2), train.num_steps (saved 32, now 4). Use another --workdir, or pass "
+        "--overwrite to start this config there from scratch."
+    )
+    assert os.listdir(workdir) == ["config.json"]
+    with open(os.path.join(workdir, "config.json")) as handle:
+        assert json.load(handle)["train"]["num_steps"] == 32
+
+
+def test_overwrite_replaces_the_other_experiment_and_divergence_stops_it(cli):
+    workdir, status, stderr = cli["overwrite_then_diverges"]
+    # --overwrite moved the 32-step experiment aside, whole, and started this one afresh.
+    [replaced] = [e for e in os.listdir(workdir) if e.startswith("replaced-")]
+    assert os.listdir(os.path.join(workdir, replaced)) == ["config.json"]
+    with open(os.path.join(workdir, replaced, "config.json")) as handle:
+        assert json.load(handle)["train"]["learning_rate"] == 3e-3
+    with open(os.path.join(workdir, "config.json")) as handle:
+        assert json.load(handle)["train"]["learning_rate"] == 1e30
+    # lr 1e30: step 3's update leaves NaN parameters, so step 4's loss is NaN; the check
+    # before each save kept them out of every checkpoint.
+    assert status == 3, stderr[-3000:]
+    assert re.search(
+        rf"lenggen: Loss is (nan|inf|-inf) at step 4\. Last good checkpoint: step 2 in "
+        rf"{re.escape(workdir)}/checkpoints\.", stderr), stderr[-3000:]
+    assert runs.complete_steps(workdir) == [2]
+    state = runs.final_state(workdir, 2)
+    assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(state))
+    [event] = runs.events(workdir, "non_finite")
+    assert event["step"] == 4 and event["last_good_checkpoint"] == 2
+    # Step 3's own loss was finite (its gradient was not): logged, unlike step 4's.
+    assert [e["step"] for e in runs.events(workdir, "train")] == [1, 2, 3]
+    assert not math.isfinite(runs.events(workdir, "train")[-1]["grad_norm"])
