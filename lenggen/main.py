@@ -7,6 +7,9 @@ r"""Command line entry point: parses flags and runs an experiment.
 
 Modes: train, evaluate (the best-validation checkpoint; writes results.json), train_and_evaluate.
 
+Multi-process runs (one process per host): JAX's runtime starts from --coordinator_address,
+--num_processes and --process_id, or by itself on Cloud TPU, SLURM and Open MPI (distributed.py).
+
 Exit status (a scheduler can act on it; the reason is one line on stderr, without traceback):
   0   done.
   2   bad input: flags, config values, or a workdir holding another experiment. Nothing ran.
@@ -21,7 +24,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from lenggen import checkpoint, config_schema
+from lenggen import checkpoint, config_schema, distributed
 from lenggen import workdir as workdir_lib
 from lenggen.train import loop, preemption
 
@@ -40,6 +43,11 @@ _OVERWRITE = flags.DEFINE_bool(
     "Start from scratch in a workdir that holds a different config (its files are moved "
     "aside to WORKDIR/replaced-<time>/, not deleted).",
 )
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "host:port of process 0, for a multi-process run."
+)
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in a multi-process run.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index, from 0.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -96,6 +104,11 @@ def main(argv: list[str]) -> None:
         config.keys()  # ml_collections defers a config file's load error to the first access.
     except OSError as error:
         _exit(EXIT_BAD_INPUT, " ".join(str(error.__cause__ or error).split()))
+    try:
+        started = distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    except distributed.DistributedFlagsError as error:
+        _exit(EXIT_BAD_INPUT, str(error))
+    logging.info("lenggen: %s.", started)
     try:
         loop.run(config, _WORKDIR.value, _MODE.value, overwrite=_OVERWRITE.value)
     except preemption.Preempted as stop:

@@ -1,0 +1,124 @@
+"""Finds and checks the results files of a runs directory (what `lenggen.sweep` leaves behind).
+
+Every `results.json` under RUNS_DIR is one run (lenggen/results.py describes the file). Folders
+named `replaced-*` (old runs moved aside by `--overwrite`), hidden folders (the sweep's
+`.jax_cache`) and checkpoint folders are not searched.
+"""
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+from lenggen import workdir as workdir_lib
+
+_NOT_SEARCHED = ("checkpoints", "best")
+
+
+class ReportError(ValueError):
+    """Results that cannot be aggregated (missing, malformed, duplicated or inconsistent)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RunResult:
+    """One run's results.
+
+    Attributes:
+      path: the results.json it came from.
+      splits: `{"validation": S, "test": S}`, S = `{"overall", "by_length": {"<length>":
+        {"exact_match", "n"}}}`.
+    """
+
+    path: str
+    task: str
+    pe: str
+    seed: int
+    train_max_length: int
+    metric: str | None
+    splits: dict[str, Any]
+
+
+def _load(path: str) -> Any:
+    try:
+        with open(path) as handle:
+            return json.load(handle)
+    except ValueError as error:
+        raise ReportError(f"{path} is not valid JSON ({error}).") from None
+
+
+def _identity(results: dict, path: str) -> tuple[str, str, int]:
+    """(task, pe, seed) from results.json, else from the config.json beside it (results files
+    written before these fields existed)."""
+    if all(key in results for key in ("task", "pe", "seed")):
+        return results["task"], results["pe"], int(results["seed"])
+    config_path = os.path.join(os.path.dirname(path), workdir_lib.CONFIG_FILE)
+    if not os.path.exists(config_path):
+        raise ReportError(
+            f"{path} names no task, pe and seed, and there is no {workdir_lib.CONFIG_FILE} "
+            "beside it to read them from."
+        )
+    config = _load(config_path)
+    return config["task"]["name"], config["model"]["pe"]["name"], int(config["seed"])
+
+
+def _check_splits(results: dict, path: str) -> None:
+    splits = results.get("splits")
+    if not isinstance(splits, dict) or "test" not in splits:
+        raise ReportError(f"{path}: expected 'splits' with a 'test' split; got {splits!r:.80}.")
+    for name, split in splits.items():
+        if not isinstance(split, dict) or "overall" not in split or "by_length" not in split:
+            raise ReportError(
+                f"{path}: split {name!r} needs 'overall' and 'by_length'; got {split!r:.80}."
+            )
+    if not isinstance(results.get("train_max_length"), int):
+        raise ReportError(f"{path}: expected an integer train_max_length, got "
+                          f"{results.get('train_max_length')!r}.")
+
+
+def find_results(runs_dir: str) -> list[str]:
+    """Paths of every results.json under `runs_dir`, sorted."""
+    if not os.path.isdir(runs_dir):
+        raise ReportError(f"Runs directory {runs_dir!r} does not exist.")
+    found = []
+    for directory, subdirectories, files in os.walk(runs_dir):
+        subdirectories[:] = sorted(
+            d for d in subdirectories
+            if not d.startswith((".", "replaced-")) and d not in _NOT_SEARCHED
+        )
+        if workdir_lib.RESULTS_FILE in files:
+            found.append(os.path.join(directory, workdir_lib.RESULTS_FILE))
+    return sorted(found)
+
+
+def collect(runs_dir: str) -> list[RunResult]:
+    """Every run under `runs_dir`, checked.
+
+    Raises:
+      ReportError: no results at all; a file without the fields the report needs; two runs
+        of one (task, pe, seed); runs of one task trained on different lengths.
+    """
+    runs = []
+    for path in find_results(runs_dir):
+        results = _load(path)
+        _check_splits(results, path)
+        task, pe, seed = _identity(results, path)
+        runs.append(RunResult(path, task, pe, seed, results["train_max_length"],
+                              results.get("metric"), results["splits"]))
+    if not runs:
+        raise ReportError(f"No {workdir_lib.RESULTS_FILE} under {runs_dir!r}: run the sweep first "
+                          "(python -m lenggen.sweep).")
+    seen: dict[tuple, str] = {}
+    train_lengths: dict[str, tuple[int, str]] = {}
+    for run in runs:
+        key = (run.task, run.pe, run.seed)
+        if key in seen:
+            raise ReportError(f"Two results for task {run.task}, pe {run.pe}, seed {run.seed}: "
+                              f"{seen[key]} and {run.path}. Move one away.")
+        seen[key] = run.path
+        length, first = train_lengths.setdefault(run.task, (run.train_max_length, run.path))
+        if length != run.train_max_length:
+            raise ReportError(
+                f"Task {run.task} was trained up to length {length} in {first} but up to "
+                f"{run.train_max_length} in {run.path}; report such runs from separate directories."
+            )
+    return runs
