@@ -11,8 +11,7 @@ import math
 import ml_collections
 
 from lenggen import tasks
-from lenggen.model import attention
-from lenggen.model import positional
+from lenggen.model import attention, positional
 from lenggen.model.positional import randomized
 
 MESH_AXES = ("data", "model")
@@ -38,7 +37,8 @@ def pe_section(name: str) -> ml_collections.ConfigDict:
             f"Unknown positional encoding {name!r}. Valid: {', '.join(positional.names())}."
         )
     section = {pe: positional.default_options(pe) for pe in positional.names()}
-    return ml_collections.ConfigDict(dict(name=name, **section, **{randomized.CONFIG_KEY: 0}))
+    section[randomized.CONFIG_KEY] = 0
+    return ml_collections.ConfigDict(dict(name=name, **section))
 
 
 def shrink_for_smoke_run(config: ml_collections.ConfigDict) -> None:
@@ -67,7 +67,8 @@ def _check_known_keys(section, allowed: dict, where: str) -> None:
     unknown = sorted(set(section) - set(allowed))
     _require(
         not unknown,
-        f"Unknown key(s) {', '.join(unknown)} in {where}. Valid keys: {', '.join(sorted(allowed))}.",
+        f"Unknown key(s) {', '.join(unknown)} in {where}. "
+        f"Valid keys: {', '.join(sorted(allowed))}.",
     )
 
 

@@ -105,7 +105,9 @@ def main(argv: list[str]) -> None:
     except OSError as error:
         _exit(EXIT_BAD_INPUT, " ".join(str(error.__cause__ or error).split()))
     try:
-        started = distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+        started = distributed.initialize(
+            _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value
+        )
     except distributed.DistributedFlagsError as error:
         _exit(EXIT_BAD_INPUT, str(error))
     logging.info("lenggen: %s.", started)

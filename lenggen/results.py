@@ -11,7 +11,8 @@ Writes are atomic (temporary file + rename): a crash mid-write leaves the previo
 import json
 import os
 import tempfile
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import numpy as np
 

@@ -64,7 +64,8 @@ def test_quickstart_smoke_run_through_main(tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--config=configs/base.py:task=kopy"], "Unknown task 'kopy'. Valid tasks: addition, copy"),
+        (["--config=configs/base.py:task=kopy"],
+         "Unknown task 'kopy'. Valid tasks: addition, copy"),
         (["--config=configs/base.py", "--config.train.batch_size=63"],
          "config.train.batch_size=63 is not divisible by the mesh's data axis (2 devices)"),
     ],

@@ -9,7 +9,8 @@ the output differs from the target elsewhere (e.g. a missing final "."). With
 """
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import numpy as np
@@ -53,7 +54,8 @@ def evaluate_split(
     """Scores every record of `source` (a data source of lenggen.data.dataset).
 
     Args:
-      teacher_forced_fn: jitted `(params, batch) -> [batch] bool` (train.step.teacher_forced_correct).
+      teacher_forced_fn: jitted `(params, batch) -> [batch] bool`
+        (train.step.teacher_forced_correct).
       greedy_fn: jitted `(params, prompt_tokens, prompt_valid) -> [batch, new_tokens]`; needed
         for `metric="exact"`.
     """

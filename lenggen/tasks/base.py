@@ -5,7 +5,7 @@ A task knows nothing of tokens ids, arrays or models. The model sees
 """
 
 import dataclasses
-from typing import Iterator
+from collections.abc import Iterator
 
 SPLITS = ("train", "validation", "test")
 

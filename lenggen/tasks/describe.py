@@ -7,13 +7,11 @@ What a researcher checks before spending accelerator hours:
   python -m lenggen.tasks.describe --tasks=addition --options=scratchpad=full
 """
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
-from absl import app
-from absl import flags
+from absl import app, flags
 
-from lenggen import config_args
-from lenggen import tasks
+from lenggen import config_args, tasks
 
 _TASKS = flags.DEFINE_list("tasks", None, "Task names (default: all).")
 _EXAMPLES = flags.DEFINE_integer("examples", 2, "Examples shown per split.")

@@ -9,11 +9,11 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from configs import base as base_config
 from lenggen import workdir as workdir_lib
 from lenggen.data import loader
 from lenggen.data import tokenizer as tokenizer_lib
 from lenggen.train import loop
-from configs import base as base_config
 
 
 def _tiny_config(data_dir: str, **train):

@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from lenggen import config_schema
-from lenggen import sharding
+from lenggen import config_schema, sharding
 from lenggen.model import decoder
 from lenggen.train import optimizer as optimizer_lib
 from lenggen.train import state as state_lib
