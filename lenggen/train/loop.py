@@ -22,6 +22,7 @@ from lenggen.data import dataset, loader
 from lenggen.data import tokenizer as tokenizer_lib
 from lenggen.evaluate import exact_match
 from lenggen.model import decoder, decoding, positional
+from lenggen.model.positional import randomized
 from lenggen.train import optimizer as optimizer_lib
 from lenggen.train import preemption
 from lenggen.train import state as state_lib
@@ -33,10 +34,6 @@ DEFAULT_DATA_DIR = "~/.cache/lenggen/datasets"
 
 class NonFiniteLossError(FloatingPointError):
     """Training produced a NaN or Inf loss, parameters or optimizer state."""
-
-
-def _round_up(value: int, multiple: int) -> int:
-    return -(-value // multiple) * multiple
 
 
 def _log(message: str) -> None:
@@ -70,13 +67,13 @@ class Experiment:
         data_dir = os.path.expanduser(config.data.dir or DEFAULT_DATA_DIR)
         self.data = dataset.prepare(self.task, data_dir)
         self.tokenizer = self.data.tokenizer
-        self.train_seq_len = _round_up(self.data.max_sequence_length("train"), 8)
+        self.train_seq_len = loader.round_up(self.data.max_sequence_length("train"), 8)
         self.train_max_length = max(self.task.lengths("train"))
 
         # ---- Model, checked against the longest sequence it will be evaluated on.
         self.model = decoder.Decoder.from_config(config.model, self.tokenizer.vocab_size)
         longest = max(self.data.max_sequence_length(s) for s in ("validation", "test"))
-        longest = _round_up(longest, 16) + config.eval.max_new_tokens
+        longest = loader.round_up(longest, 16) + config.eval.max_new_tokens
         self._check_positions_fit(longest)
 
         # ---- Optimizer, the train state's layout on the mesh, and the jitted steps.
@@ -113,6 +110,17 @@ class Experiment:
                 f"positions up to {limit}. Raise its max_length (config.model.pe.{pe}) or "
                 "shorten the test lengths."
             )
+        # Randomized positions (Ruoss et al.) draw every sequence's positions from [0, M).
+        longest_sequence = max(
+            self.train_seq_len,
+            *(self.data.max_sequence_length(s) for s in ("validation", "test")),
+        )
+        try:
+            randomized.check_fits(
+                randomized.max_position_of(self.config.model.pe), longest_sequence, limit
+            )
+        except ValueError as error:
+            raise config_schema.ConfigError(f"config.{error}") from None
 
     def _check_memory_fits(self) -> None:
         """Refuses a train state that cannot fit on a device, before anything compiles.

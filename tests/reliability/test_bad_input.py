@@ -224,3 +224,18 @@ def test_overwrite_replaces_the_other_experiment_and_divergence_stops_it(cli):
     # Step 3's own loss was finite (its gradient was not): logged, unlike step 4's.
     assert [e["step"] for e in runs.events(workdir, "train")] == [1, 2, 3]
     assert not math.isfinite(runs.events(workdir, "train")[-1]["grad_norm"])
+
+
+def test_randomized_positions_range_must_cover_every_sequence(tmp_path):
+    """M must exceed the longest sequence (here the quickstart's ~30 tokens), before compile."""
+    from configs import quickstart
+    from lenggen import config_schema
+    from lenggen.train import loop
+
+    config = quickstart.get_config()
+    config.model.pe.name = "t5"
+    config.model.pe.randomized_max_position = 16
+    config.eval.metric = "teacher_forced"
+    config.data.dir = str(tmp_path / "data")
+    with pytest.raises(config_schema.ConfigError, match="randomized_max_position=16 is below"):
+        loop.Experiment(config, str(tmp_path / "run"))
