@@ -14,8 +14,7 @@ smoke=true, which shrinks any experiment to a CPU run of a few seconds (big_visi
 
 import ml_collections
 
-from lenggen import config_args
-from lenggen import config_schema
+from lenggen import config_args, config_schema
 
 PAPER_SEEDS = (256788, 234054, 146317)
 
@@ -34,7 +33,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             d_ff=3072,
             dropout_rate=0.1,
             dtype="float32",
-            attention_impl="reference",
+            attention_impl="auto",
             pe=config_schema.pe_section(args["pe"]),
         )
     )

@@ -37,7 +37,7 @@ def _naive(q, k, v, q_positions, k_positions, k_valid, bias_fn):
                 logits = np.array([q[b, i, h] @ k[b, j, h] + bias[b, h, i, j] for j in visible])
                 weights = np.exp(logits - logits.max())
                 weights /= weights.sum()
-                out[b, i, h] = sum(w * v[b, j, h] for w, j in zip(weights, visible))
+                out[b, i, h] = sum(w * v[b, j, h] for w, j in zip(weights, visible, strict=True))
     return out
 
 
@@ -136,8 +136,8 @@ def test_dropout_rate_validated(inputs):
 
 
 def test_registry():
-    assert attention.names() == ("reference",)
+    assert attention.names() == ("reference", "blockwise", "dot_product", "pallas_flash", "auto")
     assert attention.get("reference") is reference.attend
-    message = r"unknown attention kernel 'flash'; valid names: \('reference',\)"
+    message = r"unknown attention kernel 'flash'; valid names: \('reference', 'blockwise', "
     with pytest.raises(ValueError, match=message):
         attention.get("flash")

@@ -7,26 +7,59 @@ Every kernel has the signature of `reference.attend`:
 
 with q `[batch, q_len, heads, head_dim]`, k/v `[batch, k_len, heads, head_dim]`, positions
 `[batch, len]` int32, k_valid `[batch, k_len]` bool and `bias_fn` the PE's bias hook. A kernel
-takes the hooks, never a PE name, and must agree with `reference` for every PE. A kernel that
-cannot drop attention probabilities raises ValueError when given a dropout_rng with
-dropout_rate > 0.
+takes the hooks, never a PE name, and must agree with `reference` for every PE. Kernels that
+work in blocks call `bias_fn` on blocks of positions, so entry [b, h, i, j] of a bias must
+depend on q_positions[b, i] and k_positions[b, j] only (true of every relative PE).
+
+  reference     dense einsums; the ground truth. Dropout: yes.
+  blockwise     scan over key blocks, online softmax, bias per block; memory linear in the
+                length. Dropout: yes (its own Bernoulli draws).
+  dot_product   jax.nn.dot_product_attention (cuDNN on GPU for half precision, else XLA).
+                Dropout: falls back to blockwise.
+  pallas_flash  Pallas flash kernel, bias computed in the tile (interpret mode on CPU).
+                Dropout: falls back to blockwise.
+  auto          one of the above per backend and key length (see `auto.choose`).
 """
 
 from collections.abc import Callable
 
 import jax
 
-from lenggen.model.attention import reference
+from lenggen.model.attention import auto, blockwise, dot_product, pallas_flash, reference
 
 Kernel = Callable[..., jax.Array]
 
+
+def _auto_attend(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    q_positions: jax.Array,
+    k_positions: jax.Array,
+    k_valid: jax.Array,
+    bias_fn: reference.BiasFn,
+    *,
+    dropout_rate: float = 0.0,
+    dropout_rng: jax.Array | None = None,
+) -> jax.Array:
+    """The kernel `auto.current(k_len)` names; same contract as `reference.attend`."""
+    return _KERNELS[auto.current(k.shape[1])](
+        q, k, v, q_positions, k_positions, k_valid, bias_fn,
+        dropout_rate=dropout_rate, dropout_rng=dropout_rng,
+    )  # fmt: skip
+
+
 _KERNELS: dict[str, Kernel] = {
     "reference": reference.attend,
+    "blockwise": blockwise.attend,
+    "dot_product": dot_product.attend,
+    "pallas_flash": pallas_flash.attend,
+    "auto": _auto_attend,
 }
 
 
 def names() -> tuple[str, ...]:
-    """The registered kernel names."""
+    """The registered kernel names (every valid `config.model.attention_impl`)."""
     return tuple(_KERNELS)
 
 

@@ -1,0 +1,1 @@
+"""Throughput and memory benchmarks; each writes its results to benchmarks/results/."""

@@ -1,0 +1,42 @@
+"""The `auto` kernel choice: which kernel to run, from the backend and the key length.
+
+Resolved at trace time (both are static), so one config runs well everywhere:
+  * tpu -> pallas_flash: the bias is computed in the tile, nothing T x T touches HBM.
+  * gpu -> dot_product: cuDNN flash attention for bfloat16/float16 (XLA for float32).
+  * cpu -> reference up to CPU_REFERENCE_MAX_KEYS keys, blockwise beyond: the dense kernel is
+    as fast or faster on a CPU, but its temporaries grow with q_len x k_len (3.6 GiB per
+    attention op at 1024 keys and batch 64, 14 GiB at 2048), while blockwise's stay flat
+    (benchmarks/results/attention_memory_t5.md, attention_speed_t5.md).
+No PE name enters the choice: every kernel serves every PE.
+"""
+
+import jax
+
+BACKENDS = ("cpu", "gpu", "tpu")
+
+# The paper's copy-family test sequences (<= 40 source tokens, so under ~100 tokens) stay on
+# the dense kernel; long-length evaluation and long scratchpad outputs go blockwise.
+CPU_REFERENCE_MAX_KEYS = 512
+
+
+def choose(backend: str, k_len: int) -> str:
+    """The kernel name `auto` stands for on `backend` with `k_len` keys.
+
+    Args:
+      backend: `jax.default_backend()`, one of BACKENDS.
+      k_len: keys per query (the sequence length, or the KV-cache size when decoding).
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown JAX backend {backend!r}; expected one of {BACKENDS}")
+    if k_len < 1:
+        raise ValueError(f"k_len must be >= 1, got {k_len}")
+    if backend == "tpu":
+        return "pallas_flash"
+    if backend == "gpu":
+        return "dot_product"
+    return "reference" if k_len <= CPU_REFERENCE_MAX_KEYS else "blockwise"
+
+
+def current(k_len: int) -> str:
+    """`choose` for the default backend of this process."""
+    return choose(jax.default_backend(), k_len)

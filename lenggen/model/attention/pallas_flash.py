@@ -1,0 +1,255 @@
+"""A Pallas flash-attention kernel that computes the PE bias inside each tile.
+
+The grid is `(batch, query blocks, key blocks)`, key blocks innermost (Dao et al. 2022,
+FlashAttention; the layout of jax.experimental.pallas.ops.tpu.flash_attention). Each program
+holds one `[heads, block_q, head_dim]` query tile and one `[heads, block_k, head_dim]` key/value
+tile, computes the PE bias of that tile from the tile's positions, and updates the online
+softmax carried in scratch memory across key blocks. No `[q_len, k_len]` array exists anywhere,
+in HBM or in the kernel.
+
+The bias in the tile: `bias_fn` is an arbitrary jnp function of positions that may close over
+parameters (T5's table, FIRE's MLP) and constants (ALiBi's slopes), and a Pallas kernel may not
+capture arrays. So `tile_bias.trace` turns it, at tile shape, into a jaxpr plus the arrays it
+closes over; those arrays become extra kernel inputs (whole, in every program) and the kernel
+evaluates the jaxpr on the tile's positions. The kernel stays PE-agnostic: a new PE needs no
+edit here. Arithmetic of positions (ALiBi) and FIRE's MLP lower for TPU (checked with
+`jax.export(..., platforms=['tpu'])` on a CPU: Mosaic lowering, not a TPU run). A table lookup
+(T5) is a gather, which Mosaic rejects ("Only take_along_axis-like gathers supported"):
+compiled (not interpreted), a bias with a gather falls back to `blockwise.attend`, the same
+math; interpreted, it runs in the tile.
+
+Backends: the compiled kernel is written for TPU (Mosaic: VMEM scratch, dimension semantics).
+On a GPU it raises ValueError: there `dot_product` (cuDNN) is the fast kernel and `auto`
+picks it. On a CPU it runs in interpret mode.
+
+Semantics equal `reference.attend` (no 1/sqrt(head_dim); causal by position; a query with no
+visible key gets the uniform row over the real keys; padded tile slots get -inf). Every key
+block is visited: causality is by position, so which blocks are fully masked is data, not
+shape. Interpret mode on a CPU (`interpret=None` picks it) is how the tests check it.
+
+Training: there is no Pallas backward kernel; a custom VJP gives the gradients of
+`blockwise.attend` (recomputed block by block, PE parameters included), and a call with
+attention dropout runs `blockwise.attend` altogether.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax.experimental import pallas as pl
+from jax.experimental.pallas import tpu as pltpu
+
+from lenggen.model.attention import blockwise, reference, tile_bias
+
+DEFAULT_BLOCK_Q = 128
+DEFAULT_BLOCK_K = 128
+
+
+def _block(requested: int, length: int, name: str) -> int:
+    """The tile size along an axis of `length`: `requested`, or the whole axis if shorter."""
+    if requested < 1:
+        raise ValueError(f"{name} must be >= 1, got {requested}")
+    return min(requested, length)
+
+
+def _pad(array: jax.Array, axis: int, padded_len: int) -> jax.Array:
+    """Zero-pads `axis` of `array` up to `padded_len`."""
+    pad = [(0, 0)] * array.ndim
+    pad[axis] = (0, padded_len - array.shape[axis])
+    return jnp.pad(array, pad)
+
+
+def _kernel(
+    q_pos_ref, q_pos_col_ref, k_pos_ref, k_valid_ref, q_ref, k_ref, v_ref, *refs,
+    bias_jaxpr, const_shapes: tuple, k_len: int, block_k: int,
+):  # fmt: skip
+    """One (example, query tile, key tile) program; see the module docstring.
+
+    Refs (tile shapes): q_pos `[1, 1, block_q]`, q_pos_col `[1, block_q, 1]`, k_pos and
+    k_valid `[1, 1, block_k]` int32, q `[1, heads, block_q, head_dim]`, k and v
+    `[1, heads, block_k, head_dim]`, the bias consts (whole), then the output
+    `[1, heads, block_q, head_dim]` and the scratch: running max and sum `[heads, block_q, 1]`,
+    accumulator `[heads, block_q, head_dim]` (float32).
+    """
+    num_consts = len(const_shapes)
+    const_refs, (o_ref, max_ref, sum_ref, acc_ref) = refs[:num_consts], refs[num_consts:]
+    key_block = pl.program_id(2)
+
+    @pl.when(key_block == 0)
+    def _init():
+        max_ref[...] = jnp.full(max_ref.shape, reference.MASK_VALUE, jnp.float32)
+        sum_ref[...] = jnp.zeros(sum_ref.shape, jnp.float32)
+        acc_ref[...] = jnp.zeros(acc_ref.shape, jnp.float32)
+
+    q, k, v = q_ref[0], k_ref[0], v_ref[0]  # -> [heads, block_q | block_k, head_dim]
+    logits = jnp.einsum("hqd,hkd->hqk", q, k, preferred_element_type=jnp.float32)
+    k_pos = k_pos_ref[0]  # -> [1, block_k]
+    if bias_jaxpr is not None:
+        consts = [
+            ref[...].reshape(shape) for ref, shape in zip(const_refs, const_shapes, strict=True)
+        ]
+        (bias,) = tile_bias.evaluate(bias_jaxpr.jaxpr, consts, q_pos_ref[0], k_pos)
+        logits = logits + jnp.broadcast_to(bias[0], logits.shape).astype(jnp.float32)
+    visible = (k_pos <= q_pos_col_ref[0]) & (k_valid_ref[0] != 0)  # -> [block_q, block_k]
+    logits = jnp.where(visible[None], logits, reference.MASK_VALUE)
+    index = key_block * block_k + jax.lax.broadcasted_iota(jnp.int32, k_pos.shape, 1)
+    logits = jnp.where((index < k_len)[None], logits, -jnp.inf)  # padded tile slots
+
+    row_max = max_ref[...]
+    new_max = jnp.maximum(row_max, logits.max(axis=-1, keepdims=True))  # -> [h, block_q, 1]
+    probs = jnp.exp(logits - new_max)
+    rescale = jnp.exp(row_max - new_max)
+    sum_ref[...] = rescale * sum_ref[...] + probs.sum(axis=-1, keepdims=True)
+    update = jnp.einsum(
+        "hqk,hkd->hqd", probs.astype(v.dtype), v, preferred_element_type=jnp.float32
+    )
+    acc_ref[...] = rescale * acc_ref[...] + update
+    max_ref[...] = new_max
+
+    @pl.when(key_block == pl.num_programs(2) - 1)
+    def _finish():
+        o_ref[0] = (acc_ref[...] / sum_ref[...]).astype(o_ref.dtype)
+
+
+def _forward(q, k, v, q_positions, k_positions, k_valid, bias_jaxpr, consts, *,
+             block_q: int, block_k: int, interpret: bool) -> jax.Array:  # fmt: skip
+    """The `pallas_call`; arguments as in `attend`, the bias as `tile_bias.trace` gives it."""
+    batch, q_len, heads, head_dim = q.shape
+    k_len = k.shape[1]
+    q_padded, k_padded = pl.cdiv(q_len, block_q) * block_q, pl.cdiv(k_len, block_k) * block_k
+    q_pos = _pad(q_positions.astype(jnp.int32), 1, q_padded)  # -> [batch, q_padded]
+    k_pos = _pad(k_positions.astype(jnp.int32), 1, k_padded)  # -> [batch, k_padded]
+    k_ok = _pad(k_valid.astype(jnp.int32), 1, k_padded)
+    # [batch, len, heads, head_dim] -> [batch, heads, len, head_dim]: tiles are (len, head_dim).
+    q_t = _pad(jnp.einsum("bqhd->bhqd", q), 2, q_padded)
+    k_t = _pad(jnp.einsum("bkhd->bhkd", k), 2, k_padded)
+    v_t = _pad(jnp.einsum("bkhd->bhkd", v), 2, k_padded)
+    # Scalars and vectors as [1, n]: TPU tiles are at least 2-D.
+    flat_consts = [c.reshape(1, -1) if c.ndim < 2 else c for c in consts]
+
+    def whole(array):
+        return pl.BlockSpec(array.shape, lambda b, i, j: (0,) * array.ndim)
+
+    row_q = pl.BlockSpec((1, 1, block_q), lambda b, i, j: (b, 0, i))
+    row_k = pl.BlockSpec((1, 1, block_k), lambda b, i, j: (b, 0, j))
+    tile_q = pl.BlockSpec((1, heads, block_q, head_dim), lambda b, i, j: (b, 0, i, 0))
+    tile_k = pl.BlockSpec((1, heads, block_k, head_dim), lambda b, i, j: (b, 0, j, 0))
+    kernel = functools.partial(
+        _kernel, bias_jaxpr=bias_jaxpr, const_shapes=tuple(jnp.shape(c) for c in consts),
+        k_len=k_len, block_k=block_k,
+    )  # fmt: skip
+    out = pl.pallas_call(
+        kernel,
+        grid=(batch, q_padded // block_q, k_padded // block_k),
+        in_specs=[
+            row_q, pl.BlockSpec((1, block_q, 1), lambda b, i, j: (b, i, 0)), row_k, row_k,
+            tile_q, tile_k, tile_k, *(whole(c) for c in flat_consts),
+        ],  # fmt: skip
+        out_specs=tile_q,
+        out_shape=jax.ShapeDtypeStruct((batch, heads, q_padded, head_dim), v.dtype),
+        scratch_shapes=[
+            pltpu.VMEM((heads, block_q, 1), jnp.float32),
+            pltpu.VMEM((heads, block_q, 1), jnp.float32),
+            pltpu.VMEM((heads, block_q, head_dim), jnp.float32),
+        ],
+        compiler_params=pltpu.CompilerParams(
+            dimension_semantics=("parallel", "parallel", "arbitrary")
+        ),
+        interpret=interpret,
+    )(
+        q_pos[:, None, :], q_pos[:, :, None], k_pos[:, None, :], k_ok[:, None, :],
+        q_t, k_t, v_t, *flat_consts,
+    )  # fmt: skip
+    return jnp.einsum("bhqd->bqhd", out[:, :, :q_len])  # -> [batch, q_len, heads, head_dim]
+
+
+def attend(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    q_positions: jax.Array,
+    k_positions: jax.Array,
+    k_valid: jax.Array,
+    bias_fn: reference.BiasFn,
+    *,
+    dropout_rate: float = 0.0,
+    dropout_rng: jax.Array | None = None,
+    block_q: int = DEFAULT_BLOCK_Q,
+    block_k: int = DEFAULT_BLOCK_K,
+    interpret: bool | None = None,
+) -> jax.Array:
+    """Flash attention with the PE bias computed per tile; same contract as `reference.attend`.
+
+    Args:
+      q: `[batch, q_len, heads, head_dim]`.
+      k, v: `[batch, k_len, heads, head_dim]`.
+      q_positions: `[batch, q_len]` int32.
+      k_positions: `[batch, k_len]` int32.
+      k_valid: `[batch, k_len]` bool.
+      bias_fn: the PE's `bias` hook; entry [b, h, i, j] must depend on q_positions[b, i] and
+        k_positions[b, j] only (true of every relative PE), since it is called per tile.
+      dropout_rate, dropout_rng: as in `reference.attend`; with dropout the call is
+        `blockwise.attend`.
+      block_q, block_k: tile sizes (clipped to the lengths). On TPU use multiples of 128 or
+        the whole length.
+      interpret: run in Pallas interpret mode; None means only on CPU.
+    Returns:
+      `[batch, q_len, heads, head_dim]` in v's dtype.
+    """
+    if not 0.0 <= dropout_rate < 1.0:
+        raise ValueError(f"dropout_rate must be in [0, 1), got {dropout_rate}")
+    if dropout_rng is not None and dropout_rate > 0.0:
+        return blockwise.attend(
+            q, k, v, q_positions, k_positions, k_valid, bias_fn,
+            dropout_rate=dropout_rate, dropout_rng=dropout_rng,
+        )  # fmt: skip
+    if interpret is None:
+        interpret = jax.default_backend() == "cpu"
+    if not interpret and jax.default_backend() == "gpu":
+        raise ValueError(
+            "attention kernel 'pallas_flash' compiles for TPU only, got the gpu backend; use "
+            "'dot_product' (cuDNN) or 'auto' on a GPU, or interpret=True"
+        )
+    block_q = _block(block_q, q.shape[1], "block_q")
+    block_k = _block(block_k, k.shape[1], "block_k")
+    bias_jaxpr, consts = tile_bias.trace(bias_fn, block_q, block_k)
+    if not interpret and bias_jaxpr is not None and tile_bias.has_gather(bias_jaxpr.jaxpr):
+        # A table lookup (T5) does not lower in a compiled kernel (Mosaic: "Only
+        # take_along_axis-like gathers supported"): the blockwise kernel does the same math.
+        return blockwise.attend(q, k, v, q_positions, k_positions, k_valid, bias_fn)
+
+    # The bias's closed-over arrays (the PE's parameters among them) are explicit arguments
+    # of the custom VJP, so it can return their gradients.
+    @jax.custom_vjp
+    def flash(q, k, v, q_positions, k_positions, k_valid, consts):
+        return _forward(
+            q, k, v, q_positions, k_positions, k_valid, bias_jaxpr, consts,
+            block_q=block_q, block_k=block_k, interpret=interpret,
+        )  # fmt: skip
+
+    def flash_forward(*args):
+        return flash(*args), args
+
+    def flash_backward(args, grad_out):
+        # No Pallas backward kernel: the gradients are blockwise's (the same function), its
+        # key blocks equal to our tiles so it evaluates the same tile jaxpr.
+        q, k, v, q_positions, k_positions, k_valid, consts = args
+        inexact = [jnp.issubdtype(jnp.result_type(c), jnp.inexact) for c in consts]
+
+        def differentiable(q, k, v, float_consts):
+            it = iter(float_consts)
+            full = [
+                next(it) if is_float else c for c, is_float in zip(consts, inexact, strict=True)
+            ]
+            bias = tile_bias.as_bias_fn(bias_jaxpr, full, block_q)
+            return blockwise.attend(q, k, v, q_positions, k_positions, k_valid, bias,
+                                    block_k=block_k)  # fmt: skip
+
+        float_consts = [c for c, is_float in zip(consts, inexact, strict=True) if is_float]
+        grads = jax.vjp(differentiable, q, k, v, float_consts)[1](grad_out)
+        it = iter(grads[3])
+        grad_consts = [next(it) if is_float else None for is_float in inexact]
+        return (*grads[:3], None, None, None, grad_consts)
+
+    flash.defvjp(flash_forward, flash_backward)
+    return flash(q, k, v, q_positions, k_positions, k_valid, consts)
