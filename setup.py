@@ -30,6 +30,7 @@ setuptools.setup(
         "matplotlib>=3.8",
     ],
     extras_require={
-        "test": ["pytest>=8.0", "pytest-xdist>=3.5", "hypothesis>=6.100"],
+        # ruff is pinned: the test command lints, and a new ruff may add rules.
+        "test": ["pytest>=8.0", "pytest-xdist>=3.5", "hypothesis>=6.100", "ruff==0.17.6"],
     },
 )
