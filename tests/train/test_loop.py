@@ -130,3 +130,11 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, data_dir, mo
     jax.tree.map(np.testing.assert_array_equal, _restore_params(straight),
                  _restore_params(interrupted))
     assert resumed == expected
+
+
+def test_checkpoint_from_one_mesh_evaluates_on_another(trained):
+    """Trained on a (2, 2) data x model mesh, restored onto (4, 1) for evaluation: same results."""
+    config, workdir, payload = trained
+    config = config.copy_and_resolve_references()
+    config.mesh.shape = (4, 1)
+    assert loop.run(config, workdir, mode="evaluate") == payload
