@@ -233,3 +233,34 @@ class BucketedTask(Task):
 def _check_split(split: str) -> None:
     if split not in SPLITS:
         raise ValueError(f"Unknown split {split!r}; expected one of {', '.join(SPLITS)}.")
+
+
+class PerLengthBuckets(BucketedTask):
+    """A BucketedTask with one bucket per input length (the copy family, the maths tasks).
+
+    Subclasses provide the options `min_length`, `max_train_length`, `max_test_length`, and
+    `_space_size(length)` (distinct problems of that length) and `_draw(length, rng, count)`.
+    """
+
+    def _space_size(self, length: int) -> int:
+        raise NotImplementedError
+
+    def _draw(self, length: int, rng: np.random.Generator, count: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def _buckets(self, lengths: range) -> tuple[Bucket, ...]:
+        return tuple(
+            Bucket(
+                key=(length,),
+                length=length,
+                size=self._space_size(length),
+                draw=functools.partial(self._draw, length),
+            )
+            for length in lengths
+        )
+
+    def _train_buckets(self) -> tuple[Bucket, ...]:
+        return self._buckets(range(self.min_length, self.max_train_length + 1))
+
+    def _test_buckets(self) -> tuple[Bucket, ...]:
+        return self._buckets(range(self.max_train_length + 1, self.max_test_length + 1))

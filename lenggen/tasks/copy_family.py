@@ -46,7 +46,7 @@ import numpy as np
 
 from lenggen.tasks import options
 from lenggen.tasks.base import Example
-from lenggen.tasks.bucketed import DATA_SEED, Bucket, BucketedTask
+from lenggen.tasks.bucketed import DATA_SEED, Bucket, PerLengthBuckets
 
 SEPARATOR = "[SEP]"
 NEXT = "[NEXT]"
@@ -58,7 +58,7 @@ def symbol_words(count: int) -> tuple[str, ...]:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class CopyFamilyTask(BucketedTask):
+class CopyFamilyTask(PerLengthBuckets):
     """Options shared by the family; defaults are the paper's settings (module doc).
 
     Attributes:
@@ -114,25 +114,6 @@ class CopyFamilyTask(BucketedTask):
     def parse_answer(self, text: str) -> str | None:
         """The whole text written after the prompt, whitespace-normalised (None when empty)."""
         return " ".join(text.split()) or None
-
-    # -- buckets: one per length ----------------------------------------------------------
-
-    def _buckets(self, lengths: range) -> tuple[Bucket, ...]:
-        return tuple(
-            Bucket(
-                key=(length,),
-                length=length,
-                size=self._space_size(length),
-                draw=functools.partial(self._draw, length),
-            )
-            for length in lengths
-        )
-
-    def _train_buckets(self) -> tuple[Bucket, ...]:
-        return self._buckets(range(self.min_length, self.max_train_length + 1))
-
-    def _test_buckets(self) -> tuple[Bucket, ...]:
-        return self._buckets(range(self.max_train_length + 1, self.max_test_length + 1))
 
     def _example(self, bucket: Bucket, item: np.ndarray) -> Example:
         words = [self.symbols[i] for i in item.tolist()]

@@ -25,7 +25,6 @@ gives the steps of one problem and the scratchpad module formats them.
 """
 
 import dataclasses
-import functools
 from collections.abc import Sequence
 from typing import ClassVar
 
@@ -33,7 +32,7 @@ import numpy as np
 
 from lenggen.tasks import options, scratchpad
 from lenggen.tasks.base import Example
-from lenggen.tasks.bucketed import DATA_SEED, Bucket, BucketedTask
+from lenggen.tasks.bucketed import DATA_SEED, Bucket, PerLengthBuckets
 from lenggen.tasks.scratchpad import Step
 
 # The words of every maths answer sentence, "The answer is ... ." (sorting has its own).
@@ -52,7 +51,7 @@ def bracketed(items: list[str]) -> str:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class PerLengthTask(BucketedTask):
+class PerLengthTask(PerLengthBuckets):
     """A task with one bucket per input length; defaults are the paper's settings (module doc).
 
     Attributes:
@@ -135,25 +134,6 @@ class PerLengthTask(BucketedTask):
         if self.scratchpad != "none":
             words |= scratchpad.WORDS | self._step_words()
         return tuple(sorted(words))
-
-    # -- buckets: one per length ----------------------------------------------------------
-
-    def _buckets(self, lengths: range) -> tuple[Bucket, ...]:
-        return tuple(
-            Bucket(
-                key=(length,),
-                length=length,
-                size=self._space_size(length),
-                draw=functools.partial(self._draw, length),
-            )
-            for length in lengths
-        )
-
-    def _train_buckets(self) -> tuple[Bucket, ...]:
-        return self._buckets(range(self.min_length, self.max_train_length + 1))
-
-    def _test_buckets(self) -> tuple[Bucket, ...]:
-        return self._buckets(range(self.max_train_length + 1, self.max_test_length + 1))
 
     def _example(self, bucket: Bucket, item: np.ndarray) -> Example:
         values = item.tolist()
