@@ -1,6 +1,8 @@
-"""Tests of lenggen/model/attention/pallas_flash.py beyond the shared kernel contract
-(test_attention_kernels.py, which runs it in interpret mode): lowering for TPU with the bias
-in the tile, the table-lookup and dropout fallbacks, bad tile sizes, the GPU refusal.
+"""Tests of lenggen/model/attention/pallas_flash.py's TPU (Mosaic) form beyond the shared kernel
+contract (test_attention_kernels.py, which runs it in interpret mode): lowering for TPU with
+every PE's bias in the tile (T5's table lookup as a one-hot contraction), the fallbacks (a
+gather the rewrite does not cover, dropout), bad tile sizes. The GPU (Triton) form:
+test_attention_pallas_gpu.py.
 
 Lowering is checked with `jax.export(..., platforms=['tpu'])`, which runs Pallas' Mosaic
 lowering on this CPU machine (no TPU needed): the module then holds a `tpu_custom_call`. The
@@ -9,13 +11,16 @@ Mosaic compiler itself runs only on a TPU, so this proves lowering, not compilat
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
-from lenggen.model.attention import blockwise, pallas_flash, reference
+from lenggen.model import positional
+from lenggen.model.attention import blockwise, pallas_flash, reference, tile_bias
 
 B, Q, K, H, D = 2, 5, 7, 3, 8
 TABLE = np.random.default_rng(7).standard_normal((9, H)).astype(np.float32)
+BIG_TABLE = np.random.default_rng(8).standard_normal((tile_bias.ONE_HOT_MAX_ROWS + 1, H))
 
 
 def _linear_bias(q_positions, k_positions):
@@ -25,9 +30,18 @@ def _linear_bias(q_positions, k_positions):
     return -jnp.einsum("h,bqk->bhqk", slopes, distance)
 
 
-def _table_bias(q_positions, k_positions):
-    distance = jnp.clip(q_positions[:, :, None] - k_positions[:, None, :], 0, TABLE.shape[0] - 1)
-    return jnp.einsum("bqkh->bhqk", jnp.take(jnp.asarray(TABLE), distance, axis=0))
+def _big_table_bias(q_positions, k_positions):
+    """A lookup in a table over ONE_HOT_MAX_ROWS rows: the gather stays."""
+    distance = jnp.clip(q_positions[:, :, None] - k_positions[:, None, :], 0, len(BIG_TABLE) - 1)
+    return jnp.einsum("bqkh->bhqk", jnp.take(jnp.asarray(BIG_TABLE, jnp.float32), distance, 0))
+
+
+def _pe_bias(name: str):
+    """PE `name`'s bias hook (3 heads, initial parameters)."""
+    pe = positional.build(ml_collections.ConfigDict(dict(name=name)), num_heads=H, d_model=16)
+    tokens = jnp.zeros((1, 1), jnp.int32)
+    params = pe.init(jax.random.key(0), tokens, tokens, method=pe.bias)
+    return lambda q, k: pe.apply(params, q, k, method=pe.bias)
 
 
 @pytest.fixture(scope="module")
@@ -51,20 +65,21 @@ def _tpu_module(bias_fn, length: int = 256) -> str:
     return jax.export.export(jax.jit(kernel), platforms=["tpu"])(*args).mlir_module()
 
 
-@pytest.mark.parametrize("bias_fn", [lambda q, k: None, _linear_bias], ids=["none", "linear"])
-def test_lowers_for_tpu_with_the_bias_in_the_tile(bias_fn):
+@pytest.mark.parametrize("bias", ["none", "linear", "alibi", "t5", "fire"])
+def test_lowers_for_tpu_with_the_bias_in_the_tile(bias):
+    bias_fn = {"none": lambda q, k: None, "linear": _linear_bias}.get(bias) or _pe_bias(bias)
     assert "tpu_custom_call" in _tpu_module(bias_fn)
 
 
-def test_table_lookup_falls_back_to_blockwise_when_compiled(inputs):
-    # Mosaic rejects the gather: no Pallas call in the TPU module...
-    assert "tpu_custom_call" not in _tpu_module(_table_bias)
+def test_gather_without_one_hot_form_falls_back_to_blockwise_when_compiled(inputs):
+    # Mosaic would reject the gather: no Pallas call in the TPU module...
+    assert "tpu_custom_call" not in _tpu_module(_big_table_bias)
     # ...and the compiled path runs blockwise, which needs no TPU to check.
     out, expected, exact = jax.jit(
         lambda: (
-            pallas_flash.attend(*inputs, _table_bias, interpret=False),
-            blockwise.attend(*inputs, _table_bias),
-            reference.attend(*inputs, _table_bias),
+            pallas_flash.attend(*inputs, _big_table_bias, interpret=False),
+            blockwise.attend(*inputs, _big_table_bias),
+            reference.attend(*inputs, _big_table_bias),
         )
     )()
     np.testing.assert_array_equal(out, expected)
@@ -90,9 +105,3 @@ def test_dropout_falls_back_to_blockwise(inputs):
 def test_tile_sizes_validated(inputs, name, kwargs):
     with pytest.raises(ValueError, match=f"{name} must be >= 1, got {list(kwargs.values())[0]}"):
         pallas_flash.attend(*inputs, _linear_bias, **kwargs)
-
-
-def test_gpu_backend_is_refused(inputs, monkeypatch):
-    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
-    with pytest.raises(ValueError, match="'pallas_flash' compiles for TPU only, got the gpu"):
-        pallas_flash.attend(*inputs, _linear_bias)

@@ -16,8 +16,8 @@ depend on q_positions[b, i] and k_positions[b, j] only (true of every relative P
                 length. Dropout: yes (its own Bernoulli draws).
   dot_product   jax.nn.dot_product_attention (cuDNN on GPU for half precision, else XLA).
                 Dropout: falls back to blockwise.
-  pallas_flash  Pallas flash kernel, bias computed in the tile (interpret mode on CPU).
-                Dropout: falls back to blockwise.
+  pallas_flash  Pallas flash kernel, bias computed in the tile: Mosaic on TPU, Triton on GPU
+                (`pallas_gpu`), interpret mode on CPU. Dropout: falls back to blockwise.
   auto          one of the above per backend and key length (see `auto.choose`).
 """
 

@@ -2,7 +2,14 @@
 
 Resolved at trace time (both are static), so one config runs well everywhere:
   * tpu -> pallas_flash: the bias is computed in the tile, nothing T x T touches HBM.
-  * gpu -> dot_product: cuDNN flash attention for bfloat16/float16 (XLA for float32).
+  * gpu -> dot_product, for every PE: cuDNN flash attention for bfloat16/float16 (XLA for
+    float32). pallas_flash's Triton form (the bias in the tile) is one config away
+    (`model.attention_impl='pallas_flash'`) but not the default: unlike on a TPU, the GPU has
+    a proven fused kernel (cuDNN), while the Triton form is checked on a CPU only (interpret
+    mode, Triton lowering), never compiled nor timed on a GPU here. dot_product's cost with a
+    biased PE (T5, ALiBi, FIRE) is the materialised `[batch, heads, q_len, k_len]` bias: 6 GiB
+    per attention op in bfloat16 at batch 64, 12 heads, 2048 keys, within an 80 GB GPU at the
+    paper's sizes; where it is not, choose pallas_flash (or blockwise).
   * cpu -> reference up to CPU_REFERENCE_MAX_KEYS keys, blockwise beyond: the dense kernel is
     as fast or faster on a CPU, but its temporaries grow with q_len x k_len (3.6 GiB per
     attention op at 1024 keys and batch 64, 14 GiB at 2048), while blockwise's stay flat

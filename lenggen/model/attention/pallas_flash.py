@@ -1,26 +1,29 @@
-"""A Pallas flash-attention kernel that computes the PE bias inside each tile.
+"""A Pallas flash-attention kernel that computes the PE bias inside each tile, for TPU and GPU.
 
-The grid is `(batch, query blocks, key blocks)`, key blocks innermost (Dao et al. 2022,
-FlashAttention; the layout of jax.experimental.pallas.ops.tpu.flash_attention). Each program
-holds one `[heads, block_q, head_dim]` query tile and one `[heads, block_k, head_dim]` key/value
-tile, computes the PE bias of that tile from the tile's positions, and updates the online
-softmax carried in scratch memory across key blocks. No `[q_len, k_len]` array exists anywhere,
-in HBM or in the kernel.
+Two forms of one kernel, picked by `target` (by default the backend's):
+  * tpu (here, Mosaic): the grid is `(batch, query blocks, key blocks)`, key blocks innermost
+    (Dao et al. 2022, FlashAttention; the layout of jax.experimental.pallas.ops.tpu.
+    flash_attention). Each program holds one `[heads, block_q, head_dim]` query tile and one
+    `[heads, block_k, head_dim]` key/value tile, computes the PE bias of that tile from the
+    tile's positions, and updates the online softmax carried in scratch memory across key
+    blocks.
+  * gpu (`pallas_gpu`, Triton): one program per (query block, example) looping over the key
+    blocks with the online softmax in the loop carry, every head in the program.
+No `[q_len, k_len]` array exists anywhere, in HBM or in a kernel.
 
 The bias in the tile: `bias_fn` is an arbitrary jnp function of positions that may close over
 parameters (T5's table, FIRE's MLP) and constants (ALiBi's slopes), and a Pallas kernel may not
 capture arrays. So `tile_bias.trace` turns it, at tile shape, into a jaxpr plus the arrays it
-closes over; those arrays become extra kernel inputs (whole, in every program) and the kernel
-evaluates the jaxpr on the tile's positions. The kernel stays PE-agnostic: a new PE needs no
-edit here. Arithmetic of positions (ALiBi) and FIRE's MLP lower for TPU (checked with
-`jax.export(..., platforms=['tpu'])` on a CPU: Mosaic lowering, not a TPU run). A table lookup
-(T5) is a gather, which Mosaic rejects ("Only take_along_axis-like gathers supported"):
-compiled (not interpreted), a bias with a gather falls back to `blockwise.attend`, the same
-math; interpreted, it runs in the tile.
-
-Backends: the compiled kernel is written for TPU (Mosaic: VMEM scratch, dimension semantics).
-On a GPU it raises ValueError: there `dot_product` (cuDNN) is the fast kernel and `auto`
-picks it. On a CPU it runs in interpret mode.
+closes over; `tile_bias.hoist` evaluates the part that reads those arrays only (once, outside
+the kernel); the values the rest reads become extra kernel inputs (whole, in every program) and
+the kernel evaluates the jaxpr on the tile's positions. The kernel stays PE-agnostic: a new PE
+needs no edit here. T5's table lookup (a gather, which neither Mosaic nor Triton lowers) is
+rewritten by `tile_bias` as an exact one-hot contraction, so ALiBi, T5 and FIRE all run in the
+tile, compiled: checked with `jax.export(..., platforms=['tpu'])` (Mosaic lowering) and
+`platforms=['cuda']` (Triton lowering) on a CPU, which proves lowering, not compilation. A bias
+the tile cannot hold (a gather that is not a small-table lookup, compiled for TPU; an equation
+with no power-of-two padded form, on GPU: `pallas_gpu.supports`) runs `blockwise.attend`, the
+same math. On a CPU both forms run in interpret mode.
 
 Semantics equal `reference.attend` (no 1/sqrt(head_dim); causal by position; a query with no
 visible key gets the uniform row over the real keys; padded tile slots get -inf). Every key
@@ -28,8 +31,9 @@ block is visited: causality is by position, so which blocks are fully masked is 
 shape. Interpret mode on a CPU (`interpret=None` picks it) is how the tests check it.
 
 Training: there is no Pallas backward kernel; a custom VJP gives the gradients of
-`blockwise.attend` (recomputed block by block, PE parameters included), and a call with
-attention dropout runs `blockwise.attend` altogether.
+`blockwise.attend` (recomputed block by block) on the hoisted bias, whose inputs' gradients
+reach the PE parameters through the hoisted computation; a call with attention dropout runs
+`blockwise.attend` altogether.
 """
 
 import functools
@@ -39,8 +43,10 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
 
-from lenggen.model.attention import blockwise, reference, tile_bias
+from lenggen.model.attention import blockwise, pallas_gpu, reference, tile_bias
 
+TARGETS = ("tpu", "gpu")
+# TPU tiles; compiled, multiples of 128 or the whole length (see `attend`).
 DEFAULT_BLOCK_Q = 128
 DEFAULT_BLOCK_K = 128
 
@@ -88,7 +94,7 @@ def _kernel(
         consts = [
             ref[...].reshape(shape) for ref, shape in zip(const_refs, const_shapes, strict=True)
         ]
-        (bias,) = tile_bias.evaluate(bias_jaxpr.jaxpr, consts, q_pos_ref[0], k_pos)
+        (bias,) = tile_bias.evaluate(bias_jaxpr, consts, q_pos_ref[0], k_pos)
         logits = logits + jnp.broadcast_to(bias[0], logits.shape).astype(jnp.float32)
     visible = (k_pos <= q_pos_col_ref[0]) & (k_valid_ref[0] != 0)  # -> [block_q, block_k]
     logits = jnp.where(visible[None], logits, reference.MASK_VALUE)
@@ -113,7 +119,8 @@ def _kernel(
 
 def _forward(q, k, v, q_positions, k_positions, k_valid, bias_jaxpr, consts, *,
              block_q: int, block_k: int, interpret: bool) -> jax.Array:  # fmt: skip
-    """The `pallas_call`; arguments as in `attend`, the bias as `tile_bias.trace` gives it."""
+    """The Mosaic `pallas_call`; arguments as in `attend`, the bias as `tile_bias.hoist`
+    gives it."""
     batch, q_len, heads, head_dim = q.shape
     k_len = k.shape[1]
     q_padded, k_padded = pl.cdiv(q_len, block_q) * block_q, pl.cdiv(k_len, block_k) * block_k
@@ -163,6 +170,21 @@ def _forward(q, k, v, q_positions, k_positions, k_valid, bias_jaxpr, consts, *,
     return jnp.einsum("bhqd->bqhd", out[:, :, :q_len])  # -> [batch, q_len, heads, head_dim]
 
 
+def _target(target: str | None, interpret: bool) -> str:
+    """The kernel form to run: `target`, or the backend's ('gpu' on a GPU, else 'tpu')."""
+    backend = jax.default_backend()
+    if target is None:
+        target = "gpu" if backend == "gpu" else "tpu"
+    if target not in TARGETS:
+        raise ValueError(f"unknown pallas_flash target {target!r}; expected one of {TARGETS}")
+    if not interpret and backend in TARGETS and backend != target:
+        raise ValueError(
+            f"pallas_flash target {target!r} does not compile on the {backend} backend; use "
+            f"target={backend!r} (the default) or interpret=True"
+        )
+    return target
+
+
 def attend(
     q: jax.Array,
     k: jax.Array,
@@ -174,9 +196,10 @@ def attend(
     *,
     dropout_rate: float = 0.0,
     dropout_rng: jax.Array | None = None,
-    block_q: int = DEFAULT_BLOCK_Q,
-    block_k: int = DEFAULT_BLOCK_K,
+    block_q: int | None = None,
+    block_k: int | None = None,
     interpret: bool | None = None,
+    target: str | None = None,
 ) -> jax.Array:
     """Flash attention with the PE bias computed per tile; same contract as `reference.attend`.
 
@@ -190,9 +213,11 @@ def attend(
         k_positions[b, j] only (true of every relative PE), since it is called per tile.
       dropout_rate, dropout_rng: as in `reference.attend`; with dropout the call is
         `blockwise.attend`.
-      block_q, block_k: tile sizes (clipped to the lengths). On TPU use multiples of 128 or
-        the whole length.
+      block_q, block_k: tile sizes; None means the target's defaults (tpu: DEFAULT_BLOCK_Q/K,
+        clipped to the lengths, multiples of 128 or the whole length when compiled; gpu:
+        `pallas_gpu.DEFAULT_BLOCK_Q/K`, powers of two >= 16).
       interpret: run in Pallas interpret mode; None means only on CPU.
+      target: 'tpu' (Mosaic) or 'gpu' (Triton); None means 'gpu' on a GPU backend, else 'tpu'.
     Returns:
       `[batch, q_len, heads, head_dim]` in v's dtype.
     """
@@ -205,24 +230,36 @@ def attend(
         )  # fmt: skip
     if interpret is None:
         interpret = jax.default_backend() == "cpu"
-    if not interpret and jax.default_backend() == "gpu":
-        raise ValueError(
-            "attention kernel 'pallas_flash' compiles for TPU only, got the gpu backend; use "
-            "'dot_product' (cuDNN) or 'auto' on a GPU, or interpret=True"
-        )
-    block_q = _block(block_q, q.shape[1], "block_q")
-    block_k = _block(block_k, k.shape[1], "block_k")
-    bias_jaxpr, consts = tile_bias.trace(bias_fn, block_q, block_k)
-    if not interpret and bias_jaxpr is not None and tile_bias.has_gather(bias_jaxpr.jaxpr):
-        # A table lookup (T5) does not lower in a compiled kernel (Mosaic: "Only
-        # take_along_axis-like gathers supported"): the blockwise kernel does the same math.
+    target = _target(target, interpret)
+    gpu = target == "gpu"
+    defaults = (pallas_gpu.DEFAULT_BLOCK_Q, pallas_gpu.DEFAULT_BLOCK_K) if gpu else (
+        DEFAULT_BLOCK_Q, DEFAULT_BLOCK_K)  # fmt: skip
+    sizes = []
+    for name, size, default, length in zip(("block_q", "block_k"), (block_q, block_k),
+                                           defaults, (q.shape[1], k.shape[1])):  # fmt: skip
+        size = default if size is None else size
+        sizes.append(pallas_gpu.block_size(size, length, name) if gpu
+                     else _block(size, length, name))  # fmt: skip
+    block_q, block_k = sizes
+    forward = pallas_gpu.forward if gpu else _forward
+    traced, consts = tile_bias.trace(bias_fn, block_q, block_k)
+    bias_jaxpr = None
+    if traced is not None:
+        # Hoisted here, so the custom VJP's inputs are the tile's own consts and autodiff
+        # carries their gradients back through the hoisted part to the PE's parameters.
+        bias_jaxpr, consts = tile_bias.hoist(traced.jaxpr, consts)
+    if bias_jaxpr is not None and (
+        (not gpu and not interpret and tile_bias.keeps_gather(bias_jaxpr))
+        or (gpu and not pallas_gpu.supports(bias_jaxpr, consts, block_q, block_k))
+    ):
+        # A bias the compiled tile cannot hold (module docstring): the same math, blockwise.
         return blockwise.attend(q, k, v, q_positions, k_positions, k_valid, bias_fn)
 
-    # The bias's closed-over arrays (the PE's parameters among them) are explicit arguments
-    # of the custom VJP, so it can return their gradients.
+    # The bias's consts are explicit arguments of the custom VJP, so it can return their
+    # gradients.
     @jax.custom_vjp
     def flash(q, k, v, q_positions, k_positions, k_valid, consts):
-        return _forward(
+        return forward(
             q, k, v, q_positions, k_positions, k_valid, bias_jaxpr, consts,
             block_q=block_q, block_k=block_k, interpret=interpret,
         )  # fmt: skip
@@ -241,7 +278,7 @@ def attend(
             full = [
                 next(it) if is_float else c for c, is_float in zip(consts, inexact, strict=True)
             ]
-            bias = tile_bias.as_bias_fn(bias_jaxpr, full, block_q)
+            bias = tile_bias.as_bias_fn(bias_jaxpr, full)
             return blockwise.attend(q, k, v, q_positions, k_positions, k_valid, bias,
                                     block_k=block_k)  # fmt: skip
 
