@@ -112,6 +112,7 @@ def _restore(workdir: str, which: str, target: Any) -> tuple[int, Any]:
 
 def load(workdir: str, checkpoint: str = "best") -> Run:
     """The run in `workdir`, its parameters from the `checkpoint` ('best' or 'latest')."""
+    workdir = os.path.abspath(workdir)  # Orbax refuses relative checkpoint paths.
     config = _read_config(workdir)
     task = tasks.get(config.task.name, **config.task.options.to_dict())
     tokenizer = Tokenizer.from_task(task)

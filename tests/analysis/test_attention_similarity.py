@@ -74,6 +74,14 @@ def test_load_rebuilds_the_run(workdirs, loaded):
     assert "rel_embedding" in run.params["pe"]
 
 
+def test_load_accepts_a_relative_workdir(workdirs, monkeypatch):
+    # Orbax refuses relative checkpoint paths; a researcher types `runs/...` from the repo root.
+    parent, name = os.path.split(workdirs["t5"])
+    monkeypatch.chdir(parent)
+    run = runs_lib.load(name)
+    assert run.workdir == workdirs["t5"] and run.step == 7
+
+
 def test_examples_per_length():
     task = tasks.get("copy", **_config("nope", 1).task.options.to_dict())
     records = runs_lib.examples_per_length(task, Tokenizer.from_task(task), "test", 1)
