@@ -32,5 +32,7 @@ setuptools.setup(
     extras_require={
         # ruff is pinned: the test command lints, and a new ruff may add rules.
         "test": ["pytest>=8.0", "pytest-xdist>=3.5", "hypothesis>=6.100", "ruff==0.17.6"],
+        # The PyTorch baseline of benchmarks/train_throughput.py (or benchmarks/torch_env.sh).
+        "bench": ["torch>=2.9"],
     },
 )
