@@ -116,6 +116,14 @@ class _Directory:
         self.name = name
         self.path = os.path.join(self.workdir, name)
         self.removed_unfinished = self._remove_unfinished_saves()
+        # Orbax names its cross-process barriers by step: `best/` and `checkpoints/` saving
+        # the same step would meet in one barrier and hang a multi-process run.
+        options = dataclasses.replace(
+            options,
+            multiprocessing_options=ocp.options.MultiprocessingOptions(
+                barrier_sync_key_prefix=name
+            ),
+        )
         self.manager = ocp.CheckpointManager(self.path, options=options)
 
     def _remove_unfinished_saves(self) -> list[str]:

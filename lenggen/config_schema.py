@@ -148,16 +148,9 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
         "config.model.pe",
     )
     try:
-        randomized_max_position = randomized.max_position_of(model.pe)
+        randomized.max_position_of(model.pe)  # raises on a malformed M
     except ValueError as error:
         raise ConfigError(f"config.{error}") from None
-    # Greedy decoding runs positions 0..T-1; randomized-position models are scored (as the
-    # reference implementation scores them) on sampled positions, by teacher forcing.
-    _require(
-        randomized_max_position == 0 or config.eval.metric == "teacher_forced",
-        f"config.model.pe.{randomized.CONFIG_KEY}={randomized_max_position} needs "
-        "config.eval.metric='teacher_forced' (greedy decoding uses positions 0..T-1).",
-    )
     for pe in positional.names():
         if pe in model.pe:
             _check_known_keys(

@@ -7,7 +7,10 @@ r"""Runs a grid of experiments (task x PE x seed), one workdir each, resuming wh
 
 A grid file (like a config file, loaded by path, with an optional `:key=value,...` argument) has
 `get_grid(arg)` returning a list of `Run`s; `product` builds the usual task x PE x seed cross
-product. Run `name`s are `<task>/<pe>/<seed>` and each run's workdir is `RUNS_DIR/<name>`.
+product. Run `name`s are `<task>/<pe>/<seed>` (`<task>/<pe>+<variant>/<seed>` for a variant of a
+PE, e.g. `rotary+randomized`) and each run's workdir is `RUNS_DIR/<name>`. `parse_pes` reads a
+grid argument naming PEs (`pes=nope+t5+fire`); `randomized_overrides` sets up randomized
+positions (Ruoss et al. 2023) for a task from its longest test prompt and target.
 
 Modes:
   local  runs the pending runs here, `--parallel` at a time, each as
@@ -66,7 +69,8 @@ class Run:
     """One experiment of a grid.
 
     Attributes:
-      name: `<task>/<pe>/<seed>`; the run's workdir is RUNS_DIR/name.
+      name: `<task>/<pe>/<seed>` (`<task>/<pe>+<variant>/<seed>`); its workdir is
+        RUNS_DIR/name.
       config: a config file and its argument, `configs/base.py:task=copy,pe=nope,seed=256788`.
       overrides: (dotted key, value) pairs passed as `--config.<key>=<value>`.
     """
@@ -105,6 +109,7 @@ def product(
     args: Mapping[str, Any] | None = None,
     overrides: Mapping[str, Any] | None = None,
     task_overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    variant: str = "",
 ) -> list[Run]:
     """Runs for every (task, pe, seed), in that nesting order, named `<task>/<pe>/<seed>`.
 
@@ -113,6 +118,8 @@ def product(
       args: further config arguments, e.g. `{"smoke": True}` -> `...,smoke=true`.
       overrides: `{dotted key: value}` for every run (`{"train.num_steps": 2}`).
       task_overrides: `{task: {dotted key: value}}` on top of `overrides` for one task.
+      variant: names the runs `<task>/<pe>+<variant>/<seed>`, for runs whose overrides make
+        them a variant of the PE (`randomized`: randomized positions), beside the plain ones.
 
     Raises:
       SweepError: an unknown task or PE name (listing the valid ones), or task_overrides for a
@@ -126,12 +133,74 @@ def product(
     extra = sorted(set(task_overrides or {}) - set(tasks))
     if extra:
         raise SweepError(f"task_overrides names {extra}, not in the grid's tasks {list(tasks)}.")
+    if variant and not variant.isidentifier():
+        raise SweepError(f"variant={variant!r}: expected a word like 'randomized' (it names "
+                         "runs <task>/<pe>+<variant>/<seed>).")
+    label = f"+{variant}" if variant else ""
     runs = []
     for task, pe, seed in itertools.product(tasks, pes, seeds):
         merged = {**(overrides or {}), **(task_overrides or {}).get(task, {})}
         arg = _config_arg({"task": task, "pe": pe, "seed": seed, **(args or {})})
-        runs.append(Run(f"{task}/{pe}/{seed}", f"{config_file}:{arg}", tuple(merged.items())))
+        runs.append(
+            Run(f"{task}/{pe}{label}/{seed}", f"{config_file}:{arg}", tuple(merged.items()))
+        )
     return runs
+
+
+def parse_pes(text: str, argument: str, *, randomized: bool = False) -> tuple[str, ...]:
+    """The PEs of a grid argument: `"nope+t5+fire"` -> `("nope", "t5", "fire")`, `""` -> `()`.
+
+    Raises:
+      SweepError: an unknown name (listing the valid ones; an empty piece is one), a repeated
+        one, or with `randomized` nope (randomized positions keep their order, all nope sees);
+        the message names `argument`.
+    """
+    if not text:
+        return ()
+    names = tuple(text.split("+"))
+    valid = positional.names()
+    unknown = [name for name in names if name not in valid]
+    if unknown:
+        raise SweepError(f"Grid argument {argument}={text!r}: unknown positional encoding(s) "
+                         f"{unknown}; expected names from {', '.join(valid)} joined by '+'.")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise SweepError(f"Grid argument {argument}={text!r} repeats {repeated}.")
+    if randomized and "nope" in names:
+        raise SweepError(f"Grid argument {argument}={text!r}: randomized positions change "
+                         "nothing for nope (its attention sees only their order); expected "
+                         "position-based PEs.")
+    return names
+
+
+def randomized_overrides(
+    longest_prompt: int, longest_target: int, max_new_tokens: int
+) -> dict[str, int]:
+    """The overrides of a randomized-positions run of a task (Ruoss et al. 2023).
+
+    Evaluation gives each example the smallest p + B of positions drawn from [0, M), p its
+    prompt's tokens, B the decoding budget (lenggen/model/positional/randomized.py): so B is
+    cut to the longest test target (EOS included) rounded up to 16, as tight as the answers
+    allow, which keeps evaluation's positions about as spread as training's; and M is the
+    smallest power of two >= 2 (longest test prompt + B), so every test sequence and every
+    decoded token gets its own position, with room to spare (facts.md: M >= the longest test
+    length).
+
+    Args:
+      longest_prompt, longest_target: tokens of the task's longest test prompt and target
+        (EOS included).
+      max_new_tokens: the grid's decoding budget (the paper's 256); B never exceeds it.
+    Returns:
+      `{"model.pe.randomized_max_position": M, "eval.max_new_tokens": B}`.
+    """
+    if min(longest_prompt, longest_target, max_new_tokens) < 1:
+        raise SweepError(
+            f"randomized_overrides({longest_prompt}, {longest_target}, {max_new_tokens}): "
+            "expected positive token counts."
+        )
+    budget = min(max_new_tokens, -(-longest_target // 16) * 16)
+    max_position = 1 << (2 * (longest_prompt + budget) - 1).bit_length()
+    return {"model.pe.randomized_max_position": max_position, "eval.max_new_tokens": budget}
 
 
 def load_grid(spec: str) -> list[Run]:

@@ -158,6 +158,40 @@ def test_results_without_identity_fall_back_to_config_json(tmp_path):
     assert (run.task, run.pe, run.seed) == ("reverse", "alibi", 7)
 
 
+def test_runs_beyond_the_paper_get_their_own_columns_and_ranking(tmp_path):
+    # Task A, seed 1, OOD test: nope .9, fire .7, t5 .5, rotary+randomized .3, rotary .1.
+    # The paper's ranking (nope, t5, rotary): RR 1, 1/2, 1/3. Every PE: nope 1, fire 1/2,
+    # t5 1/3, rotary+randomized 1/4, rotary 1/5.
+    for pe, accuracy in (("nope", 0.9), ("fire", 0.7), ("t5", 0.5), ("rotary", 0.1)):
+        _write(tmp_path, "A", pe, 1, {1: (1.0, 2)}, {2: (accuracy, 10)})
+    # lenggen.main writes the PE's name; config.json says it trained on randomized positions.
+    workdir = _write(tmp_path, "A", "rotary+randomized", 1, {1: (1.0, 2)}, {2: (0.3, 10)})
+    with open(os.path.join(workdir, "results.json")) as handle:
+        payload = json.load(handle)
+    with open(os.path.join(workdir, "results.json"), "w") as handle:
+        json.dump(dict(payload, pe="rotary"), handle)
+    with open(os.path.join(workdir, "config.json"), "w") as handle:
+        json.dump({"model": {"pe": {"name": "rotary", "randomized_max_position": 128}}}, handle)
+    assert {run.pe for run in collect(str(tmp_path))} == {
+        "nope", "fire", "t5", "rotary", "rotary+randomized"}
+
+    report = build_report(str(tmp_path), str(tmp_path / "out"))
+    assert report["pes"] == ["nope", "t5", "rotary", "fire", "rotary+randomized"]
+    assert report["mrr"]["pes"] == ["nope", "t5", "rotary"]
+    assert report["mrr"]["mrr"] == pytest.approx({"nope": 1.0, "t5": 1 / 2, "rotary": 1 / 3})
+    assert report["mrr_all"]["mrr"] == pytest.approx(
+        {"nope": 1.0, "fire": 1 / 2, "t5": 1 / 3, "rotary+randomized": 1 / 4, "rotary": 1 / 5})
+    assert report["ood_test"]["A"]["rotary+randomized"]["mean"] == pytest.approx(0.3)
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "| task | NoPE | T5 | Rotary | FIRE | Rotary+randomized |" in text
+    assert "### Including the PEs beyond the paper" in text
+    assert "| Rotary+randomized | 0.250 | – |" in text and "| NoPE | 1.000 | 0.687 |" in text
+    # A label already carrying the variant is not extended twice.
+    with open(os.path.join(workdir, "results.json"), "w") as handle:
+        json.dump(dict(payload, pe="rotary+randomized"), handle)
+    assert "rotary+randomized" in {run.pe for run in collect(str(tmp_path))}
+
+
 # ---------------------------------------------------------------- a small real sweep
 
 GRID = '''

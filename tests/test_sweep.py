@@ -3,6 +3,7 @@ skip/resume/conflict decision, the printed commands, and the local runner (progr
 failures, parallel runs, SIGTERM). tests/test_report.py runs a real sweep end to end."""
 
 import dataclasses
+import importlib.util
 import io
 import json
 import os
@@ -128,6 +129,127 @@ def test_cpu_mini_grid_is_valid_for_two_devices_with_twice_the_training_lengths(
         assert max(built[name].lengths("train")) == train_max
         assert sorted(built[name].lengths("test")) == list(test)
     assert len(sweep.load_grid("configs/grids/cpu_mini.py:seeds=1")) == 15
+
+
+# ---------------------------------------------------------------- runs beyond the paper
+
+
+def test_randomized_overrides_hand_worked():
+    # Copy-Repeat at the paper's lengths: prompt 42, target 41 -> budget 48 (41 rounded up to
+    # 16s), M >= 2 (42 + 48) = 180 -> 256. PCFG: target 257 -> 272, capped at 256;
+    # M >= 2 (133 + 256) = 778 -> 1024. M = 2 (p + B) exactly when that is a power of two.
+    key, budget = "model.pe.randomized_max_position", "eval.max_new_tokens"
+    assert sweep.randomized_overrides(42, 41, 256) == {key: 256, budget: 48}
+    assert sweep.randomized_overrides(133, 257, 256) == {key: 1024, budget: 256}
+    assert sweep.randomized_overrides(48, 16, 256) == {key: 128, budget: 16}
+    assert sweep.randomized_overrides(49, 16, 256) == {key: 256, budget: 16}
+    with pytest.raises(sweep.SweepError, match=r"randomized_overrides\(0, 5, 40\): expected "
+                                               "positive token counts"):
+        sweep.randomized_overrides(0, 5, 40)
+
+
+def test_product_names_a_variant_after_the_pe():
+    runs = sweep.product("configs/base.py", ("copy",), ("t5",), (1,), variant="randomized",
+                         overrides={"model.pe.randomized_max_position": 64})
+    assert [r.name for r in runs] == ["copy/t5+randomized/1"]
+    assert runs[0].config == "configs/base.py:task=copy,pe=t5,seed=1"
+    config = sweep.resolve_config(runs[0])
+    assert (config.model.pe.name, config.model.pe.randomized_max_position) == ("t5", 64)
+    with pytest.raises(sweep.SweepError, match=r"variant='a/b': expected a word"):
+        sweep.product("configs/base.py", ("copy",), ("t5",), (1,), variant="a/b")
+
+
+def test_paper_grid_adds_fire_and_randomized_runs():
+    runs = sweep.load_grid("configs/grids/paper.py:pes=nope+ape+t5+alibi+rotary+fire,"
+                           "randomized=rotary+t5")
+    assert len(runs) == 10 * (6 + 2) * 3
+    by_name = {run.name: run for run in runs}
+    paper = sweep.load_grid("configs/grids/paper.py")
+    assert all(by_name[run.name] == run for run in paper)  # the paper's runs, unchanged
+    assert by_name["scan/fire/234054"].overrides == ()
+    assert by_name["scan/fire/234054"].config == "configs/base.py:task=scan,pe=fire,seed=234054"
+    # Per task: (M, budget) from its longest test prompt and target (randomized_overrides).
+    expected = {"copy_repeat": (256, 48), "copy_repeat_2x": (512, 96), "scan": (256, 64),
+                "pcfg": (1024, 256)}
+    for task, (max_position, budget) in expected.items():
+        for pe in ("rotary", "t5"):
+            run = by_name[f"{task}/{pe}+randomized/146317"]
+            assert run.config == f"configs/base.py:task={task},pe={pe},seed=146317"
+            assert dict(run.overrides) == {"model.pe.randomized_max_position": max_position,
+                                           "eval.max_new_tokens": budget}
+    config = sweep.resolve_config(by_name["scan/t5+randomized/256788"])
+    assert (config.model.pe.name, config.model.pe.randomized_max_position) == ("t5", 256)
+    assert (config.eval.max_new_tokens, config.train.num_steps) == (64, 40_000)
+    assert [r.name for r in sweep.load_grid("configs/grids/paper.py:tasks=maths,pes=fire")][:3] \
+        == ["addition/fire/256788", "addition/fire/234054", "addition/fire/146317"]
+    smoke = sweep.load_grid("configs/grids/paper.py:smoke=true,pes=,randomized=alibi")
+    assert len(smoke) == 30 and smoke[0].config.endswith(",smoke=true")
+    # Budgets are capped by the smoke config's 64 new tokens: PCFG gets 64.
+    assert dict(smoke[-1].overrides) == {"model.pe.randomized_max_position": 512,
+                                         "eval.max_new_tokens": 64}
+
+
+def test_cpu_mini_grid_adds_runs_with_the_same_settings():
+    runs = sweep.load_grid("configs/grids/cpu_mini.py:seeds=1,pes=fire,randomized=rotary")
+    assert [r.name for r in runs] == [
+        "copy_repeat/fire/256788", "reverse_2x/fire/256788", "addition/fire/256788",
+        "copy_repeat/rotary+randomized/256788", "reverse_2x/rotary+randomized/256788",
+        "addition/rotary+randomized/256788"]
+    plain = {r.name: r for r in sweep.load_grid("configs/grids/cpu_mini.py:seeds=1")}
+    budgets = {"copy_repeat": 32, "reverse_2x": 40, "addition": 16}
+    for run in runs:
+        task, pe, seed = run.name.split("/")
+        baseline = dict(plain[f"{task}/nope/{seed}"].overrides)
+        if pe == "fire":
+            assert dict(run.overrides) == baseline
+            config_schema.validate(sweep.resolve_config(run), num_devices=2)
+        else:
+            assert dict(run.overrides) == {**baseline, "model.pe.randomized_max_position": 128,
+                                           "eval.max_new_tokens": budgets[task]}
+    assert len(sweep.load_grid("configs/grids/cpu_mini.py:randomized=t5+alibi")) == 45 + 18
+
+
+def _longest_test_prompt_and_target(task) -> tuple[int, int]:
+    """Tokens (words; EOS added to the target) as lenggen.data.tokenizer counts them."""
+    return (max(len(e.source.split()) for e in task.examples("test")),
+            max(len(e.target.split()) + 1 for e in task.examples("test")))
+
+
+def test_grid_test_lengths_are_the_datasets():
+    """The lengths the grids set randomized positions from, recounted (the paper grid's for
+    two quick tasks); M then covers every test sequence, as the training loop checks."""
+    grid = sweep.load_grid("configs/grids/cpu_mini.py:seeds=1,pes=,randomized=t5")
+    spec = importlib.util.spec_from_file_location("grid", "configs/grids/cpu_mini.py")
+    cpu_mini = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cpu_mini)
+    for run in grid:
+        config = sweep.resolve_config(run)
+        task = tasks.get(config.task.name, **config.task.options.to_dict())
+        prompt, target = _longest_test_prompt_and_target(task)
+        assert cpu_mini.TEST_LENGTHS[task.name] == (prompt, target)
+        assert config.model.pe.randomized_max_position >= prompt + target
+    spec = importlib.util.spec_from_file_location("grid", "configs/grids/paper.py")
+    paper = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(paper)
+    for name in ("scan", "summation"):
+        run = sweep.Run("r", f"configs/base.py:task={name}")
+        task = tasks.get(name, **sweep.resolve_config(run).task.options.to_dict())
+        assert paper.TEST_LENGTHS[name] == _longest_test_prompt_and_target(task)
+
+
+@pytest.mark.parametrize("arg, message", [
+    ("pes=nope+fir", r"pes='nope\+fir': unknown positional encoding\(s\) \['fir'\]; expected "
+                     r"names from nope, ape, t5, alibi, rotary, fire joined by '\+'"),
+    ("pes=t5++alibi", r"unknown positional encoding\(s\) \[''\]"),
+    ("randomized=t5+t5", r"randomized='t5\+t5' repeats \['t5'\]"),
+    ("randomized=nope+t5", r"randomized='nope\+t5': randomized positions change nothing for "
+                           "nope"),
+    ("pes=,randomized=", "pes= and randomized= are both empty"),
+])
+@pytest.mark.parametrize("grid", ["configs/grids/paper.py", "configs/grids/cpu_mini.py"])
+def test_bad_grid_arguments(grid, arg, message):
+    with pytest.raises(sweep.SweepError, match=message):
+        sweep.load_grid(f"{grid}:{arg}")
 
 
 def test_load_grid_errors(tmp_path):
@@ -286,3 +408,59 @@ def test_sigterm_stops_the_sweep_and_its_runs(tmp_path):
     assert re.search(r"\[1/2\] copy_repeat/nope/1: FAILED \(exit (-15: stopped by SIGTERM|"
                      r"75: preempted)\)", out), out
     assert "Interrupted after 0 successful run(s); 1 not started. Rerun the same command" in out
+
+
+# ---------------------------------------------------------------- a real sweep beyond the paper
+
+BEYOND_GRID = '''
+import dataclasses
+import importlib.util
+
+from lenggen import sweep
+
+_spec = importlib.util.spec_from_file_location("paper_grid", {paper!r})
+_paper = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_paper)
+# Smoke runs made smaller still: 1 layer, 2 steps, short sequences, scored by teacher forcing.
+FAST = (("model.num_layers", 1), ("train.num_steps", 2), ("train.log_every", 2),
+        ("train.eval_every", 2), ("train.checkpoint_every", 2), ("eval.metric", "teacher_forced"),
+        ("task.options.max_train_length", 4), ("task.options.max_test_length", 7),
+        ("data.dir", {data_dir!r}))
+NAMES = ("copy_repeat/fire/256788", "copy_repeat/rotary+randomized/256788")
+
+
+def get_grid(arg=None):
+    runs = _paper.get_grid("smoke=true,pes=fire,randomized=rotary")
+    return [dataclasses.replace(run, overrides=run.overrides + FAST)
+            for run in runs if run.name in NAMES]
+'''
+
+
+def test_real_sweep_of_fire_and_randomized_positions(tmp_path):
+    """The paper grid's FIRE and rotary+randomized runs of Copy-Repeat, through the command
+    lines of the sweep and the report."""
+    grid = tmp_path / "grid.py"
+    grid.write_text(BEYOND_GRID.format(paper=os.path.join(REPO, "configs/grids/paper.py"),
+                                       data_dir=str(tmp_path / "data")))
+    env = dict(CHILD_ENV, XLA_FLAGS="--xla_force_host_platform_device_count=1 "
+                                    "--xla_backend_optimization_level=0")
+    result = subprocess.run(
+        [sys.executable, "-m", "lenggen.sweep", f"--grid={grid}",
+         f"--runs_dir={tmp_path / 'runs'}", "--parallel=2"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.stdout.endswith("Sweep finished: 2 succeeded, 0 failed.\n")
+    workdir = tmp_path / "runs/copy_repeat/rotary+randomized/256788"
+    config = json.loads((workdir / "config.json").read_text())
+    assert config["model"]["pe"]["name"] == "rotary"
+    assert config["model"]["pe"]["randomized_max_position"] == 256
+    assert config["eval"]["max_new_tokens"] == 48
+    assert json.loads((workdir / "results.json").read_text())["pe"] == "rotary"
+    report = subprocess.run(
+        [sys.executable, "-m", "lenggen.report", str(tmp_path / "runs"),
+         f"--out={tmp_path / 'out'}"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert report.returncode == 0, report.stderr[-3000:]
+    payload = json.loads((tmp_path / "out/report.json").read_text())
+    assert payload["pes"] == ["fire", "rotary+randomized"]
+    assert set(payload["ood_test"]["copy_repeat"]) == {"fire", "rotary+randomized"}
+    assert "| task | FIRE | Rotary+randomized |" in (tmp_path / "out/report.md").read_text()

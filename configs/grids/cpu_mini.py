@@ -25,6 +25,15 @@ at best, 29 s overhead: greedy decoding of its failures). Per (PE, seed) the thr
 So the whole sweep fits in 2 hours on an otherwise idle 2-core machine. `:seeds=1` runs one seed
 (15 runs, a third of the time).
 
+Beyond the paper, as configs/grids/paper.py: `pes=` names the PEs, '+'-joined (default the five;
+`pes=fire` gives only FIRE's runs, to add to the same runs directory), and `randomized=` the PEs
+also trained with randomized positions (Ruoss et al. 2023), named
+`<task>/<pe>+randomized/<seed>`, with M and the decoding budget per task from TEST_LENGTHS
+(lenggen.sweep.randomized_overrides: M = 128 for each task here).
+
+  python -m lenggen.sweep --grid=configs/grids/cpu_mini.py:pes=fire,randomized=rotary+t5 \
+      --runs_dir=runs/cpu_mini
+
 What the measured runs learnt (NoPE unless named; exact match in distribution / beyond): Copy-
 Repeat 1.00 / 0.92 after 1,500 steps (0.99 in distribution at 1,000); Reverse 2x 0.81 / 0.06
 after 2,000 steps, ALiBi 0.98 / 0.30 after 3,000; Addition 0.13 / 0.00 after 3,000 steps: the
@@ -41,6 +50,9 @@ from lenggen import config_args, sweep
 CONFIG = "configs/base.py"
 TASKS = ("copy_repeat", "reverse_2x", "addition")
 PES = ("nope", "ape", "t5", "alibi", "rotary")
+# Tokens of each task's longest test prompt and longest test target (EOS included), counted on
+# the datasets of this grid's task options (tests/test_sweep.py recounts them).
+TEST_LENGTHS = {"copy_repeat": (18, 17), "reverse_2x": (18, 34), "addition": (19, 14)}
 # Training steps per task, from measured runs (NoPE, seed 256788): Copy-Repeat is at 0.99 in
 # distribution after 1,000 steps; Reverse 2x at 0.81 after 2,000 (so it gets 3,000); Addition
 # is not learnt at this scale (0.125 in distribution after 3,000 steps), so it gets 2,000.
@@ -102,13 +114,26 @@ def _paper_seeds() -> tuple[int, ...]:
 
 
 def get_grid(arg: str | None = None) -> list[sweep.Run]:
-    args = config_args.parse(arg, seeds=3)
+    args = config_args.parse(arg, seeds=3, pes="+".join(PES), randomized="")
     seeds = _paper_seeds()
     if not 1 <= args["seeds"] <= len(seeds):
         raise config_args.ConfigArgumentError(
             f"Grid argument seeds={args['seeds']}: expected 1 to {len(seeds)} of the paper's "
             f"seeds {seeds}."
         )
-    return sweep.product(
-        CONFIG, TASKS, PES, seeds[: args["seeds"]], overrides=COMMON, task_overrides=PER_TASK
-    )
+    pes = sweep.parse_pes(args["pes"], "pes")
+    randomized = sweep.parse_pes(args["randomized"], "randomized", randomized=True)
+    if not pes and not randomized:
+        raise config_args.ConfigArgumentError(
+            "Grid arguments pes= and randomized= are both empty: expected some PE to run."
+        )
+    seeds = seeds[: args["seeds"]]
+    runs = sweep.product(CONFIG, TASKS, pes, seeds, overrides=COMMON, task_overrides=PER_TASK)
+    if randomized:
+        budget = COMMON["eval.max_new_tokens"]
+        settings = {task: {**PER_TASK[task],
+                           **sweep.randomized_overrides(*TEST_LENGTHS[task], budget)}
+                    for task in TASKS}  # fmt: skip
+        runs += sweep.product(CONFIG, TASKS, randomized, seeds, overrides=COMMON,
+                              task_overrides=settings, variant="randomized")  # fmt: skip
+    return runs

@@ -8,8 +8,17 @@ Copy 2x, Reverse, Reverse 2x, Reverse+Copy, SCAN, PCFG — 10 x 5 x 3 = 150 runs
 `tasks=all`: both, 270 runs. `smoke=true` shrinks every run to a CPU run of seconds (to try the
 machinery; the workdirs then hold smoke results, so use another --runs_dir).
 
+Beyond the paper: `pes=` names the PEs, '+'-joined (default the paper's five; e.g.
+`pes=nope+ape+t5+alibi+rotary+fire` adds FIRE), and `randomized=` the PEs also trained with
+randomized positions (Ruoss et al. 2023; e.g. `randomized=rotary+t5`), runs named
+`<task>/<pe>+randomized/<seed>`, with M and the decoding budget set per task from its longest
+test prompt and target (TEST_LENGTHS; lenggen.sweep.randomized_overrides). `pes=fire` alone
+gives only the FIRE runs, to add to a sweep directory that holds the paper's.
+
   python -m lenggen.sweep --grid=configs/grids/paper.py --runs_dir=runs/paper --mode=print
   python -m lenggen.sweep --grid=configs/grids/paper.py:tasks=maths --runs_dir=runs/paper
+  python -m lenggen.sweep --grid=configs/grids/paper.py:pes=fire,randomized=rotary+t5 \
+      --runs_dir=runs/paper
   python -m lenggen.report runs/paper
 
 Each run is `python -m lenggen.main --config=configs/base.py:task=T,pe=P,seed=S
@@ -33,24 +42,49 @@ MATHS_TASKS = (
 )
 PAPER_PES = ("nope", "ape", "t5", "alibi", "rotary")
 SECTIONS = {"main": MAIN_TASKS, "maths": MATHS_TASKS, "all": MAIN_TASKS + MATHS_TASKS}
+# Tokens of each task's longest test prompt and longest test target (EOS included), counted on
+# the datasets of the base recipe's options (word-level tokenizer: one token per word).
+TEST_LENGTHS = {
+    "copy_repeat": (42, 41), "copy_repeat_2x": (42, 81), "copy_repeat_change": (46, 41),
+    "copy": (42, 41), "copy_2x": (42, 82), "reverse": (42, 41), "reverse_2x": (42, 82),
+    "reverse_copy": (42, 82), "scan": (11, 49), "pcfg": (133, 257),
+    "addition": (35, 22), "polynomial": (116, 6), "sort_single_token": (38, 39),
+    "sort_multi_digit": (86, 87), "summation": (34, 6), "parity": (43, 6), "lego": (89, 6),
+    "lego_shuffled": (89, 6),
+}
 
 
-def _paper_seeds() -> tuple[int, ...]:
-    """configs/base.PAPER_SEEDS (config files are loaded by path, not as a package)."""
+def _base():
+    """configs/base.py as a module (config files are loaded by path, not as a package)."""
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "base.py")
     spec = importlib.util.spec_from_file_location("lenggen_configs_base", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return tuple(module.PAPER_SEEDS)
+    return module
 
 
 def get_grid(arg: str | None = None) -> list[sweep.Run]:
-    args = config_args.parse(arg, tasks="main", smoke=False)
+    args = config_args.parse(
+        arg, tasks="main", smoke=False, pes="+".join(PAPER_PES), randomized=""
+    )
     if args["tasks"] not in SECTIONS:
         raise config_args.ConfigArgumentError(
             f"Grid argument tasks={args['tasks']!r}: expected one of {', '.join(SECTIONS)}."
         )
-    return sweep.product(
-        CONFIG, SECTIONS[args["tasks"]], PAPER_PES, _paper_seeds(),
-        args={"smoke": True} if args["smoke"] else None,
-    )
+    pes = sweep.parse_pes(args["pes"], "pes")
+    randomized = sweep.parse_pes(args["randomized"], "randomized", randomized=True)
+    if not pes and not randomized:
+        raise config_args.ConfigArgumentError(
+            "Grid arguments pes= and randomized= are both empty: expected some PE to run."
+        )
+    base, tasks = _base(), SECTIONS[args["tasks"]]
+    extra_args = {"smoke": True} if args["smoke"] else None
+    seeds = tuple(base.PAPER_SEEDS)
+    runs = sweep.product(CONFIG, tasks, pes, seeds, args=extra_args)
+    if randomized:
+        budget = base.get_config(f"smoke={args['smoke']}").eval.max_new_tokens
+        settings = {task: sweep.randomized_overrides(*TEST_LENGTHS[task], budget)
+                    for task in tasks}  # fmt: skip
+        runs += sweep.product(CONFIG, tasks, randomized, seeds, args=extra_args,
+                              task_overrides=settings, variant="randomized")  # fmt: skip
+    return runs

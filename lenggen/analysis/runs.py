@@ -151,11 +151,12 @@ def batches(records: Sequence[dict], batch_size: int, pad_multiple: int = 16):
 
 
 @functools.cache
-def _attention_fn(model: Decoder):
+def _attention_fn(model: Decoder, max_new_tokens: int):
     @jax.jit
     def attention(params, batch):
-        # The positions evaluation uses (randomized ones for a run trained with them).
-        positions = step_lib.model_positions(model, batch, None)
+        # The positions evaluation uses (randomized ones for a run trained with them, from the
+        # table greedy decoding with this budget draws).
+        positions = step_lib.model_positions(model, batch, None, max_new_tokens=max_new_tokens)
         _, state = model.apply(
             {"params": params}, batch["tokens"], positions, batch["valid"],
             mutable=["intermediates"],
@@ -175,6 +176,6 @@ def attention(run: Run, batch: dict) -> np.ndarray:
       `[layers, batch, heads, length, length]` float32 (rows of pads and filler rows are
       meaningless; select with `batch['valid']` and `batch['example_mask']`).
     """
-    inputs = {key: batch[key] for key in ("tokens", "positions", "valid")}
-    weights = _attention_fn(run.model)(run.params, inputs)
+    inputs = {key: batch[key] for key in ("tokens", "positions", "valid", "source_length")}
+    weights = _attention_fn(run.model, run.config.eval.max_new_tokens)(run.params, inputs)
     return np.stack([np.asarray(w) for w in weights])

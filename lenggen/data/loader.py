@@ -20,6 +20,11 @@ The model predicts tokens[:, t] from logits[:, t - 1], so the loss on target tok
 Filler rows (only in the last evaluation batch) repeat the batch's first row, so that no row is
 fully masked (a fully masked attention row can give NaN, and NaN * 0 is still NaN), with
 loss_mask 0, example_mask False and index -1.
+
+With several processes (jax.distributed) every process reads and packs only its own rows of
+each global batch, the same rows for any device layout: `TrainBatches(..., process_index,
+process_count)` and `eval_batches(..., process_index=, process_count=)`; `to_global` joins the
+shares into global arrays and `to_local` takes a process's rows back out of a result.
 """
 
 from collections.abc import Iterator, Sequence
@@ -109,6 +114,12 @@ def pack(records: Sequence[dict], indices: Sequence[int], seq_len: int, *,
     }
 
 
+def _check_process(process_index: int, process_count: int) -> None:
+    if process_count < 1 or not 0 <= process_index < process_count:
+        raise BatchError(f"Got process_index={process_index}, process_count={process_count}; "
+                         "expected 0 <= process_index < process_count.")
+
+
 class TrainBatches:
     """Shuffled training batches, a pure function of (seed, step): no iterator state.
 
@@ -125,9 +136,7 @@ class TrainBatches:
                  process_index: int = 0, process_count: int = 1):
         if len(source) == 0:
             raise BatchError(f"{_describe(source)} is empty; expected at least one record.")
-        if process_count < 1 or not 0 <= process_index < process_count:
-            raise BatchError(f"Got process_index={process_index}, process_count={process_count}; "
-                             "expected 0 <= process_index < process_count.")
+        _check_process(process_index, process_count)
         if global_batch_size < 1 or global_batch_size % process_count:
             raise BatchError(f"global_batch_size={global_batch_size} must be a positive multiple "
                              f"of process_count={process_count}.")
@@ -170,27 +179,80 @@ class TrainBatches:
         return pack(records, indices, self.seq_len, origin=_describe(self.source))
 
 
-def eval_batches(source, *, batch_size: int, pad_multiple: int = 16) -> Iterator[dict]:
-    """Every record exactly once, in batches of `batch_size` ordered by token count.
+def record_sizes(source, *, process_index: int = 0, process_count: int = 1) -> np.ndarray:
+    """The token counts of this process's block of records: int32 [ceil(num_records / count)].
+
+    Process i reads records [i * block, (i + 1) * block) only; entries past the last record are
+    -1. Concatenated in process order (`process_allgather(..., tiled=True)`) and cut to
+    `len(source)`, the blocks are every record's size: what `eval_batches` needs to plan the
+    batches, while each process reads only its share of the records.
+    """
+    _check_process(process_index, process_count)
+    block = -(-len(source) // process_count)
+    start = min(process_index * block, len(source))
+    stop = min(start + block, len(source))
+    sizes = np.full(block, -1, dtype=np.int32)
+    for offset in range(start, stop, _READ_CHUNK):
+        chunk = _read(source, range(offset, min(offset + _READ_CHUNK, stop)))
+        sizes[offset - start : offset - start + len(chunk)] = [len(r["tokens"]) for r in chunk]
+    return sizes
+
+
+def eval_batches(source, *, batch_size: int, pad_multiple: int = 16, sizes=None,
+                 process_index: int = 0, process_count: int = 1) -> Iterator[dict]:
+    """Every record exactly once, in global batches of `batch_size` ordered by token count.
 
     Sorting by length keeps each batch's rows alike; each batch's width is its longest row rounded
     up to a multiple of `pad_multiple`, so a split compiles at most a few shapes. The last batch is
     completed with filler rows (example_mask False) so every batch has `batch_size` rows.
+
+    Several processes: each yields only its rows [i * local, (i + 1) * local) of every global
+    batch (local = batch_size // process_count), at the global batch's width, and reads only
+    their records; `to_global` puts them together. A process whose share of the last batch holds
+    no record gets filler rows copying the batch's first record.
+
+    Args:
+      sizes: int [num_records], the token count of every record (e.g. `record_sizes` gathered
+        from all processes); when None every record is read here to find them.
+
+    Yields:
+      batches of `batch_size // process_count` rows (see the module docstring).
     """
-    if batch_size < 1 or pad_multiple < 1:
+    _check_process(process_index, process_count)
+    if batch_size < 1 or pad_multiple < 1 or batch_size % process_count:
         raise BatchError(f"Got batch_size={batch_size}, pad_multiple={pad_multiple}; expected "
-                         "both >= 1.")
-    records = _read_all(source)
-    sizes = np.array([len(r["tokens"]) for r in records], dtype=np.int64)
+                         f"both >= 1 and batch_size a multiple of process_count={process_count}.")
+    if sizes is None:
+        records = _read_all(source)
+        sizes = np.array([len(r["tokens"]) for r in records], dtype=np.int64)
+
+        def read(indices):
+            return [records[i] for i in indices]
+    else:
+        sizes = np.asarray(sizes)
+        if sizes.shape != (len(source),):
+            raise BatchError(f"Got sizes of shape {sizes.shape} for {_describe(source)}; expected "
+                             f"({len(source)},), one per record.")
+
+        def read(indices):
+            return _read(source, indices)
+    local = batch_size // process_count
     order = np.argsort(sizes, kind="stable")  # ties keep record order
     for start in range(0, len(order), batch_size):
-        chosen = order[start : start + batch_size]
+        chosen = order[start : start + batch_size]  # -> [<= batch_size] record indices
         width = round_up(int(sizes[chosen].max()), pad_multiple)
-        yield pack([records[i] for i in chosen], chosen, width, batch_size=batch_size,
-                   origin=_describe(source))
+        mine = chosen[process_index * local : (process_index + 1) * local]
+        if mine.size:
+            yield pack(read(mine), mine, width, batch_size=local, origin=_describe(source))
+        else:  # This process's share of the last batch is past the last record: all filler.
+            batch = pack(read(chosen[:1]), chosen[:1], width, batch_size=local,
+                         origin=_describe(source))
+            batch["example_mask"][0], batch["index"][0], batch["loss_mask"][0] = False, -1, 0.0
+            yield batch
 
 
-def prompt_batch(batch: dict, *, pad_id: int = PAD_ID, pad_multiple: int = 16) -> dict:
+def prompt_batch(batch: dict, *, pad_id: int = PAD_ID, pad_multiple: int = 16,
+                 longest: int | None = None) -> dict:
     """The prompts (source tokens only) of a batch, LEFT-padded to a common width for decoding.
 
     Left padding puts every prompt's last token in the last column, so greedy decoding appends
@@ -201,12 +263,20 @@ def prompt_batch(batch: dict, *, pad_id: int = PAD_ID, pad_multiple: int = 16) -
       batch: a batch from `eval_batches` (or `pack`).
       pad_id: the id written in the padding columns.
       pad_multiple: the width is the longest prompt rounded up to this multiple (fewer shapes).
+      longest: the longest prompt of the global batch when `batch` is one process's share:
+        every process must build the same width. Default: the longest prompt of `batch`.
 
     Returns:
       `prompt_tokens` int32 [batch, prompt_len] and `prompt_valid` bool [batch, prompt_len].
     """
     source_length = batch["source_length"]  # -> [batch]
-    width = round_up(int(source_length.max()), pad_multiple)
+    here = int(source_length.max())
+    if longest is None:
+        longest = here
+    elif longest < here:
+        raise BatchError(f"Got longest={longest} but this batch has a prompt of {here} tokens; "
+                         "expected the longest prompt of the global batch.")
+    width = round_up(longest, pad_multiple)
     columns = np.arange(width)  # -> [prompt_len]
     # Column c of row b holds prompt token c - (width - n_b) when that is >= 0.
     shift = width - source_length  # -> [batch]
@@ -227,16 +297,50 @@ def sequence_length(source) -> int:
 def to_global(batch: dict, mesh, data_axis: str = "data") -> dict:
     """Puts a process-local batch on `mesh` as global jax.Arrays sharded over the batch dim.
 
-    Every process passes its own rows (e.g. `TrainBatches.get`); the global array is their
-    concatenation in process order, split over the mesh's `data_axis`
-    (`PartitionSpec(data_axis)`: the batch dimension sharded, the others replicated).
+    Every process passes its own rows, 1/process_count of the global batch (e.g.
+    `TrainBatches.get`); the global array is their concatenation, split over the mesh's
+    `data_axis` (`PartitionSpec(data_axis)`: the batch dimension sharded, the others
+    replicated). Each process's devices must hold distinct rows: a mesh whose data axis does
+    not split the batch over the processes (e.g. a model axis spanning them) is refused.
     """
     import jax  # The one jax import of lenggen.data: everything above is numpy.
 
     if data_axis not in mesh.axis_names:
         raise BatchError(f"Mesh has axes {mesh.axis_names}; expected one named {data_axis!r}.")
     sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(data_axis))
+    rows = len(next(iter(batch.values())))
+    global_rows = rows * jax.process_count()
+    held = {
+        index[0].indices(global_rows)[:2]
+        for index in sharding.addressable_devices_indices_map((global_rows,)).values()
+    }
+    if sum(stop - start for start, stop in held) != rows:
+        raise BatchError(
+            f"This process has {rows} rows, 1/{jax.process_count()} of a global batch of "
+            f"{global_rows}, but its devices hold {sum(b - a for a, b in held)} rows on mesh "
+            f"{dict(mesh.shape)}; expected the {data_axis!r} axis to split the batch over the "
+            f"processes (its size a multiple of {jax.process_count()}, a model axis within "
+            "each process)."
+        )
     return {
-        key: jax.make_array_from_process_local_data(sharding, np.asarray(value))
+        key: jax.make_array_from_process_local_data(
+            sharding, np.asarray(value), (global_rows, *np.shape(value)[1:])
+        )
         for key, value in batch.items()
     }
+
+
+def to_local(array) -> np.ndarray:
+    """This process's rows of a global array sharded over its first (batch) dimension.
+
+    The inverse of `to_global`, for outputs laid out like its batches (e.g. per-example
+    verdicts `[batch]` -> `[batch // process_count]`): the rows of this process's devices in
+    the order `to_global` took them (by position in the global array; model-axis replicas of
+    the same rows are read once).
+    """
+    if array.ndim < 1:
+        raise BatchError(f"Got an array of shape {array.shape}; expected a batch dimension.")
+    shards = {}
+    for shard in array.addressable_shards:
+        shards.setdefault(shard.index[0].indices(array.shape[0])[0], shard.data)
+    return np.concatenate([np.asarray(shards[start]) for start in sorted(shards)])

@@ -1,11 +1,15 @@
 """Greedy decoding, with the KV cache and by full recomputation (the baseline it must equal).
 
 Prompts are LEFT-padded (`prompt_valid` False on the pads) so every example's next token goes
-in the same column; positions are cumsum(valid) - 1, so each example's first real token is
-position 0 whatever its padding. After an example emits EOS it keeps emitting EOS. Both
-functions are jitted with `model` and `max_new_tokens` static (`eos_id` is traced: a new EOS id
-does not recompile), and stop early once every example has emitted EOS (the rest of the output
-is EOS).
+in the same column. Positions follow each token's rank r among its example's real tokens
+(prompt, then generated): r itself, so each example's first real token is position 0 whatever
+its padding, or `position_table[b, r]` when a table is given (randomized positions:
+lenggen.model.positional.randomized.decoding_table). After an example emits EOS it keeps
+emitting EOS. Both functions are jitted with `model` and `max_new_tokens` static (`eos_id` is
+traced: a new EOS id does not recompile), and stop early once every example has emitted EOS
+(the rest of the output is EOS). The two agree exactly as long as no two real tokens of an
+example share a position (a table with distinct entries for every rank decoding reaches):
+otherwise the recomputation lets an earlier token attend to a later one at its position.
 
 `params` is the 'params' collection of `model.init(...)` (boxed or unboxed).
 """
@@ -19,22 +23,46 @@ import jax.numpy as jnp
 from lenggen.model import kv_cache
 
 
-def prompt_positions(valid: jax.Array) -> jax.Array:
-    """`[batch, length]` bool -> `[batch, length]` int32: cumsum(valid) - 1, pads clipped to 0.
+def _position_of_rank(rank: jax.Array, position_table: jax.Array | None) -> jax.Array:
+    """Rank r among an example's real tokens -> its position: r, or `position_table[b, r]`
+    (its last entry past the end). `rank` is `[batch, length]` int32, >= 0."""
+    if position_table is None:
+        return rank
+    rank = jnp.minimum(rank, position_table.shape[1] - 1)
+    return jnp.take_along_axis(position_table, rank, axis=-1).astype(jnp.int32)
+
+
+def prompt_positions(valid: jax.Array, position_table: jax.Array | None = None) -> jax.Array:
+    """`[batch, length]` bool -> `[batch, length]` int32: each token's rank cumsum(valid) - 1,
+    pads clipped to rank 0, mapped through `position_table` `[batch, width]` when given.
 
     Clipping keeps pad positions inside every PE's range (a learned table reads NaN below 0);
     pads are never attended to, so their position is otherwise irrelevant.
     """
-    return jnp.maximum(jnp.cumsum(valid.astype(jnp.int32), axis=-1) - 1, 0)
+    rank = jnp.maximum(jnp.cumsum(valid.astype(jnp.int32), axis=-1) - 1, 0)
+    return _position_of_rank(rank, position_table)
 
 
-def _check(prompt_tokens: jax.Array, prompt_valid: jax.Array, max_new_tokens: int) -> None:
+def _check(
+    prompt_tokens: jax.Array, prompt_valid: jax.Array, max_new_tokens: int,
+    position_table: jax.Array | None,
+) -> None:
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     if prompt_tokens.ndim != 2 or prompt_tokens.shape != prompt_valid.shape:
         raise ValueError(
             "prompt_tokens and prompt_valid must both be [batch, length], got "
             f"{prompt_tokens.shape} and {prompt_valid.shape}"
+        )
+    if position_table is not None and (
+        position_table.ndim != 2
+        or position_table.shape[0] != prompt_tokens.shape[0]
+        or position_table.shape[1] < 1
+        or not jnp.issubdtype(position_table.dtype, jnp.integer)
+    ):
+        raise ValueError(
+            f"position_table must be an integer [batch={prompt_tokens.shape[0]}, width >= 1] "
+            f"array, got {position_table.dtype} {position_table.shape}"
         )
 
 
@@ -51,6 +79,7 @@ def greedy_decode(
     prompt_valid: jax.Array,
     max_new_tokens: int,
     eos_id: int | jax.Array,
+    position_table: jax.Array | None = None,
 ) -> jax.Array:
     """Greedy decoding with the KV cache: one prefill call, then single-token steps.
 
@@ -61,39 +90,42 @@ def greedy_decode(
       prompt_valid: `[batch, prompt_len]` bool, False on the pads.
       max_new_tokens: tokens to generate (static).
       eos_id: end-of-sequence token id.
+      position_table: None (positions 0, 1, ... per example) or `[batch, width]` int: the
+        position of each example's r-th real token (its last entry for r >= width).
     Returns:
       `[batch, max_new_tokens]` int32.
     """
-    _check(prompt_tokens, prompt_valid, max_new_tokens)
+    _check(prompt_tokens, prompt_valid, max_new_tokens, position_table)
     batch, prompt_len = prompt_tokens.shape
     # The last new token is never fed back, so prompt_len + max_new_tokens - 1 slots suffice.
     cache = kv_cache.init_cache(model, batch, prompt_len + max_new_tokens - 1)
     logits, state = model.apply(
         {"params": params, "cache": cache},
-        prompt_tokens, prompt_positions(prompt_valid), prompt_valid,
+        prompt_tokens, prompt_positions(prompt_valid, position_table), prompt_valid,
         decode=True, mutable=["cache"],
     )  # fmt: skip
     token = _next_token(logits[:, -1], jnp.zeros((batch,), jnp.bool_), eos_id)
     output = jnp.full((batch, max_new_tokens), eos_id, jnp.int32).at[:, 0].set(token)
-    # Each example's first new token sits right after its last real prompt token.
-    position = prompt_valid.sum(axis=-1).astype(jnp.int32)
+    # Each example's first new token comes right after its last real prompt token: its rank
+    # is the prompt's count of real tokens.
+    rank = prompt_valid.sum(axis=-1, dtype=jnp.int32)[:, None]  # -> [batch, 1]
 
     def cond(carry):
         step, _, _, done, _, _ = carry
         return (step < max_new_tokens) & ~jnp.all(done)
 
     def body(carry):
-        step, token, position, done, cache, output = carry
+        step, token, rank, done, cache, output = carry
         logits, state = model.apply(
             {"params": params, "cache": cache},
-            token[:, None], position[:, None], jnp.ones((batch, 1), jnp.bool_),
-            decode=True, mutable=["cache"],
+            token[:, None], _position_of_rank(rank, position_table),
+            jnp.ones((batch, 1), jnp.bool_), decode=True, mutable=["cache"],
         )  # fmt: skip
         token = _next_token(logits[:, 0], done, eos_id)
         output = jax.lax.dynamic_update_slice(output, token[:, None], (0, step))
-        return step + 1, token, position + 1, done | (token == eos_id), state["cache"], output
+        return step + 1, token, rank + 1, done | (token == eos_id), state["cache"], output
 
-    carry = (jnp.int32(1), token, position, token == eos_id, state["cache"], output)
+    carry = (jnp.int32(1), token, rank, token == eos_id, state["cache"], output)
     return jax.lax.while_loop(cond, body, carry)[-1]
 
 
@@ -105,13 +137,14 @@ def full_recompute_greedy_decode(
     prompt_valid: jax.Array,
     max_new_tokens: int,
     eos_id: int | jax.Array,
+    position_table: jax.Array | None = None,
 ) -> jax.Array:
     """Greedy decoding without a cache: every step re-runs the whole sequence.
 
     Same contract as `greedy_decode`. The sequence buffer holds prompt + max_new_tokens slots;
     slots not yet generated are invalid keys, so earlier outputs never see them.
     """
-    _check(prompt_tokens, prompt_valid, max_new_tokens)
+    _check(prompt_tokens, prompt_valid, max_new_tokens, position_table)
     batch, prompt_len = prompt_tokens.shape
     tokens = jnp.concatenate(
         [prompt_tokens.astype(jnp.int32), jnp.zeros((batch, max_new_tokens), jnp.int32)], axis=1
@@ -125,7 +158,8 @@ def full_recompute_greedy_decode(
 
     def body(carry):
         step, tokens, valid, done, output = carry
-        logits = model.apply({"params": params}, tokens, prompt_positions(valid), valid)
+        positions = prompt_positions(valid, position_table)
+        logits = model.apply({"params": params}, tokens, positions, valid)
         last = jax.lax.dynamic_index_in_dim(logits, prompt_len + step - 1, axis=1, keepdims=False)
         token = _next_token(last, done, eos_id)
         tokens = jax.lax.dynamic_update_slice(tokens, token[:, None], (0, prompt_len + step))

@@ -2,7 +2,9 @@
 
 Every `results.json` under RUNS_DIR is one run (lenggen/results.py describes the file). Folders
 named `replaced-*` (old runs moved aside by `--overwrite`), hidden folders (the sweep's
-`.jax_cache`) and checkpoint folders are not searched.
+`.jax_cache`) and checkpoint folders are not searched. A run trained with randomized positions
+(its config.json sets `model.pe.randomized_max_position` > 0) is reported as its own PE,
+`<pe>+randomized`, as the sweep names it.
 """
 
 import dataclasses
@@ -13,6 +15,7 @@ from typing import Any
 from lenggen import workdir as workdir_lib
 
 _NOT_SEARCHED = ("checkpoints", "best")
+RANDOMIZED = "+randomized"
 
 
 class ReportError(ValueError):
@@ -48,17 +51,23 @@ def _load(path: str) -> Any:
 
 def _identity(results: dict, path: str) -> tuple[str, str, int]:
     """(task, pe, seed) from results.json, else from the config.json beside it (results files
-    written before these fields existed)."""
-    if all(key in results for key in ("task", "pe", "seed")):
-        return results["task"], results["pe"], int(results["seed"])
+    written before these fields existed); pe gets RANDOMIZED appended when config.json says
+    the run trained on randomized positions."""
     config_path = os.path.join(os.path.dirname(path), workdir_lib.CONFIG_FILE)
-    if not os.path.exists(config_path):
+    config = _load(config_path) if os.path.exists(config_path) else None
+    if all(key in results for key in ("task", "pe", "seed")):
+        task, pe, seed = results["task"], results["pe"], int(results["seed"])
+    elif config is None:
         raise ReportError(
             f"{path} names no task, pe and seed, and there is no {workdir_lib.CONFIG_FILE} "
             "beside it to read them from."
         )
-    config = _load(config_path)
-    return config["task"]["name"], config["model"]["pe"]["name"], int(config["seed"])
+    else:
+        task, pe, seed = config["task"]["name"], config["model"]["pe"]["name"], config["seed"]
+    randomized = (config or {}).get("model", {}).get("pe", {}).get("randomized_max_position", 0)
+    if randomized and not pe.endswith(RANDOMIZED):
+        pe += RANDOMIZED
+    return task, pe, int(seed)
 
 
 def _check_splits(results: dict, path: str) -> None:

@@ -25,6 +25,28 @@ def _cells_table(table: Mapping[str, Mapping[str, Mapping]], tasks, pes) -> list
     return _table(["task"] + [pe_label(pe) for pe in pes], rows)
 
 
+def _mrr_lines(mrr: Mapping, paper_mrr: Mapping[str, float]) -> list[str]:
+    """The MRR table of one ranking (`aggregate.mean_reciprocal_rank` plus "ties")."""
+    if not mrr["mrr"]:
+        lines = ["No (task, seed) group has a result for every PE: nothing to rank."]
+    else:
+        ranked = sorted(mrr["mrr"].items(), key=lambda item: -item[1])
+        lines = [
+            f"For each (task, seed) the PEs are ranked by OOD test accuracy; {mrr['ties']}. "
+            f"Averaged over {len(mrr['groups'])} (task, seed) group(s).",
+            "",
+            *_table(["PE", "MRR", "paper"],
+                    [[pe_label(pe), f"{value:.3f}",
+                      f"{paper_mrr[pe]:.3f}" if pe in paper_mrr else "–"]
+                     for pe, value in ranked]),
+        ]  # fmt: skip
+    if mrr["incomplete"]:
+        lines += ["", "Left out (missing PEs): " + "; ".join(
+            f"{task_label(task)} seed {seed} ({', '.join(missing)})"
+            for task, seed, missing in mrr["incomplete"]) + "."]
+    return lines
+
+
 def render(report: Mapping) -> str:
     """The markdown report: OOD and in-distribution tables, MRR, the paper's numbers, the
     per-length tables and the plots."""
@@ -56,25 +78,12 @@ def render(report: Mapping) -> str:
         "## Mean reciprocal rank of the PEs",
         "",
     ]
-    mrr = report["mrr"]
-    if mrr["mrr"]:
-        ranked = sorted(mrr["mrr"].items(), key=lambda item: -item[1])
-        paper_mrr = report["paper"]["mrr"]
-        lines += [
-            f"For each (task, seed) the PEs are ranked by OOD test accuracy; {mrr['ties']}. "
-            f"Averaged over {len(mrr['groups'])} (task, seed) group(s).",
-            "",
-            *_table(["PE", "MRR", "paper"],
-                    [[pe_label(pe), f"{value:.3f}",
-                      f"{paper_mrr[pe]:.3f}" if pe in paper_mrr else "–"]
-                     for pe, value in ranked]),
-        ]
-    else:
-        lines.append("No (task, seed) group has a result for every PE: nothing to rank.")
-    if mrr["incomplete"]:
-        lines += ["", "Left out (missing PEs): " + "; ".join(
-            f"{task_label(task)} seed {seed} ({', '.join(missing)})"
-            for task, seed, missing in mrr["incomplete"]) + "."]
+    lines += _mrr_lines(report["mrr"], report["paper"]["mrr"])
+    if "mrr_all" in report:
+        lines += ["", "### Including the PEs beyond the paper", "",
+                  "The same ranking over every PE found: "
+                  + ", ".join(pe_label(pe) for pe in report["mrr_all"]["pes"]) + ".", ""]
+        lines += _mrr_lines(report["mrr_all"], report["paper"]["mrr"])
     headline = report["paper"]["ood_test"]
     if headline:
         lines += ["", "## The paper's OOD test accuracy (Kazemnejad et al. 2023, 3 seeds)", ""]

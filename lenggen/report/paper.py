@@ -7,7 +7,8 @@ mean reciprocal rank of the PEs (no scratchpad). Their five MRRs sum to 1 + 1/2 
 
 # Column order of the paper's table and figures; registered PE names.
 PAPER_PE_ORDER = ("nope", "t5", "alibi", "rotary", "ape")
-PE_LABELS = {"nope": "NoPE", "t5": "T5", "alibi": "ALiBi", "rotary": "Rotary", "ape": "APE"}
+PE_LABELS = {"nope": "NoPE", "t5": "T5", "alibi": "ALiBi", "rotary": "Rotary", "ape": "APE",
+             "fire": "FIRE"}
 
 # Row order: the headline table's tasks, then the maths and reasoning tasks.
 PAPER_TASK_ORDER = (
@@ -50,4 +51,6 @@ def task_label(task: str) -> str:
 
 
 def pe_label(pe: str) -> str:
-    return PE_LABELS.get(pe, pe)
+    """`rotary` -> `Rotary`; a variant `rotary+randomized` -> `Rotary+randomized`."""
+    name, plus, variant = pe.partition("+")
+    return PE_LABELS.get(name, name) + plus + variant

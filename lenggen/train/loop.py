@@ -15,13 +15,14 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
+from jax.experimental import multihost_utils
 
 from lenggen import checkpoint, config_schema, results, sharding, tasks
 from lenggen import workdir as workdir_lib
 from lenggen.data import dataset, loader
 from lenggen.data import tokenizer as tokenizer_lib
 from lenggen.evaluate import exact_match
-from lenggen.model import decoder, decoding, positional
+from lenggen.model import decoder, positional
 from lenggen.model.positional import randomized
 from lenggen.train import optimizer as optimizer_lib
 from lenggen.train import preemption
@@ -41,6 +42,12 @@ def _log(message: str) -> None:
     logging.info(message)
     if jax.process_index() == 0:
         print(message, flush=True)
+
+
+def _barrier(name: str) -> None:
+    """Waits until every process gets here (nothing to wait for in a single process)."""
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(name)
 
 
 def state_bytes_per_device(abstract: Any, shardings: Any) -> int:
@@ -65,7 +72,12 @@ class Experiment:
         # ---- Data: the task's TFDS dataset, prepared once per (task, options).
         self.task = tasks.get(config.task.name, **config.task.options.to_dict())
         data_dir = os.path.expanduser(config.data.dir or DEFAULT_DATA_DIR)
+        # Process 0 writes the files first; the others then only open them (dataset.py).
+        if jax.process_index() != 0:
+            _barrier("lenggen_dataset_prepared")
         self.data = dataset.prepare(self.task, data_dir)
+        if jax.process_index() == 0:
+            _barrier("lenggen_dataset_prepared")
         self.tokenizer = self.data.tokenizer
         self.train_seq_len = loader.round_up(self.data.max_sequence_length("train"), 8)
         self.train_max_length = max(self.task.lengths("train"))
@@ -86,14 +98,19 @@ class Experiment:
             self.model, self.optimizer, self.schedule, self.layout, self.mesh
         )
         batch_sharding = sharding.batch_sharding(self.mesh)
+        # With randomized positions both take each example's positions from one table drawn
+        # for its prompt and the decoding budget, so their verdicts agree (step.py).
         self.teacher_forced = jax.jit(
-            functools.partial(step_lib.teacher_forced_correct, model=self.model),
+            functools.partial(
+                step_lib.teacher_forced_correct, model=self.model,
+                max_new_tokens=config.eval.max_new_tokens,
+            ),
             in_shardings=(self.layout.param_sharding, batch_sharding),
             out_shardings=batch_sharding,
         )
         self.greedy = jax.jit(
             functools.partial(
-                decoding.greedy_decode, self.model,
+                step_lib.greedy_decode, model=self.model,
                 max_new_tokens=config.eval.max_new_tokens, eos_id=tokenizer_lib.EOS_ID,
             ),
             in_shardings=(self.layout.param_sharding, batch_sharding, batch_sharding),
@@ -374,7 +391,9 @@ def run(
     # a config refused here leaves the workdir as it was.
     experiment = Experiment(config, workdir)
     if mode != "evaluate":
-        workdir_lib.claim(workdir, config, overwrite=overwrite)
+        if jax.process_index() == 0:  # Only process 0 writes the workdir's files.
+            workdir_lib.claim(workdir, config, overwrite=overwrite)
+        _barrier("lenggen_workdir_claimed")
     checkpoints = checkpoint.Checkpoints(workdir, keep=config.train.checkpoints_to_keep)
     try:
         if mode in ("train", "train_and_evaluate"):

@@ -6,9 +6,11 @@ the token at t + 1, so the loss pairs `logits[:, :-1]` with `tokens[:, 1:]` unde
 `loss_mask[:, 1:]`.
 
 Randomized positions (lenggen.model.positional.randomized; on when the model's PE config sets
-`randomized_max_position` M > 0) replace `batch["positions"]` in both steps, as the reference
+`randomized_max_position` M > 0) replace `batch["positions"]` in every step, as the reference
 implementation samples them in training and at evaluation: a train step draws them from its step
-key, the teacher-forced evaluation from a fixed key and each example's tokens (deterministic).
+key; teacher forcing and greedy decoding take them from one table per example, drawn from a fixed
+key and the example's prompt tokens, so both give each token the same position and agree on
+every example (`randomized.decoding_table`).
 """
 
 from typing import Any
@@ -18,12 +20,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from lenggen.model import decoding
 from lenggen.model.positional import randomized
 
 # Key streams derived from the train step's key (dropout uses the step key itself).
 POSITIONS_STREAM = 1
-# Evaluation's positions: a fixed key, folded with each example's tokens.
-EVAL_POSITIONS_SEED = 0
 
 
 def next_token_terms(logits: jax.Array, batch: dict) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -58,26 +59,40 @@ def loss_and_metrics(logits: jax.Array, batch: dict) -> tuple[jax.Array, dict]:
     return loss, metrics
 
 
-def model_positions(model: nn.Module, batch: dict, key: jax.Array | None) -> jax.Array:
+def model_positions(
+    model: nn.Module, batch: dict, key: jax.Array | None, *, max_new_tokens: int | None = None
+) -> jax.Array:
     """The positions the model sees: `batch["positions"]`, or randomized positions when the
     model's PE config asks for them.
 
     Args:
       model: a Decoder (its `pe` config holds `randomized_max_position`).
-      batch: with `positions`, `valid` (and `tokens` when `key` is None) `[batch, length]`.
-      key: the training draw's key; None for evaluation (a fixed key and each example's
-        tokens, see `randomized.example_keys`).
+      batch: `positions`, `valid` `[batch, length]`; for evaluation with randomized positions
+        also `tokens` `[batch, length]` and `source_length` `[batch]` (prompt tokens per row).
+      key: the training draw's key; None for evaluation: the positions greedy decoding with a
+        budget of `max_new_tokens` gives each token (`randomized.evaluation_positions`).
+      max_new_tokens: the decoding budget (`config.eval.max_new_tokens`); needed for
+        evaluation with randomized positions.
     Returns:
       `[batch, length]` int32.
     """
     max_position = randomized.max_position_of(model.pe)
     if max_position == 0:
         return batch["positions"]
-    if key is None:
-        key = randomized.example_keys(
-            jax.random.key(EVAL_POSITIONS_SEED), batch["tokens"], batch["valid"]
+    if key is not None:
+        return randomized.sample_positions(key, batch["valid"], max_position)
+    if max_new_tokens is None or "source_length" not in batch:
+        raise ValueError(
+            f"Evaluating with randomized positions (M={max_position}) needs max_new_tokens "
+            f"(got {max_new_tokens!r}) and batch['source_length'] (batch keys: "
+            f"{sorted(batch)}): each token's position comes from the table greedy decoding "
+            "draws for its prompt and budget."
         )
-    return randomized.sample_positions(key, batch["valid"], max_position)
+    columns = jnp.arange(batch["valid"].shape[1])[None, :]  # -> [1, length]
+    prompt_valid = batch["valid"] & (columns < batch["source_length"][:, None])
+    return randomized.evaluation_positions(
+        batch["tokens"], batch["valid"], prompt_valid, max_position, max_new_tokens
+    )
 
 
 def train_step(
@@ -107,16 +122,42 @@ def train_step(
     return new_state, metrics
 
 
-def teacher_forced_correct(params: Any, batch: dict, *, model: nn.Module) -> jax.Array:
+def teacher_forced_correct(
+    params: Any, batch: dict, *, model: nn.Module, max_new_tokens: int | None = None
+) -> jax.Array:
     """Whether greedy decoding would reproduce each target exactly: `[batch]` bool.
 
     Greedy decoding writes the gold target iff, given the gold prefix, the argmax at every
     target position (EOS included) is the gold token (DESIGN.md, "Evaluation"), so one parallel
-    forward pass decides sequence exact match. With randomized positions this pass samples them
-    (`model_positions`); KV-cache greedy decoding does not, so such a model is scored with
-    `eval.metric="teacher_forced"`.
+    forward pass decides sequence exact match. With randomized positions this pass uses the
+    positions `greedy_decode` gives each token (`model_positions`, which needs `max_new_tokens`
+    and `batch["source_length"]` then).
     """
-    positions = model_positions(model, batch, None)
+    positions = model_positions(model, batch, None, max_new_tokens=max_new_tokens)
     logits = model.apply({"params": params}, batch["tokens"], positions, batch["valid"])
     _, correct, mask = next_token_terms(logits, batch)
     return jnp.all(correct | (mask == 0), axis=-1)
+
+
+def greedy_decode(
+    params: Any, prompt_tokens: jax.Array, prompt_valid: jax.Array, *, model: nn.Module,
+    max_new_tokens: int, eos_id: int | jax.Array,
+) -> jax.Array:
+    """KV-cache greedy decoding at the positions the model is evaluated on.
+
+    Args:
+      prompt_tokens, prompt_valid: `[batch, prompt_len]` left-padded prompts.
+    Returns:
+      `[batch, max_new_tokens]` int32; positions 0, 1, ... per example, or with randomized
+      positions each example's `randomized.decoding_table` (the positions teacher forcing
+      gives the same tokens).
+    """
+    max_position = randomized.max_position_of(model.pe)
+    table = None
+    if max_position > 0:
+        table = randomized.decoding_table(
+            prompt_tokens, prompt_valid, max_position, max_new_tokens
+        )
+    return decoding.greedy_decode(
+        model, params, prompt_tokens, prompt_valid, max_new_tokens, eos_id, position_table=table
+    )

@@ -22,6 +22,7 @@ from lenggen.analysis import attention_maps, attention_similarity
 from lenggen.analysis import runs as runs_lib
 from lenggen.data.tokenizer import Tokenizer
 from lenggen.model.decoder import Decoder
+from lenggen.model.positional import randomized
 from lenggen.train import optimizer as optimizer_lib
 from lenggen.train import state as state_lib
 
@@ -173,3 +174,27 @@ def test_unusable_workdirs_are_rejected(workdirs, loaded, tmp_path):
     assert runs_lib.load(other_task).step == 9  # no best/: the newest checkpoint
     with pytest.raises(ValueError, match="expected the same task"):
         attention_similarity.compare(loaded["nope"], [runs_lib.load(other_task)])
+
+
+def test_randomized_run_is_read_at_the_positions_evaluation_uses(tmp_path):
+    config = _config("rotary", 1)
+    config.model.pe.randomized_max_position = 128
+    run = runs_lib.load(_make_workdir(str(tmp_path / "randomized"), config))
+    record = runs_lib.examples_per_length(run.task, run.tokenizer, "test", 1)[0]
+    batch = next(runs_lib.batches([record], batch_size=1))
+    n, source_length = len(record["tokens"]), int(record["source_length"])
+    # Independently: greedy decoding's table for this prompt, its first n entries.
+    table = randomized.decoding_table(
+        jax.numpy.asarray(batch["tokens"][:, :source_length]),
+        jax.numpy.ones((1, source_length), bool), 128, config.eval.max_new_tokens,
+    )  # fmt: skip
+    positions = np.asarray(batch["positions"]).copy()
+    positions[0, :n] = np.asarray(table)[0, :n]
+    assert positions[0, n - 1] > n - 1  # not 0..n-1: the sampled table
+    _, state = run.model.apply(
+        {"params": run.params}, batch["tokens"], positions, batch["valid"],
+        mutable=["intermediates"],
+    )  # fmt: skip
+    expected = state["intermediates"]["block_0"]["attention"]["attention_weights"][0]
+    got = runs_lib.attention(run, batch)[0]
+    np.testing.assert_allclose(got[0, :, :n, :n], np.asarray(expected)[0, :, :n, :n], atol=1e-6)

@@ -227,3 +227,135 @@ def test_to_global_shards_the_batch_over_four_fake_devices():
                             text=True, timeout=120, cwd=root)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+def test_record_sizes_blocks_join_into_every_records_size(prepared):
+    source = prepared.splits["test"]  # 10 records: 5 of 10 tokens, then 5 of 12
+    every = [len(source[i]["tokens"]) for i in range(10)]
+    blocks = [loader.record_sizes(source, process_index=i, process_count=3) for i in range(3)]
+    # ceil(10 / 3) = 4 per process; the last block holds records 8, 9 and two -1 entries.
+    assert [b.tolist() for b in blocks] == [every[0:4], every[4:8], every[8:10] + [-1, -1]]
+    assert np.concatenate(blocks)[:10].tolist() == every
+    assert loader.record_sizes(source).tolist() == every
+
+
+def _eval_shares(source, batch_size, process_count, **kwargs):
+    """Per process, its list of eval batches."""
+    return [list(loader.eval_batches(source, batch_size=batch_size, process_index=i,
+                                     process_count=process_count, **kwargs))
+            for i in range(process_count)]
+
+
+def test_eval_batches_per_process_join_into_the_single_process_batches(prepared):
+    source = prepared.splits["test"]  # 10 records: 5 of 10 tokens, then 5 of 12
+    whole = list(loader.eval_batches(source, batch_size=6, pad_multiple=8))
+    sizes = np.concatenate([loader.record_sizes(source, process_index=i, process_count=3)
+                            for i in range(3)])[:10]
+    for kwargs in ({}, {"sizes": sizes}):  # sizes read here, or given (gathered)
+        shares = _eval_shares(source, 6, 3, pad_multiple=8, **kwargs)
+        assert [len(share) for share in shares] == [2, 2, 2]
+        for number, batch in enumerate(whole):
+            parts = [share[number] for share in shares]
+            assert [p["tokens"].shape for p in parts] == [(2, 16)] * 3  # the global width
+            for key in ("tokens", "valid", "loss_mask", "source_length", "length",
+                        "example_mask", "index"):
+                joined = np.concatenate([p[key] for p in parts])
+                real = batch["example_mask"]
+                np.testing.assert_array_equal(joined[real], batch[key][real])
+            # Filler rows are flagged the same way wherever they fall.
+            np.testing.assert_array_equal(np.concatenate([p["example_mask"] for p in parts]),
+                                          batch["example_mask"])
+    # The last batch holds records 6..9 (4 of 6 rows): process 2's share is filler only.
+    last = [share[1] for share in _eval_shares(source, 6, 3, pad_multiple=8)]
+    assert [p["example_mask"].tolist() for p in last] == [[True, True], [True, True],
+                                                          [False, False]]
+    filler = last[2]
+    assert filler["index"].tolist() == [-1, -1] and filler["loss_mask"].sum() == 0
+    assert filler["valid"].any(axis=1).all()  # no fully masked row
+    # It copies the global batch's first record (the first row of process 0's share).
+    np.testing.assert_array_equal(filler["tokens"], np.stack([last[0]["tokens"][0]] * 2))
+    indices = [int(i) for share in _eval_shares(source, 6, 3) for b in share
+               for i in b["index"] if i >= 0]
+    assert sorted(indices) == list(range(10))
+
+
+def test_eval_shares_read_only_their_own_records(prepared):
+    class Counting:
+        def __init__(self, source):
+            self.source, self.read = source, []
+
+        def __len__(self):
+            return len(self.source)
+
+        def __getitem__(self, index):
+            self.read.append(index)
+            return self.source[index]
+
+    sizes = [len(r["tokens"]) for r in _records(FakeCopy(), "validation")]
+    reads = []
+    for i in range(2):
+        counting = Counting(_records(FakeCopy(), "validation"))  # 9 records
+        list(loader.eval_batches(counting, batch_size=4, sizes=sizes, process_index=i,
+                                 process_count=2))
+        reads.append(counting.read)
+    # Batches of 4 (sorted by size): process i reads rows 2i, 2i+1 of each; the last batch
+    # holds one record, so process 1 reads that record once, for its filler rows.
+    assert len(reads[0]) == 5 and len(reads[1]) == 5
+    assert set(reads[0]) | set(reads[1]) == set(range(9))
+    assert len(set(reads[0]) & set(reads[1])) == 1
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"batch_size": 6, "process_count": 4}, "batch_size a multiple of process_count=4"),
+        ({"batch_size": 4, "process_index": 2, "process_count": 2},
+         "process_index=2, process_count=2"),
+        ({"batch_size": 4, "sizes": [4, 6]}, r"sizes of shape \(2,\).*expected \(9,\)"),
+    ],
+)
+def test_eval_batches_reject_bad_arguments(train, kwargs, message):
+    with pytest.raises(loader.BatchError, match=message):
+        next(loader.eval_batches(train, **kwargs))
+
+
+def test_prompt_batch_takes_the_global_batchs_longest_prompt():
+    records = [_record([5, 2, 5, 1], 2, 1), _record([3, 6, 2, 3, 6, 1], 3, 2)]
+    batch = loader.pack(records, [0, 1], seq_len=8)
+    # Another process's share had a 6-token prompt: this share pads to the same width.
+    prompts = loader.prompt_batch(batch, pad_multiple=4, longest=6)
+    assert prompts["prompt_tokens"].tolist() == [[0] * 6 + [5, 2], [0] * 5 + [3, 6, 2]]
+    assert prompts["prompt_valid"].sum(axis=1).tolist() == [2, 3]
+    with pytest.raises(loader.BatchError, match="Got longest=2 but this batch has a prompt of "
+                       "3 tokens"):
+        loader.prompt_batch(batch, longest=2)
+
+
+def test_to_local_takes_this_processs_rows_back_once_per_model_replica(train):
+    import jax
+
+    # conftest.py's 4 fake devices as data x model = 2 x 2: every row block is on 2 devices.
+    mesh = jax.make_mesh((2, 2), ("data", "model"), axis_types=(jax.sharding.AxisType.Auto,) * 2)
+    batch = loader.TrainBatches(train, global_batch_size=4, seq_len=8, seed=0).get(0)
+    arrays = loader.to_global(batch, mesh)
+    assert len(arrays["tokens"].addressable_shards) == 4
+    for key in KEYS:
+        np.testing.assert_array_equal(loader.to_local(arrays[key]), batch[key])
+    verdict = jax.jit(lambda tokens: tokens[:, 0] > 4)(arrays["tokens"])
+    np.testing.assert_array_equal(loader.to_local(verdict), batch["tokens"][:, 0] > 4)
+    with pytest.raises(loader.BatchError, match=r"shape \(\); expected a batch dimension"):
+        loader.to_local(verdict.sum())
+
+
+def test_to_global_refuses_a_mesh_that_does_not_split_the_batch_over_processes(train,
+                                                                               monkeypatch):
+    import jax
+
+    mesh = jax.make_mesh((1,), ("data",), axis_types=(jax.sharding.AxisType.Auto,),
+                         devices=jax.devices()[:1])
+    batch = loader.TrainBatches(train, global_batch_size=4, seq_len=8, seed=0).get(0)
+    # As one of 2 processes whose devices would hold the whole global batch of 8 rows.
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    with pytest.raises(loader.BatchError, match=r"This process has 4 rows, 1/2 of a global batch "
+                       r"of 8, but its devices hold 8 rows on mesh \{'data': 1\}"):
+        loader.to_global(batch, mesh)

@@ -1,4 +1,5 @@
-"""Tests of lenggen/model/decoding.py (and the KV cache through the Decoder), for every PE.
+"""Tests of lenggen/model/decoding.py (and the KV cache through the Decoder), for every PE, at
+positions 0, 1, ... and at randomized positions (a `position_table`).
 
 Tolerance: float32 logits of the cached and the recomputed paths agree to 1e-5 (they differ
 only by the summation order over padded key buffers).
@@ -16,6 +17,7 @@ import pytest
 from lenggen.model import kv_cache, positional
 from lenggen.model.decoder import Decoder
 from lenggen.model.decoding import full_recompute_greedy_decode, greedy_decode, prompt_positions
+from lenggen.model.positional import randomized
 
 VOCAB = 17
 NEVER = VOCAB  # an id the model cannot emit: decoding never stops early
@@ -70,6 +72,9 @@ def prompts():
 def test_prompt_positions_start_at_zero_after_the_pads():
     valid = jnp.array([[False, False, True, True, True], [True, True, True, True, True]])
     assert prompt_positions(valid).tolist() == [[0, 0, 0, 1, 2], [0, 1, 2, 3, 4]]
+    # With a table, rank r reads entry r (pads: rank 0; past the end: the last entry).
+    table = jnp.array([[4, 9, 11], [0, 2, 3]])
+    assert prompt_positions(valid, table).tolist() == [[4, 4, 4, 9, 11], [0, 2, 3, 3, 3]]
 
 
 def test_kv_cache_logits_equal_full_recompute(setup):
@@ -150,6 +155,47 @@ def test_padding_does_not_change_an_example(learned, prompts, decode):
     assert (np.asarray(stopped[0, first:]) == eos).all()
 
 
+# Randomized positions: M = 48 >= prompt (6) + new tokens (8), within the learned APE's 64.
+M = 48
+
+
+@pytest.fixture(scope="module", params=["rotary", "t5", "ape_learned"])
+def randomized_setup(request, prompts):
+    """A PE of each hook that reads positions (q/k, logit bias, embeddings) and the prompts'
+    randomized position tables."""
+    model = _model(request.param)
+    table = randomized.decoding_table(*prompts, max_position=M, max_new_tokens=8)
+    return model, _random_params(model), table
+
+
+def test_greedy_equals_full_recompute_at_randomized_positions(randomized_setup, prompts):
+    model, params, table = randomized_setup
+    assert table.shape == (3, 14) and int(table.max()) < M
+    cached = greedy_decode(model, params, *prompts, 8, NEVER, position_table=table)
+    recomputed = full_recompute_greedy_decode(model, params, *prompts, 8, NEVER, table)
+    np.testing.assert_array_equal(cached, recomputed)
+    # The table is what the model saw: a recompute at positions table[rank] gives every
+    # generated token as its argmax.
+    tokens = jnp.concatenate([prompts[0], cached], axis=1)  # -> [3, 14]
+    valid = jnp.concatenate([prompts[1], jnp.ones((3, 8), bool)], axis=1)
+    positions = randomized.positions_from_table(table, valid)
+    logits = model.apply({"params": params}, tokens, positions, valid)
+    np.testing.assert_array_equal(jnp.argmax(logits[:, 5:-1], axis=-1), cached)
+
+
+def test_a_position_table_changes_the_output(learned, prompts):
+    # The learned APE at the default positions 0, 1, ... and at a randomized table: the table
+    # reaches the model in both decoding loops (rank -> table entry, not the rank itself).
+    table = randomized.decoding_table(*prompts, max_position=M, max_new_tokens=8)
+    default = greedy_decode(*learned, *prompts, max_new_tokens=8, eos_id=NEVER)
+    at_table = greedy_decode(*learned, *prompts, 8, NEVER, position_table=table)
+    assert (np.asarray(default) != np.asarray(at_table)).any()
+    ranks = jnp.broadcast_to(jnp.arange(14), (3, 14))  # the table of the default positions
+    np.testing.assert_array_equal(
+        greedy_decode(*learned, *prompts, 8, NEVER, position_table=ranks), default
+    )
+
+
 @pytest.mark.parametrize("decode", [greedy_decode, full_recompute_greedy_decode])
 def test_bad_arguments(learned, prompts, decode):
     with pytest.raises(ValueError, match="max_new_tokens must be >= 1, got 0"):
@@ -158,3 +204,8 @@ def test_bad_arguments(learned, prompts, decode):
     message = r"must both be \[batch, length\], got \(3, 6\) and \(3, 5\)"
     with pytest.raises(ValueError, match=message):
         decode(*learned, tokens, valid[:, 1:], max_new_tokens=2, eos_id=1)
+    for table, got in ((jnp.zeros((2, 14), jnp.int32), r"int32 \(2, 14\)"),
+                       (jnp.zeros((3, 14), jnp.float32), r"float32 \(3, 14\)")):
+        message = r"position_table must be an integer \[batch=3, width >= 1\] array, got " + got
+        with pytest.raises(ValueError, match=message):
+            decode(*learned, *prompts, 2, 1, position_table=table)

@@ -16,6 +16,7 @@ import numpy as np
 import optax
 import pytest
 
+from lenggen.data import loader
 from lenggen.model import positional
 from lenggen.model.decoder import Decoder
 from lenggen.model.positional import randomized
@@ -93,17 +94,93 @@ def test_example_keys_depend_only_on_the_valid_tokens():
     assert (data(c[0]) != data(a[0])).any()
 
 
+def _prompt_valid(valid, source_length):
+    return valid & (np.arange(valid.shape[1])[None, :] < np.asarray(source_length)[:, None])
+
+
+_TABLE = jax.jit(randomized.decoding_table, static_argnames=("max_position", "max_new_tokens"))
+
+
+def test_decoding_table_hand_worked_when_the_draw_is_forced():
+    # Prompts of 3 and 1 real tokens (left-padded), budget 2: M = 5 forces row 0 to draw all
+    # of [0, 5); row 1 draws 3 of them. M = 4 < 3 + 2: row 0 draws [0, 4) and the rank-4 token
+    # repeats position 3.
+    tokens = jnp.array([[7, 8, 9], [0, 0, 6]])
+    valid = jnp.array([[True, True, True], [False, False, True]])
+    table = np.asarray(_TABLE(tokens, valid, max_position=5, max_new_tokens=2))
+    assert table.shape == (2, 5) and table[0].tolist() == [0, 1, 2, 3, 4]
+    row = table[1]
+    assert (np.diff(row[:3]) > 0).all() and (row[3:] == row[2]).all() and row.max() < 5
+    short = np.asarray(_TABLE(tokens, valid, max_position=4, max_new_tokens=2))
+    assert short[0].tolist() == [0, 1, 2, 3]
+    ranks = jnp.ones((1, 6), bool)
+    assert randomized.positions_from_table(jnp.asarray(short[:1]), ranks).tolist() == [
+        [0, 1, 2, 3, 3, 3]]
+
+
+def test_decoding_table_is_a_function_of_the_prompt_tokens_only():
+    """The same example left-padded in a prompt batch, right-padded with its target in a
+    teacher-forced batch, or alone: the same drawn entries (and other prompts draw others)."""
+    prompt, target = [5, 3, 9, 2], [4, 4, 1]
+    left = np.array([[0, 0, *prompt], [6, 6, 6, 6, 6, 6]])
+    left_valid = np.array([[0, 0, 1, 1, 1, 1], [1] * 6], bool)
+    forced = np.array([[*prompt, *target, 0, 0, 0], [8, 8, 0, 0, 0, 0, 0, 0, 0, 0]])
+    forced_valid = np.array([[1] * 7 + [0] * 3, [1] * 3 + [0] * 7], bool)
+    budget, count = 5, len(prompt) + 5
+    a = np.asarray(_TABLE(jnp.asarray(left), jnp.asarray(left_valid), max_position=50,
+                          max_new_tokens=budget))  # fmt: skip
+    b = np.asarray(_TABLE(jnp.asarray(forced), jnp.asarray(_prompt_valid(forced_valid, [4, 2])),
+                          max_position=50, max_new_tokens=budget))  # fmt: skip
+    alone = np.asarray(_TABLE(jnp.asarray([prompt]), jnp.ones((1, 4), bool), max_position=50,
+                              max_new_tokens=budget))  # fmt: skip
+    assert a.shape == (2, 11) and b.shape == (2, 15) and alone.shape == (1, 9)
+    np.testing.assert_array_equal(a[0, :count], b[0, :count])
+    np.testing.assert_array_equal(a[0, :count], alone[0])
+    drawn = a[0, :count]
+    assert (np.diff(drawn) > 0).all() and drawn.min() >= 0 and drawn.max() < 50
+    assert (a[0, count:] == drawn[-1]).all()
+    assert (a[1, :count] != drawn).any()  # another prompt, another draw
+    # Teacher forcing's positions: the i-th token of prompt + target takes entry i.
+    positions = randomized.evaluation_positions(
+        jnp.asarray(forced), jnp.asarray(forced_valid),
+        jnp.asarray(_prompt_valid(forced_valid, [4, 2])), 50, budget,
+    )  # fmt: skip
+    assert positions[0].tolist() == [*drawn[:7], drawn[6], drawn[6], drawn[6]]
+
+
+def test_decoding_tables_are_uniform_subsets():
+    # One real prompt token and a budget of 1 with M = 4: every 2-subset of [0, 4) has
+    # probability 1/6 (prompts differ, so do their keys).
+    tokens = jnp.asarray(np.arange(6000)[:, None], jnp.int32)
+    table = np.asarray(_TABLE(tokens, jnp.ones((6000, 1), bool), max_position=4,
+                              max_new_tokens=1))  # fmt: skip
+    codes = table[:, 0] * 4 + table[:, 1]
+    counts = {code: int((codes == code).sum()) for code in np.unique(codes)}
+    assert set(counts) == {a * 4 + b for a in range(4) for b in range(a + 1, 4)}
+    # Binomial(6000, 1/6): mean 1000, std 28.9; 5 std is far beyond chance.
+    assert all(abs(count - 1000) < 5 * 28.9 for count in counts.values()), counts
+
+
 def test_eval_positions_do_not_depend_on_the_batch():
     model = _model("ape", 40)
     tokens = np.array([[5, 3, 9, 2, 0, 0, 0], [6, 6, 6, 6, 6, 6, 6]])
     valid = np.array([[1, 1, 1, 1, 0, 0, 0], [1] * 7], bool)
-    batch = dict(tokens=jnp.asarray(tokens), valid=jnp.asarray(valid), positions=None)
+    batch = dict(tokens=jnp.asarray(tokens), valid=jnp.asarray(valid), positions=None,
+                 source_length=jnp.array([2, 3]))  # fmt: skip
     alone = dict(tokens=jnp.asarray(tokens[:1, :5]), valid=jnp.asarray(valid[:1, :5]),
-                 positions=None)  # fmt: skip
-    eval_positions = jax.jit(functools.partial(step_lib.model_positions, model, key=None))
+                 positions=None, source_length=jnp.array([2]))  # fmt: skip
+    eval_positions = jax.jit(
+        functools.partial(step_lib.model_positions, model, key=None, max_new_tokens=6)
+    )
     in_batch, by_itself = eval_positions(batch), eval_positions(alone)
     np.testing.assert_array_equal(in_batch[0, :4], by_itself[0, :4])
     assert (np.diff(np.asarray(in_batch[1])) > 0).all()
+    with pytest.raises(ValueError, match=r"needs max_new_tokens \(got None\) and "
+                                         r"batch\['source_length'\]"):
+        step_lib.model_positions(model, batch, None)
+    del batch["source_length"]
+    with pytest.raises(ValueError, match=r"batch keys: \['positions', 'tokens', 'valid'\]"):
+        step_lib.model_positions(model, batch, None, max_new_tokens=6)
 
 
 def test_config_key_and_checks():
@@ -139,8 +216,9 @@ def test_bad_arguments_are_rejected():
 SEQ, BATCH, VOCAB, M = 9, 4, 11, 64
 
 
-def _model(pe_name: str, max_position: int) -> Decoder:
+def _model(pe_name: str, max_position: int, **pe_options) -> Decoder:
     options = {n: positional.default_options(n) for n in positional.names()}
+    options[pe_name].update(pe_options)
     pe = ml_collections.ConfigDict(
         {"name": pe_name, randomized.CONFIG_KEY: max_position, **options}
     )
@@ -160,14 +238,14 @@ def _batch() -> dict:
     )  # fmt: skip
 
 
-def _params(model: Decoder, batch: dict):
+def _params(model: Decoder, batch: dict, scale: float = 0.5):
     """numpy draws at the init's shapes (no init compile)."""
     abstract = jax.eval_shape(
         lambda: model.init(jax.random.key(0), batch["tokens"], batch["positions"], batch["valid"])
     )
     rng = np.random.default_rng(1)
     return jax.tree.map(
-        lambda leaf: jnp.asarray(0.5 * rng.standard_normal(leaf.shape), leaf.dtype),
+        lambda leaf: jnp.asarray(scale * rng.standard_normal(leaf.shape), leaf.dtype),
         nn.unbox(abstract["params"]),
     )
 
@@ -200,3 +278,39 @@ def test_train_step_uses_the_sampled_positions(pe_name):
         assert stepped == pytest.approx(standard, rel=1e-6)
     else:
         assert abs(stepped - standard) > 1e-5, pe_name
+
+
+# ---- Evaluation: teacher forcing and greedy decoding see the same positions.
+
+
+@pytest.mark.parametrize("pe_name", ["ape", "rotary"])
+def test_teacher_forcing_agrees_with_greedy_decoding(pe_name):
+    """Greedy outputs at randomized positions, cut to targets of 6, 3 and 1 tokens (shorter
+    than the budget: teacher forcing then reads a prefix of the decoding table), are what
+    teacher forcing calls correct; a changed target token is not."""
+    # Rotary on every dimension (not the paper's 25%), so positions move these tiny outputs.
+    options = {"rotary": dict(fraction=1.0)}.get(pe_name, {})
+    model, budget, never = _model(pe_name, M, **options), 6, VOCAB  # EOS never emitted
+    params = _params(model, _batch(), scale=1.0)
+    valid = np.array([[1, 1, 1, 1, 1], [0, 0, 1, 1, 1], [0, 0, 0, 1, 1]], bool)
+    tokens = np.where(valid, np.random.default_rng(3).integers(2, VOCAB, valid.shape), 0)
+    greedy = jax.jit(functools.partial(step_lib.greedy_decode, model=model,
+                                       max_new_tokens=budget, eos_id=never))  # fmt: skip
+    outputs = np.asarray(greedy(params, jnp.asarray(tokens, jnp.int32), jnp.asarray(valid)))
+    records = []
+    for row, keep in enumerate((6, 3, 1)):
+        prompt = tokens[row][valid[row]]
+        records.append(dict(tokens=np.concatenate([prompt, outputs[row, :keep]]),
+                            source_length=len(prompt), length=keep))  # fmt: skip
+    changed = dict(records[0], tokens=records[0]["tokens"].copy())
+    changed["tokens"][5 + 2] = (changed["tokens"][5 + 2] + 1) % VOCAB  # target token 2
+    batch = loader.pack([*records, changed], range(4), 16)
+    batch = {key: jnp.asarray(batch[key]) for key in ("tokens", "positions", "valid",
+                                                      "loss_mask", "source_length")}
+    forced = jax.jit(functools.partial(step_lib.teacher_forced_correct, model=model,
+                                       max_new_tokens=budget))  # fmt: skip
+    assert np.asarray(forced(params, batch)).tolist() == [True, True, True, False]
+    # Not vacuous: at positions 0, 1, ... (the same parameters) the outputs are not all kept.
+    plain = jax.jit(functools.partial(step_lib.teacher_forced_correct,
+                                      model=_model(pe_name, 0, **options)))  # fmt: skip
+    assert not np.asarray(plain(params, batch))[:3].all()

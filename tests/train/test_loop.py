@@ -1,5 +1,6 @@
 """The training loop end to end at tiny size: results contract, resume after an interruption,
-and teacher-forced verdicts equal greedy KV-cache decoding per example."""
+and teacher-forced verdicts equal greedy KV-cache decoding per example (at positions 0, 1, ...
+and at randomized positions)."""
 
 import json
 import os
@@ -72,8 +73,23 @@ def test_results_file_follows_the_contract(trained):
     assert os.path.getsize(os.path.join(workdir, workdir_lib.PLOT_FILE)) > 5_000
 
 
-def test_teacher_forcing_and_greedy_decoding_agree_per_example(trained):
-    config, workdir, _ = trained
+@pytest.fixture(scope="module")
+def trained_randomized(tmp_path_factory, data_dir):
+    """Rotary trained on randomized positions from [0, 48): 48 >= the longest prompt (10
+    tokens) + the 16-token decoding budget, so every decoded token has its own position."""
+    workdir = str(tmp_path_factory.mktemp("trained_randomized"))
+    config = _tiny_config(data_dir, num_steps=600, log_every=300, eval_every=300,
+                          checkpoint_every=300)
+    config.model.pe.name = "rotary"
+    config.model.pe.randomized_max_position = 48
+    config.eval.metric = "teacher_forced"  # the whole target is the answer (copy)
+    loop.run(config, workdir)
+    return config, workdir, None
+
+
+@pytest.mark.parametrize("run", ["trained", "trained_randomized"])
+def test_teacher_forcing_and_greedy_decoding_agree_per_example(run, request):
+    config, workdir, _ = request.getfixturevalue(run)
     experiment = loop.Experiment(config, workdir)
     checkpoints = loop.checkpoint.Checkpoints(workdir, keep=2)
     params = checkpoints.restore_latest(experiment.layout.restore_target())["params"]

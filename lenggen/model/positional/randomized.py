@@ -6,17 +6,30 @@ distances of test lengths up to M. It is not a PE but a change of the position a
 serves every PE through the explicit `positions` the model already takes (DESIGN.md); NoPE is
 unaffected by construction (its attention sees only the order of positions, which is kept).
 
-Sampling, per example with n valid tokens: a uniformly random n-subset of [0, M), sorted, given
-to the valid tokens in order; a pad takes the position of the nearest valid token before it (the
-first valid token's for leading pads), as `cumsum(valid) - 1` does for standard positions. The
-reference implementation (google-deepmind/randomized_positional_encodings,
+Training (`sample_positions`), per example with n valid tokens: a uniformly random n-subset of
+[0, M), sorted, given to the valid tokens in order; a pad takes the position of the nearest valid
+token before it (the first valid token's for leading pads), as `cumsum(valid) - 1` does for
+standard positions. The reference implementation (google-deepmind/randomized_positional_encodings,
 `noisy_fixed_positional_encodings`) draws one subset per batch, its batches holding one length;
 here each example draws its own, since a padded batch mixes lengths.
 
-At evaluation the reference samples too: its models draw fresh positions on every call
-(`hk.next_rng_key()` inside the model) and its range evaluation passes a new rng per batch.
-`example_keys` gives evaluation a key per example derived from its tokens, so an example's
-positions (and verdict) do not depend on the batch it lands in.
+Evaluation (`decoding_table`, `evaluation_positions`): the reference samples too (its models draw
+fresh positions on every call). Greedy decoding cannot draw n positions for a sequence whose
+length n it does not know yet, and teacher forcing must see the very positions greedy decoding
+gives each token, or the two would not agree on an example (DESIGN.md, "Evaluation"). So an
+example draws ONE sorted table of min(M, p + max_new_tokens) positions, p its prompt's valid
+tokens — the longest sequence decoding may write, as the reference's autoregressive sampling
+runs its model on the whole tape (input plus an output whose length its tasks fix) — and its
+i-th token (prompt, then target or generated tokens) takes the table's i-th entry. Teacher
+forcing of an n-token prompt+target therefore uses the n smallest of the p + max_new_tokens
+draws, not a uniform n-subset: its positions are about (p + max_new_tokens) / n times denser
+than a training draw of n, so a tight `eval.max_new_tokens` keeps evaluation close to
+training. The key is a fixed key
+folded with the prompt's tokens (`example_keys`), so an example's positions, and its verdict,
+depend neither on its batch nor on its padding. Choose M well above p + max_new_tokens
+(lenggen.sweep.randomized_overrides takes twice that): with M <= p + max_new_tokens the draw is
+all of [0, M), i.e. positions 0, 1, ..., and tokens past the M-th repeat position M - 1 (only
+generated tokens beyond every target, as M >= the longest test sequence).
 
 Config: `model.pe.randomized_max_position` = M (0: off), read by `max_position_of`.
 """
@@ -28,6 +41,8 @@ import jax
 import jax.numpy as jnp
 
 CONFIG_KEY = "randomized_max_position"
+# Evaluation's positions: this key folded with each example's prompt tokens.
+EVAL_SEED = 0
 # An odd multiplier for the per-example token hash (Knuth's multiplicative hashing constant).
 _HASH_MULTIPLIER = 2654435761
 
@@ -122,3 +137,63 @@ def sample_positions(key: jax.Array, valid: jax.Array, max_position: int) -> jax
     rank = jnp.cumsum(valid, axis=-1, dtype=jnp.int32) - 1  # index among valid tokens
     rank = jnp.clip(rank, 0, jnp.maximum(count - 1, 0)[:, None])
     return jnp.take_along_axis(table, rank, axis=-1).astype(jnp.int32)
+
+
+def decoding_table(
+    prompt_tokens: jax.Array, prompt_valid: jax.Array, max_position: int, max_new_tokens: int
+) -> jax.Array:
+    """Each example's evaluation positions: one sorted draw for its prompt and generated tokens.
+
+    Args:
+      prompt_tokens: `[batch, length]` int; only the tokens under `prompt_valid` are read (so
+        a teacher-forced batch may pass its whole sequences).
+      prompt_valid: `[batch, length]` bool, True on the prompt's tokens (any padding).
+      max_position: M.
+      max_new_tokens: the decoding budget; with the prompt's p valid tokens, row b draws
+        min(M, p + max_new_tokens) positions.
+    Returns:
+      `[batch, min(M, length + max_new_tokens)]` int32: row b's first min(M, p +
+      max_new_tokens) entries are a sorted uniform subset of [0, M), the rest repeat the last
+      of them. A row's drawn entries do not depend on `length` (the draws are the largest of
+      M uniform numbers, and `top_k` keeps the lower index first on ties), so a teacher-forced
+      batch and a left-padded prompt batch get the same entries for an example.
+    """
+    if max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    keys = example_keys(jax.random.key(EVAL_SEED), prompt_tokens, prompt_valid)
+    width = min(max_position, prompt_tokens.shape[1] + max_new_tokens)
+    count = jnp.sum(prompt_valid, axis=-1, dtype=jnp.int32) + max_new_tokens  # -> [batch]
+    drawn = jnp.arange(width)[None, :] < jnp.minimum(count, max_position)[:, None]
+    return sample_positions(keys, drawn, max_position)  # -> [batch, width]
+
+
+def positions_from_table(table: jax.Array, valid: jax.Array) -> jax.Array:
+    """The i-th valid token of each row takes `table[row, i]` (the last entry past the end).
+
+    Args:
+      table: `[batch, width]` int.
+      valid: `[batch, length]` bool; a pad takes the position of the nearest valid token
+        before it (the first valid token's for leading pads).
+    Returns:
+      `[batch, length]` int32.
+    """
+    rank = jnp.cumsum(valid, axis=-1, dtype=jnp.int32) - 1  # index among the valid tokens
+    rank = jnp.clip(rank, 0, table.shape[1] - 1)
+    return jnp.take_along_axis(table, rank, axis=-1).astype(jnp.int32)
+
+
+def evaluation_positions(
+    tokens: jax.Array, valid: jax.Array, prompt_valid: jax.Array, max_position: int,
+    max_new_tokens: int,
+) -> jax.Array:
+    """Teacher forcing's positions: the `decoding_table` entries greedy decoding would give.
+
+    Args:
+      tokens, valid: `[batch, length]` prompt + target sequences (right-padded).
+      prompt_valid: `[batch, length]` bool, True on each row's prompt tokens.
+      max_position, max_new_tokens: M and the decoding budget (`decoding_table`).
+    Returns:
+      `[batch, length]` int32.
+    """
+    table = decoding_table(tokens, prompt_valid, max_position, max_new_tokens)
+    return positions_from_table(table, valid)
