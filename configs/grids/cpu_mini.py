@@ -22,8 +22,10 @@ at best, 29 s overhead: greedy decoding of its failures). Per (PE, seed) the thr
   at 18 steps/s (the best measured here; an idle machine)   ~390 s -> 45 runs in ~1.6 h;
   at the quickstart's 25 steps/s (19 for Reverse 2x's longer sequences)  ~1.4 h;
   at 9.6 steps/s (the loaded machine's average)    ~680 s -> ~2.8 h.
-So the whole sweep fits in 2 hours on an otherwise idle 2-core machine. `:seeds=1` runs one seed
-(15 runs, a third of the time).
+So the whole sweep fits in 2 hours on an otherwise idle 2-core machine. Measured on 2026-11-25
+(docs/results/README.md): 122 min for the 45 runs with test suites and benchmarks sharing the
+cores; alone, ~55 s per Copy-Repeat run, ~2.7 min per Reverse 2x run, ~1.5 min per Addition
+run (~80 min in all). `:seeds=1` runs one seed (15 runs, a third of the time).
 
 Beyond the paper, as configs/grids/paper.py: `pes=` names the PEs, '+'-joined (default the five;
 `pes=fire` gives only FIRE's runs, to add to the same runs directory), and `randomized=` the PEs
