@@ -173,6 +173,22 @@ def parse_pes(text: str, argument: str, *, randomized: bool = False) -> tuple[st
     return names
 
 
+def grid_pes(args: Mapping[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """A grid's `pes=` and `randomized=` arguments (`parse_pes` each): the PEs to run plainly
+    and those to run with randomized positions.
+
+    Raises:
+      SweepError: as `parse_pes`, or both empty (no run).
+    """
+    pes = parse_pes(args["pes"], "pes")
+    randomized = parse_pes(args["randomized"], "randomized", randomized=True)
+    if not pes and not randomized:
+        raise SweepError(
+            "Grid arguments pes= and randomized= are both empty: expected some PE to run."
+        )
+    return pes, randomized
+
+
 def randomized_overrides(
     longest_prompt: int, longest_target: int, max_new_tokens: int
 ) -> dict[str, int]:

@@ -123,12 +123,7 @@ def get_grid(arg: str | None = None) -> list[sweep.Run]:
             f"Grid argument seeds={args['seeds']}: expected 1 to {len(seeds)} of the paper's "
             f"seeds {seeds}."
         )
-    pes = sweep.parse_pes(args["pes"], "pes")
-    randomized = sweep.parse_pes(args["randomized"], "randomized", randomized=True)
-    if not pes and not randomized:
-        raise config_args.ConfigArgumentError(
-            "Grid arguments pes= and randomized= are both empty: expected some PE to run."
-        )
+    pes, randomized = sweep.grid_pes(args)
     seeds = seeds[: args["seeds"]]
     runs = sweep.product(CONFIG, TASKS, pes, seeds, overrides=COMMON, task_overrides=PER_TASK)
     if randomized:

@@ -71,12 +71,7 @@ def get_grid(arg: str | None = None) -> list[sweep.Run]:
         raise config_args.ConfigArgumentError(
             f"Grid argument tasks={args['tasks']!r}: expected one of {', '.join(SECTIONS)}."
         )
-    pes = sweep.parse_pes(args["pes"], "pes")
-    randomized = sweep.parse_pes(args["randomized"], "randomized", randomized=True)
-    if not pes and not randomized:
-        raise config_args.ConfigArgumentError(
-            "Grid arguments pes= and randomized= are both empty: expected some PE to run."
-        )
+    pes, randomized = sweep.grid_pes(args)
     base, tasks = _base(), SECTIONS[args["tasks"]]
     extra_args = {"smoke": True} if args["smoke"] else None
     seeds = tuple(base.PAPER_SEEDS)
