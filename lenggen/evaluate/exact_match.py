@@ -106,9 +106,12 @@ def evaluate_split(
     if num_records == 0:
         return SplitEvaluation(summary=results.bucket_exact_match([], []),
                                correct=np.zeros(0, dtype=bool), samples=[])
-    # Every process plans the same batches from all sizes, having read only its block.
-    sizes = _gather(loader.record_sizes(source, process_index=process_index,
-                                        process_count=process_count))[:num_records]
+    # Several processes plan the same batches from all sizes, each having read only its block;
+    # a single process reads every record once, inside eval_batches (sizes=None).
+    sizes = None
+    if process_count > 1:
+        sizes = _gather(loader.record_sizes(source, process_index=process_index,
+                                            process_count=process_count))[:num_records]
     batches = loader.eval_batches(source, batch_size=batch_size, sizes=sizes,
                                   process_index=process_index, process_count=process_count)
     rows = []  # per batch: int32 [local_batch, 3] of (record index or -1, verdict, length)
