@@ -45,7 +45,7 @@ import ml_collections
 import numpy as np
 
 from benchmarks import record
-from lenggen import config_schema, sharding
+from lenggen import config_args, config_schema, sharding
 from lenggen.data import loader
 from lenggen.model.decoder import Decoder
 from lenggen.train import optimizer as optimizer_lib
@@ -132,10 +132,7 @@ def roofline(gemms: list[tuple], repeats: int) -> float:
 def load_quickstart() -> ml_collections.ConfigDict:
     """configs/quickstart.py's config (training recipe, mesh) — the file `lenggen.main` reads."""
     path = HERE.parent / "configs" / "quickstart.py"
-    spec = importlib.util.spec_from_file_location("lenggen_configs_quickstart", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+    return config_args.load_file(str(path), "lenggen_configs_quickstart").get_config()
 
 
 def case_config(size: str, pe: str, dropout_rate: float) -> ml_collections.ConfigDict:

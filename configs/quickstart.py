@@ -10,7 +10,6 @@ tested on 9-14, with a learning rate suited to so small a model and so few steps
 Arguments: pe (default nope), seed. E.g. --config=configs/quickstart.py:pe=alibi.
 """
 
-import importlib.util
 import os
 
 import ml_collections
@@ -21,10 +20,7 @@ from lenggen import config_args
 def _load_base():
     """configs/base.py, found next to this file (config files are loaded by path, not package)."""
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "base.py")
-    spec = importlib.util.spec_from_file_location("lenggen_configs_base", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return config_args.load_file(path, "lenggen_configs_base")
 
 
 base = _load_base()

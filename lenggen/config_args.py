@@ -4,6 +4,8 @@ Follows big_vision's convention: a config file's `get_config(arg)` receives the 
 colon. Values are typed by the defaults they replace, so `seed=abc` fails here, not at step 0.
 """
 
+import importlib.util
+import types
 from typing import Any
 
 
@@ -65,3 +67,16 @@ def parse(arg: str | None, **defaults: Any) -> dict[str, Any]:
         seen.add(key)
         values[key] = _coerce(key, text, defaults[key])
     return values
+
+
+def load_file(path: str, name: str) -> types.ModuleType:
+    """The Python file at `path` executed as a module named `name`.
+
+    Config and grid files are loaded by path, not imported as a package, as ml_collections'
+    `config_flags` loads `--config=FILE`; so a config that builds on another (quickstart on
+    base) loads it with this.
+    """
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

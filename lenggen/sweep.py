@@ -31,7 +31,6 @@ SIGTERM, on which lenggen.main checkpoints; a second signal kills them).
 
 import dataclasses
 import fnmatch
-import importlib.util
 import itertools
 import json
 import os
@@ -47,6 +46,7 @@ import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
 
+from lenggen import config_args
 from lenggen import tasks as tasks_lib
 from lenggen import workdir as workdir_lib
 from lenggen.model import positional
@@ -224,9 +224,7 @@ def load_grid(spec: str) -> list[Run]:
     path, _, arg = spec.partition(":")
     if not os.path.isfile(path):
         raise SweepError(f"Grid file {path!r} does not exist (from --grid={spec!r}).")
-    module_spec = importlib.util.spec_from_file_location("lenggen_grid", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
+    module = config_args.load_file(path, "lenggen_grid")
     if not hasattr(module, "get_grid"):
         raise SweepError(f"Grid file {path!r} has no get_grid(arg) function.")
     try:

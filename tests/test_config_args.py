@@ -33,3 +33,10 @@ def test_malformed_arguments_name_the_problem(arg, message):
 def test_boolean_parsing_rejects_other_words():
     with pytest.raises(config_args.ConfigArgumentError, match="expected a boolean"):
         config_args.parse("smoke=maybe", smoke=False)
+
+
+def test_load_file_runs_a_file_as_a_named_module(tmp_path):
+    path = tmp_path / "some_config.py"
+    path.write_text("VALUE = 6 * 7\n")
+    module = config_args.load_file(str(path), "lenggen_test_module")
+    assert module.VALUE == 42 and module.__name__ == "lenggen_test_module"

@@ -44,7 +44,6 @@ paper's most-significant-digit-first format is not learnt by this small model on
 PEs at this scale; its runs check the machinery on a maths task and its answer parser.
 """
 
-import importlib.util
 import os
 
 from lenggen import config_args, sweep
@@ -109,10 +108,7 @@ PER_TASK = {
 def _paper_seeds() -> tuple[int, ...]:
     """configs/base.PAPER_SEEDS (config files are loaded by path, not as a package)."""
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "base.py")
-    spec = importlib.util.spec_from_file_location("lenggen_configs_base", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return tuple(module.PAPER_SEEDS)
+    return tuple(config_args.load_file(path, "lenggen_configs_base").PAPER_SEEDS)
 
 
 def get_grid(arg: str | None = None) -> list[sweep.Run]:

@@ -25,7 +25,6 @@ Each run is `python -m lenggen.main --config=configs/base.py:task=T,pe=P,seed=S
 --workdir=RUNS_DIR/T/P/S`; the report ranks the PEs as the paper does (mean reciprocal rank).
 """
 
-import importlib.util
 import os
 
 from lenggen import config_args, sweep
@@ -57,10 +56,7 @@ TEST_LENGTHS = {
 def _base():
     """configs/base.py as a module (config files are loaded by path, not as a package)."""
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "base.py")
-    spec = importlib.util.spec_from_file_location("lenggen_configs_base", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return config_args.load_file(path, "lenggen_configs_base")
 
 
 def get_grid(arg: str | None = None) -> list[sweep.Run]:
