@@ -68,7 +68,7 @@ def default_options(name: str) -> dict:
     return {p.name: p.default for p in parameters}
 
 
-def get(name: str, **options) -> Task:
+def get(name: str, /, **options) -> Task:
     """The task `name` with `options` (each defaults to the paper's setting).
 
     Raises:
