@@ -23,6 +23,7 @@ step could reach if everything but its matmuls were free.
   python -m benchmarks.train_throughput --steps=10 --repeats=3
   XLA_FLAGS=--xla_force_host_platform_device_count=2 python -m benchmarks.train_throughput
   python -m benchmarks.train_throughput --torch_modes=none --pes=nope   # JAX only
+  python -m benchmarks.train_throughput --batches=1,64   # + the fixed-cost bound
 XLA_FLAGS is read when JAX starts, so each XLA configuration is its own run; the results file
 records it. The results in benchmarks/results/ used XLA's oneDNN matmuls (README there).
 """
@@ -336,21 +337,28 @@ def torch_case(worker: TorchWorker, config, size: str, vocab_size: int, jax_run:
             return reply, dict(out)
 
 
-def run_case(worker: TorchWorker | None, size: str, pe: str, flags, peak: float,
-             roof: float) -> list[str]:
-    """Measures one (size, PE) in JAX then (unless `worker` is None) in PyTorch, after checking
-    that both agree: one table row."""
+def run_case(worker: TorchWorker | None, size: str, pe: str, batch_size: int, flags,
+             peak: float, roof: float) -> dict:
+    """Measures one (size, PE, batch) in JAX then (unless `worker` is None) in PyTorch, after
+    checking that both agree.
+
+    Returns:
+      {"row": the table row, "key": (size, pe), "batch": batch_size, "jax_s": best JAX step
+      seconds, "torch": {mode: best PyTorch step seconds} of the modes that ran, "best_mode"
+      (the fastest of them, None without PyTorch)}.
+    """
     config = case_config(size, pe, flags.dropout_rate)
-    batch = synthetic_batch(flags.batch, flags.length, flags.vocab_size)
+    batch = synthetic_batch(batch_size, flags.length, flags.vocab_size)
     jax_run = measure_jax(config, flags.vocab_size, batch, check_steps=flags.check_steps,
                           warmup=flags.warmup, steps=flags.steps, repeats=flags.repeats)
     jax_s = min(jax_run["step_seconds"])
-    tokens = flags.batch * flags.length
-    gflops = train_flops(SIZES[size], flags.vocab_size, flags.batch, flags.length) / 1e9
+    tokens = batch_size * flags.length
+    gflops = train_flops(SIZES[size], flags.vocab_size, batch_size, flags.length) / 1e9
     jax_cells = [f"{jax_s * 1e3:.1f}", f"{tokens / jax_s:,.0f}", f"{gflops / jax_s:.1f}",
                  f"{gflops / jax_s / peak:.0%}", f"{roof / peak:.0%}"]  # fmt: skip
+    case = dict(key=(size, pe), batch=batch_size, jax_s=jax_s, torch={}, best_mode=None)
     if worker is None:
-        return [size, pe, *jax_cells]
+        return dict(case, row=[size, pe, str(batch_size), *jax_cells])
     reply, torch_out = torch_case(worker, config, size, flags.vocab_size, jax_run, batch, flags)
     agreement = check_agreement(jax_run, reply["loss"], torch_out, f"{size}/{pe}", flags.atol,
                                 flags.update_rtol)  # fmt: skip
@@ -363,19 +371,45 @@ def run_case(worker: TorchWorker | None, size: str, pe: str, flags, peak: float,
         raise TorchWorkerError(f"{size}/{pe}: every PyTorch mode failed: {reply['timings']}")
     best_mode = min((m for m in modes if torch_s[m]), key=lambda m: min(torch_s[m]))
     torch_best = min(torch_s[best_mode])
-    return [
-        size, pe, *jax_cells,
+    ran = {mode: min(times) for mode, times in torch_s.items() if times}
+    return dict(case, torch=ran, best_mode=best_mode, row=[
+        size, pe, str(batch_size), *jax_cells,
         *(f"{min(torch_s[m]) * 1e3:.1f}" if torch_s[m] else "failed" for m in modes),
         f"{tokens / torch_best:,.0f}", f"{gflops / torch_best:.1f}",
         f"{gflops / torch_best / peak:.0%}", f"**{torch_best / jax_s:.2f}x** ({best_mode})",
         f"{agreement['logit_diff']:.1e} / {agreement['update_diff']:.1e}",
-    ]  # fmt: skip
+    ])  # fmt: skip
 
 
-def report(flags, rows: list, peak: float, peaks: dict, torch_peaks: dict | None,
+def fixed_cost_rows(cases: list[dict]) -> list[list[str]]:
+    """What a zero-overhead step could gain, per (size, PE) run at batch 1 and a larger batch B.
+
+    PyTorch's step at batch 1 bounds its fixed per-step cost (Python dispatch, kernel launches,
+    the optimizer: anything that does not grow with the batch) from above. So at batch B at
+    least t(B) - t(1) of its step is work that grows with the batch, and a step with no fixed
+    cost at all, running the same kernels as fast as PyTorch, reaches at most
+    t(B) / (t(B) - t(1)) times PyTorch's speed: the ceiling of "a jitted step wins on overhead".
+    Both times are of PyTorch's fastest mode at B.
+    """
+    at_one = {c["key"]: c for c in cases if c["batch"] == 1}
+    rows = []
+    for case in cases:
+        small, mode = at_one.get(case["key"]), case["best_mode"]
+        if small is None or case["batch"] == 1 or mode not in small["torch"]:
+            continue
+        fixed, total = small["torch"][mode], case["torch"][mode]
+        ceiling = f"{total / (total - fixed):.2f}x" if total > fixed else "unbounded"
+        rows.append([*case["key"], str(case["batch"]), mode, f"{fixed * 1e3:.1f}",
+                     f"{total * 1e3:.1f}", f"<= {fixed / total:.0%}", ceiling,
+                     f"{total / case['jax_s']:.2f}x"])  # fmt: skip
+    return rows
+
+
+def report(flags, cases: list[dict], peak: float, peaks: dict, torch_peaks: dict | None,
            hello: dict | None) -> str:
-    """The results file's body: setup, peaks, formula, table."""
-    header = ["size", "PE", "JAX ms/step", "JAX tokens/s", "JAX GFLOP/s", "JAX MFU",
+    """The results file's body: setup, peaks, formula, table, and the fixed-cost bound when
+    batch 1 was run."""
+    header = ["size", "PE", "batch", "JAX ms/step", "JAX tokens/s", "JAX GFLOP/s", "JAX MFU",
               "matmul roofline"]  # fmt: skip
     torch_note = "PyTorch not run (--torch_modes=none)."
     if hello is not None:
@@ -386,8 +420,18 @@ def report(flags, rows: list, peak: float, peaks: dict, torch_peaks: dict | None
                       f"'{flags.torch_attention}'; torch.mm GFLOP/s by n: "
                       + ", ".join(f"{n}: {g:.1f}" for n, g in torch_peaks.items()) + ".")
     sizes = ", ".join(f"{k} = {v}" for k, v in SIZES.items() if k in flags.sizes.split(","))
+    fixed = fixed_cost_rows(cases)
+    fixed_section = [] if not fixed else [
+        "Fixed per-step cost (`fixed_cost_rows`): PyTorch's step at batch 1 bounds everything "
+        "in its step that does not grow with the batch. At batch B, a step with no fixed cost "
+        "running PyTorch's kernels would be at most t(B) / (t(B) - t(1)) times as fast as "
+        "PyTorch: that ceiling is what removing per-step overhead (the jit) can buy.",
+        record.table(["size", "PE", "batch B", "torch mode", "torch ms/step at 1",
+                      "torch ms/step at B", "fixed share at B", "ceiling of a zero-overhead step",
+                      "measured JAX / torch at B"], fixed),
+    ]  # fmt: skip
     return "\n\n".join([
-        f"Batch {flags.batch} x {flags.length} tokens, vocabulary {flags.vocab_size}, float32, "
+        f"Batch {flags.batches} x {flags.length} tokens, vocabulary {flags.vocab_size}, float32, "
         f"dropout {flags.dropout_rate}; the AdamW recipe of configs/quickstart.py. Sizes: "
         f"{sizes}. Step times: best of {flags.repeats} windows of {flags.steps} steps, after "
         f"{flags.check_steps + flags.warmup} untimed steps (compilation excluded). JAX on "
@@ -399,7 +443,8 @@ def report(flags, rows: list, peak: float, peaks: dict, torch_peaks: dict | None
         "matmul roofline: the step's GEMMs alone in JAX, as a share of the peak. Check: max "
         "|logit difference| at the initial parameters / worst relative L2 difference of a "
         f"parameter's update over {flags.check_steps} train steps.",
-        record.table(header, rows),
+        record.table(header, [case["row"] for case in cases]),
+        *fixed_section,
     ])  # fmt: skip
 
 
@@ -407,7 +452,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default=",".join(SIZES))
     parser.add_argument("--pes", default=",".join(PE_NAMES))
-    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--batches", default="64", help="batch sizes; add 1 for the fixed-cost "
+                        "bound (fixed_cost_rows)")
     parser.add_argument("--length", type=int, default=64)
     parser.add_argument("--vocab_size", type=int, default=32)
     parser.add_argument("--dropout_rate", type=float, default=0.0, help="quickstart's 0.0")
@@ -424,6 +470,13 @@ def main() -> None:
     parser.add_argument("--name", default="", help="suffix of the results file")
     flags = parser.parse_args()
     sizes, pes = flags.sizes.split(","), flags.pes.split(",")
+    try:
+        batches = sorted({int(b) for b in flags.batches.split(",")})
+    except ValueError:
+        raise ValueError(f"--batches must be comma-separated integers, got "
+                         f"{flags.batches!r}") from None  # fmt: skip
+    if batches[0] < 1:
+        raise ValueError(f"--batches must all be >= 1, got {flags.batches!r}")
     for name, values, valid in (("sizes", sizes, SIZES), ("pes", pes, PE_NAMES),
                                 ("torch_modes", flags.torch_modes.split(","),
                                  ("eager", "compiled", "none"))):  # fmt: skip
@@ -440,16 +493,17 @@ def main() -> None:
         dict(kind="peak", sizes=peak_sizes, repeats=flags.repeats + 2), ("gflops",))["gflops"]
     print(f"matmul GFLOP/s: jnp.dot {peaks}, torch.mm {torch_peaks}", flush=True)
     peak = max([*peaks.values(), *(torch_peaks or {}).values()])
-    rows = []
+    cases = []
     for size in sizes:
-        gemms = train_gemms(SIZES[size], flags.vocab_size, flags.batch, flags.length)
-        roof = roofline(gemms, flags.repeats + 2)
-        for pe in pes:
-            rows.append(run_case(worker, size, pe, flags, peak, roof))
-            print(rows[-1], flush=True)
+        for batch_size in batches:
+            gemms = train_gemms(SIZES[size], flags.vocab_size, batch_size, flags.length)
+            roof = roofline(gemms, flags.repeats + 2)
+            for pe in pes:
+                cases.append(run_case(worker, size, pe, batch_size, flags, peak, roof))
+                print(cases[-1]["row"], flush=True)
     if worker is not None:
         worker.close()
-    body = report(flags, rows, peak, peaks, torch_peaks, worker and worker.hello)
+    body = report(flags, cases, peak, peaks, torch_peaks, worker and worker.hello)
     name = f"train_throughput_{jax.device_count()}dev" + (f"_{flags.name}" if flags.name else "")
     record.write(name, "Training throughput vs PyTorch", body)
 

@@ -331,3 +331,22 @@ def test_worker_request_is_json_serialisable():
     assert json.loads(json.dumps(train)) == train
     assert torch_decoder.PROTOCOL == train_throughput.PROTOCOL
     assert torch_decoder.PE_NAMES == train_throughput.PE_NAMES
+
+
+def test_fixed_cost_rows_bound_the_gain_of_a_zero_overhead_step():
+    # PyTorch eager: 5 ms at batch 1, 100 ms at batch 64 -> at most 5% fixed; a step without
+    # fixed cost runs the 95 ms of batch-scaled work: at most 100 / 95 = 1.05x. JAX took 80 ms.
+    def case(key, batch, jax_s, **torch):
+        best = min(torch, key=torch.get) if torch else None
+        return dict(key=key, batch=batch, jax_s=jax_s, torch=torch, best_mode=best)
+
+    cases = [
+        case(("quickstart", "t5"), 1, 0.003, eager=0.005, compiled=0.004),
+        case(("quickstart", "t5"), 64, 0.080, eager=0.100, compiled=0.120),
+        case(("quickstart", "alibi"), 64, 0.080, eager=0.100),  # no batch 1
+        case(("4x256", "t5"), 1, 0.010),  # PyTorch not run
+        case(("4x256", "t5"), 64, 0.5, eager=0.6),
+    ]
+    assert train_throughput.fixed_cost_rows(cases) == [
+        ["quickstart", "t5", "64", "eager", "5.0", "100.0", "<= 5%", "1.05x", "1.25x"]
+    ]
