@@ -34,7 +34,7 @@ def _coerce(key: str, text: str, default: Any) -> Any:
     return text
 
 
-def parse(arg: str | None, **defaults: Any) -> dict[str, Any]:
+def parse(arg: str | None, /, **defaults: Any) -> dict[str, Any]:
     """Returns `defaults` updated by `arg` ("task=copy,pe=nope,seed=1").
 
     Raises:

@@ -88,6 +88,11 @@ def test_task_options_build_a_task_or_raise_a_value_error(name, data):
     assert all(task.options()[key] == value for key, value in options.items())
 
 
+def test_a_config_argument_may_be_called_arg():
+    # parse()'s own parameter is positional-only, so no argument name can collide with it.
+    assert config_args.parse("arg=3,seed=2", arg=1, seed=0) == {"arg": 3, "seed": 2}
+
+
 @pytest.mark.parametrize("task_name", ["copy", ""])
 def test_a_task_option_called_name_raises_a_value_error(task_name):
     # Found by the fuzzer above on Python 3.13: `name` collided with get()'s own parameter.
