@@ -21,26 +21,20 @@ import jax
 import jax.numpy as jnp
 
 from lenggen.model import kv_cache
-
-
-def _position_of_rank(rank: jax.Array, position_table: jax.Array | None) -> jax.Array:
-    """Rank r among an example's real tokens -> its position: r, or `position_table[b, r]`
-    (its last entry past the end). `rank` is `[batch, length]` int32, >= 0."""
-    if position_table is None:
-        return rank
-    rank = jnp.minimum(rank, position_table.shape[1] - 1)
-    return jnp.take_along_axis(position_table, rank, axis=-1).astype(jnp.int32)
+from lenggen.model.positional import randomized
 
 
 def prompt_positions(valid: jax.Array, position_table: jax.Array | None = None) -> jax.Array:
     """`[batch, length]` bool -> `[batch, length]` int32: each token's rank cumsum(valid) - 1,
-    pads clipped to rank 0, mapped through `position_table` `[batch, width]` when given.
+    pads clipped to rank 0, mapped through `position_table` `[batch, width]` when given
+    (`randomized.positions_from_table`).
 
     Clipping keeps pad positions inside every PE's range (a learned table reads NaN below 0);
     pads are never attended to, so their position is otherwise irrelevant.
     """
-    rank = jnp.maximum(jnp.cumsum(valid.astype(jnp.int32), axis=-1) - 1, 0)
-    return _position_of_rank(rank, position_table)
+    if position_table is not None:
+        return randomized.positions_from_table(position_table, valid)
+    return jnp.maximum(jnp.cumsum(valid.astype(jnp.int32), axis=-1) - 1, 0)
 
 
 def _check(
@@ -116,10 +110,13 @@ def greedy_decode(
 
     def body(carry):
         step, token, rank, done, cache, output = carry
+        position = (
+            rank if position_table is None else randomized.position_of_rank(position_table, rank)
+        )  # -> [batch, 1]
         logits, state = model.apply(
             {"params": params, "cache": cache},
-            token[:, None], _position_of_rank(rank, position_table),
-            jnp.ones((batch, 1), jnp.bool_), decode=True, mutable=["cache"],
+            token[:, None], position, jnp.ones((batch, 1), jnp.bool_),
+            decode=True, mutable=["cache"],
         )  # fmt: skip
         token = _next_token(logits[:, 0], done, eos_id)
         output = jax.lax.dynamic_update_slice(output, token[:, None], (0, step))

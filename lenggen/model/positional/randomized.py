@@ -167,6 +167,20 @@ def decoding_table(
     return sample_positions(keys, drawn, max_position)  # -> [batch, width]
 
 
+def position_of_rank(table: jax.Array, rank: jax.Array) -> jax.Array:
+    """The position of each example's rank-r real token: `table[row, r]` (the last entry past
+    the end).
+
+    Args:
+      table: `[batch, width]` int.
+      rank: `[batch, n]` int >= 0, each token's index among its row's real tokens.
+    Returns:
+      `[batch, n]` int32.
+    """
+    rank = jnp.minimum(rank, table.shape[1] - 1)
+    return jnp.take_along_axis(table, rank, axis=-1).astype(jnp.int32)
+
+
 def positions_from_table(table: jax.Array, valid: jax.Array) -> jax.Array:
     """The i-th valid token of each row takes `table[row, i]` (the last entry past the end).
 
@@ -177,9 +191,8 @@ def positions_from_table(table: jax.Array, valid: jax.Array) -> jax.Array:
     Returns:
       `[batch, length]` int32.
     """
-    rank = jnp.cumsum(valid, axis=-1, dtype=jnp.int32) - 1  # index among the valid tokens
-    rank = jnp.clip(rank, 0, table.shape[1] - 1)
-    return jnp.take_along_axis(table, rank, axis=-1).astype(jnp.int32)
+    rank = jnp.maximum(jnp.cumsum(valid, axis=-1, dtype=jnp.int32) - 1, 0)
+    return position_of_rank(table, rank)
 
 
 def evaluation_positions(
