@@ -9,8 +9,8 @@ A grid file (like a config file, loaded by path, with an optional `:key=value,..
 `get_grid(arg)` returning a list of `Run`s; `product` builds the usual task x PE x seed cross
 product. Run `name`s are `<task>/<pe>/<seed>` (`<task>/<pe>+<variant>/<seed>` for a variant of a
 PE, e.g. `rotary+randomized`) and each run's workdir is `RUNS_DIR/<name>`. `parse_pes` reads a
-grid argument naming PEs (`pes=nope+t5+fire`); `randomized_overrides` sets up randomized
-positions (Ruoss et al. 2023) for a task from its longest test prompt and target.
+grid argument naming PEs (`pes=nope+t5+fire`); `randomized_product` makes runs with randomized
+positions (Ruoss et al. 2023), set up per task from its longest test prompt and target.
 
 Modes:
   local  runs the pending runs here, `--parallel` at a time, each as
@@ -217,6 +217,34 @@ def randomized_overrides(
     budget = min(max_new_tokens, -(-longest_target // 16) * 16)
     max_position = 1 << (2 * (longest_prompt + budget) - 1).bit_length()
     return {"model.pe.randomized_max_position": max_position, "eval.max_new_tokens": budget}
+
+
+def randomized_product(
+    config_file: str,
+    tasks: Sequence[str],
+    pes: Sequence[str],
+    seeds: Sequence[int],
+    test_lengths: Mapping[str, tuple[int, int]],
+    max_new_tokens: int,
+    *,
+    task_overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    **product_args: Any,
+) -> list[Run]:
+    """`product`'s runs with randomized positions, named `<task>/<pe>+randomized/<seed>`: each
+    task's `task_overrides` plus its `randomized_overrides`.
+
+    Args:
+      test_lengths: `{task: (longest test prompt, longest test target)}` in tokens.
+      max_new_tokens: the grid's decoding budget (`randomized_overrides`).
+      product_args: `args` and `overrides`, as `product`.
+    """
+    settings = {
+        task: {**(task_overrides or {}).get(task, {}),
+               **randomized_overrides(*test_lengths[task], max_new_tokens)}
+        for task in tasks
+    }  # fmt: skip
+    return product(config_file, tasks, pes, seeds, task_overrides=settings,
+                   variant="randomized", **product_args)  # fmt: skip
 
 
 def load_grid(spec: str) -> list[Run]:

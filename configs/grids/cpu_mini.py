@@ -31,7 +31,7 @@ Beyond the paper, as configs/grids/paper.py: `pes=` names the PEs, '+'-joined (d
 `pes=fire` gives only FIRE's runs, to add to the same runs directory), and `randomized=` the PEs
 also trained with randomized positions (Ruoss et al. 2023), named
 `<task>/<pe>+randomized/<seed>`, with M and the decoding budget per task from TEST_LENGTHS
-(lenggen.sweep.randomized_overrides: M = 128 for each task here).
+(lenggen.sweep.randomized_product: M = 128 for each task here).
 
   python -m lenggen.sweep --grid=configs/grids/cpu_mini.py:pes=fire,randomized=rotary+t5 \
       --runs_dir=runs/cpu_mini
@@ -123,10 +123,7 @@ def get_grid(arg: str | None = None) -> list[sweep.Run]:
     seeds = seeds[: args["seeds"]]
     runs = sweep.product(CONFIG, TASKS, pes, seeds, overrides=COMMON, task_overrides=PER_TASK)
     if randomized:
-        budget = COMMON["eval.max_new_tokens"]
-        settings = {task: {**PER_TASK[task],
-                           **sweep.randomized_overrides(*TEST_LENGTHS[task], budget)}
-                    for task in TASKS}  # fmt: skip
-        runs += sweep.product(CONFIG, TASKS, randomized, seeds, overrides=COMMON,
-                              task_overrides=settings, variant="randomized")  # fmt: skip
+        runs += sweep.randomized_product(CONFIG, TASKS, randomized, seeds, TEST_LENGTHS,
+                                         COMMON["eval.max_new_tokens"], overrides=COMMON,
+                                         task_overrides=PER_TASK)  # fmt: skip
     return runs

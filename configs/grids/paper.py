@@ -12,7 +12,7 @@ Beyond the paper: `pes=` names the PEs, '+'-joined (default the paper's five; e.
 `pes=nope+ape+t5+alibi+rotary+fire` adds FIRE), and `randomized=` the PEs also trained with
 randomized positions (Ruoss et al. 2023; e.g. `randomized=rotary+t5`), runs named
 `<task>/<pe>+randomized/<seed>`, with M and the decoding budget set per task from its longest
-test prompt and target (TEST_LENGTHS; lenggen.sweep.randomized_overrides). `pes=fire` alone
+test prompt and target (TEST_LENGTHS; lenggen.sweep.randomized_product). `pes=fire` alone
 gives only the FIRE runs, to add to a sweep directory that holds the paper's.
 
   python -m lenggen.sweep --grid=configs/grids/paper.py --runs_dir=runs/paper --mode=print
@@ -74,8 +74,6 @@ def get_grid(arg: str | None = None) -> list[sweep.Run]:
     runs = sweep.product(CONFIG, tasks, pes, seeds, args=extra_args)
     if randomized:
         budget = base.get_config(f"smoke={args['smoke']}").eval.max_new_tokens
-        settings = {task: sweep.randomized_overrides(*TEST_LENGTHS[task], budget)
-                    for task in tasks}  # fmt: skip
-        runs += sweep.product(CONFIG, tasks, randomized, seeds, args=extra_args,
-                              task_overrides=settings, variant="randomized")  # fmt: skip
+        runs += sweep.randomized_product(CONFIG, tasks, randomized, seeds, TEST_LENGTHS, budget,
+                                         args=extra_args)  # fmt: skip
     return runs
