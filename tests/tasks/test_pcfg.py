@@ -1,4 +1,5 @@
-"""Tests of lenggen/tasks/pcfg.py: targets by a separate evaluator, sizes, buckets, determinism.
+"""Tests of lenggen/tasks/pcfg.py with source="generated": targets by a separate evaluator, sizes,
+buckets, determinism (test_pcfg_real.py tests the default, source="real").
 
 The evaluator here reads the prefix-order source right to left with a stack (a string argument
 is pushed when complete, a function pops its arguments), a different algorithm from the
@@ -67,7 +68,7 @@ def _expression(example):
 
 @pytest.fixture(scope="module")
 def default_splits():
-    task = tasks.get("pcfg")
+    task = tasks.get("pcfg", source="generated")
     return task, {split: list(task.examples(split)) for split in tasks.SPLITS}
 
 
@@ -142,8 +143,8 @@ def test_vocabulary(default_splits):
 
 
 def test_max_target_length_is_enforced():
-    task = tasks.get("pcfg", num_train=40, num_validation=0, num_test=60, max_test_functions=12,
-                     max_target_length=17)
+    task = tasks.get("pcfg", source="generated", num_train=40, num_validation=0, num_test=60,
+                     max_test_functions=12, max_target_length=17)
     for split in ("train", "test"):
         for example in task.examples(split):
             target, _ = stack_evaluate(_expression(example))
@@ -151,7 +152,8 @@ def test_max_target_length_is_enforced():
 
 
 def test_determinism():
-    small = dict(num_train=300, num_validation=40, num_test=60, max_test_functions=12)
+    small = dict(source="generated", num_train=300, num_validation=40, num_test=60,
+                 max_test_functions=12)
     for split in tasks.SPLITS:
         first = list(tasks.get("pcfg", **small).examples(split))
         assert first == list(tasks.get("pcfg", **small).examples(split))
