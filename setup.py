@@ -10,6 +10,8 @@ setuptools.setup(
         "Positional Encoding on Length Generalization in Transformers', and beyond."
     ),
     packages=setuptools.find_packages(include=["lenggen", "lenggen.*"]),
+    # The real PCFG SET files (MIT license) the pcfg task reads: lenggen/tasks/data/pcfgset.
+    package_data={"lenggen.tasks": ["data/pcfgset/*", "data/pcfgset/*/*"]},
     # jax >= 0.11 needs Python >= 3.12; the launch scripts find a 3.12+ interpreter
     # (pyenv included) when the default python3 is older.
     python_requires=">=3.12",

@@ -46,7 +46,7 @@ SECTIONS = {"main": MAIN_TASKS, "maths": MATHS_TASKS, "all": MAIN_TASKS + MATHS_
 TEST_LENGTHS = {
     "copy_repeat": (42, 41), "copy_repeat_2x": (42, 81), "copy_repeat_change": (46, 41),
     "copy": (42, 41), "copy_2x": (42, 82), "reverse": (42, 41), "reverse_2x": (42, 82),
-    "reverse_copy": (42, 82), "scan": (11, 49), "pcfg": (133, 257),
+    "reverse_copy": (42, 82), "scan": (11, 49), "pcfg": (73, 737),
     "addition": (35, 22), "polynomial": (116, 6), "sort_single_token": (38, 39),
     "sort_multi_digit": (86, 87), "summation": (34, 6), "parity": (43, 6), "lego": (89, 6),
     "lego_shuffled": (89, 6),

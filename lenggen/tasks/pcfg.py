@@ -10,12 +10,8 @@ pcfg_instance_processor.py) on the `md_productivity` split, with the separator "
 (configs/data/pcfg.jsonnet; glued to the source there, its own word here). The answer is the
 whole target. Length bucket = the number of function words (the script's "category").
 
-The string-edit functions (github.com/MathijsMul/pcfg-set, tasks/default.py), written in prefix
-order, a binary function's two arguments separated by ",":
-  unary   copy x = x; reverse x = x reversed; shift x = x[1:] + x[0]; echo x = x + x[-1];
-          swap_first_last x = x[-1] + x[1:-1] + x[0]; repeat x = x x
-  binary  append x , y = x y; prepend x , y = y x; remove_first x , y = y; remove_second x , y = x
-String arguments: 2-5 symbols out of the 520 symbols A1 .. Z20 (26 letters x 20).
+The grammar (string-edit functions in prefix order over the 520 symbols A1 .. Z20) and its
+interpreter `evaluate` are in lenggen.tasks.pcfg_grammar.
 
 The paper's data (scripts/dataset_builders/make_pcfg_dataset.py) is the productivity split of
 github.com/i-machine-think/am-i-compositional: 81,010 training pairs with 1-8 functions, of which
@@ -68,22 +64,25 @@ import bisect
 import collections
 import dataclasses
 import functools
-import string
 
 import numpy as np
 
 from lenggen.tasks import answers, options, pcfg_data
 from lenggen.tasks.base import Example
 from lenggen.tasks.bucketed import DATA_SEED, Bucket, BucketedTask, split_evenly
+from lenggen.tasks.pcfg_grammar import (
+    BINARY,
+    COMMA,
+    SYMBOLS,
+    UNARY,
+    count_functions,
+    evaluate,
+    string_arguments,
+)
 
 PREFIX = "Solve:"
 SEPARATOR = "[SEP]"
-COMMA = ","
-UNARY = ("copy", "reverse", "shift", "echo", "swap_first_last", "repeat")
-BINARY = ("append", "prepend", "remove_first", "remove_second")
-SYMBOLS = tuple(f"{letter}{number}" for letter in string.ascii_uppercase for number in range(1, 21))
 P_UNARY = 0.75
-SYMBOLS_SET = frozenset(SYMBOLS)
 STRING_LENGTHS = (2, 5)  # inclusive
 # Cumulative probabilities of the string lengths 3, 4, 5 (uniform): length = 2 + bisect(cdf, u).
 _UNIFORM_LENGTH_CDF = (0.25, 0.5, 0.75)
@@ -103,59 +102,10 @@ _REAL_TRAIN_VALIDATION_STREAM = 3
 _REAL_TEST_STREAM = 4
 
 
-def apply(function: str, *arguments: list[str]) -> list[str]:
-    """The value of one string-edit function on its arguments (lists of symbols)."""
-    x = arguments[0]
-    match function:
-        case "copy":
-            return x
-        case "reverse":
-            return x[::-1]
-        case "shift":
-            return x[1:] + x[:1]
-        case "echo":
-            return x + x[-1:]
-        case "swap_first_last":
-            return x[-1:] + x[1:-1] + x[:1]
-        case "repeat":
-            return x + x
-        case "append":
-            return x + arguments[1]
-        case "prepend":
-            return arguments[1] + x
-        case "remove_first":
-            return arguments[1]
-        case "remove_second":
-            return x
-    raise ValueError(
-        f"Unknown PCFG SET function {function!r}; expected one of {', '.join(UNARY + BINARY)}."
-    )
-
-
-def evaluate(tokens: list[str]) -> list[str]:
-    """The target of a prefix-order source (function words, symbols and commas)."""
-
-    def expression(i: int) -> tuple[list[str], int]:  # (value, index after it)
-        word = tokens[i]
-        if word in UNARY:
-            value, i = expression(i + 1)
-            return apply(word, value), i
-        if word in BINARY:
-            first, i = expression(i + 1)
-            second, i = expression(i + 1)  # Skips the comma.
-            return apply(word, first, second), i
-        end = i
-        while end < len(tokens) and tokens[end] != COMMA:
-            end += 1
-        return tokens[i:end], end
-
-    value, _ = expression(0)
-    return value
-
-
-def count_functions(source: str) -> int:
-    """The number of function words of a source (its length bucket)."""
-    return sum(word in UNARY or word in BINARY for word in source.split())
+@functools.cache
+def _counted(name: str) -> tuple[tuple[str, str, int], ...]:
+    """(source, target, functions) of the shipped file `name`; counted once per process."""
+    return tuple((s, t, count_functions(s)) for s, t in pcfg_data.read(name))
 
 
 def proportional_counts(total: int, weights: list[int]) -> list[int]:
@@ -169,12 +119,6 @@ def proportional_counts(total: int, weights: list[int]) -> list[int]:
     for i in remainders[: total - sum(counts)]:
         counts[i] += 1
     return counts
-
-
-def _string_arguments(source: str) -> list[str]:
-    """The string arguments of a source, each a space-separated run of symbols."""
-    runs = " ".join(w if w in SYMBOLS_SET else "|" for w in source.split()).split("|")
-    return [run.strip() for run in runs if run.strip()]
 
 
 def _real_example(source: str, target: str) -> Example:
@@ -325,17 +269,14 @@ class Pcfg(BucketedTask):
         """Number of functions -> the real training-distribution pairs, min..max_train."""
         pool = {n: [] for n in range(self.min_functions, self.max_train_functions + 1)}
         for name in pcfg_data.POOL:
-            for source, target in pcfg_data.read(name):
-                if (n := count_functions(source)) in pool:
+            for source, target, n in _counted(name):
+                if n in pool:
                     pool[n].append((source, target))
         return pool
 
     @functools.cached_property
     def _real_test_candidates(self) -> list[tuple[str, str]]:
-        return [
-            pair for pair in pcfg_data.read("productivity/test")
-            if count_functions(pair[0]) <= self.max_test_functions
-        ]
+        return [(s, t) for s, t, n in _counted("productivity/test") if n <= self.max_test_functions]
 
     @functools.cached_property
     def _plan(self) -> tuple[list[int], list[int]]:
@@ -354,7 +295,7 @@ class Pcfg(BucketedTask):
             len(argument.split())
             for pairs in self._real_pool.values()
             for source, _ in pairs
-            for argument in _string_arguments(source)
+            for argument in string_arguments(source)
         )
         total = sum(counts.values())
         lengths = range(STRING_LENGTHS[0], STRING_LENGTHS[1])  # The last is implied.
@@ -388,10 +329,11 @@ class Pcfg(BucketedTask):
         for bucket, n_train, n_valid in zip(self._train_buckets(), *self._plan):
             rng = np.random.default_rng([self.seed, _REAL_TRAIN_VALIDATION_STREAM, *bucket.key])
             real = [_real_example(*pair) for pair in self._real_pool[bucket.length]]
-            chosen = [real[i] for i in rng.permutation(len(real))[: n_train + n_valid]]
-            examples = chosen + self._top_up(
-                bucket, rng, n_train + n_valid - len(chosen), {e.source for e in real}
-            )
+            examples = [real[i] for i in rng.permutation(len(real))[: n_train + n_valid]]
+            if len(examples) < n_train + n_valid:
+                examples += self._top_up(
+                    bucket, rng, n_train + n_valid - len(examples), {e.source for e in real}
+                )
             examples = [examples[i] for i in rng.permutation(len(examples))]
             train += examples[:n_train]
             validation += examples[n_train:]

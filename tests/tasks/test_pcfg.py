@@ -14,7 +14,7 @@ import string
 import pytest
 
 from lenggen import tasks
-from lenggen.tasks import TaskOptionError, pcfg
+from lenggen.tasks import TaskOptionError, pcfg_grammar
 
 UNARY = {
     "copy": lambda x: list(x),
@@ -86,7 +86,7 @@ def default_splits():
     ],
 )
 def test_hand_worked_targets(source, target):
-    assert " ".join(pcfg.evaluate(source.split())) == target
+    assert " ".join(pcfg_grammar.evaluate(source.split())) == target
     assert " ".join(stack_evaluate(source)[0]) == target
 
 
@@ -182,7 +182,7 @@ def test_unknown_function():
     message = ("Unknown PCFG SET function 'swap'; expected one of copy, reverse, shift, echo, "
                "swap_first_last, repeat, append, prepend, remove_first, remove_second.")
     with pytest.raises(ValueError, match=re.escape(message)):
-        pcfg.apply("swap", ["A1"])
+        pcfg_grammar.apply("swap", ["A1"])
 
 
 def test_generator_output_is_pinned(default_splits):
