@@ -16,7 +16,7 @@ import pytest
 
 import lenggen
 from lenggen import tasks
-from lenggen.tasks import TaskOptionError, pcfg_data, pcfg_grammar
+from lenggen.tasks import TaskOptionError, pcfg, pcfg_data, pcfg_grammar
 
 DATA = pathlib.Path(lenggen.__file__).parent / "tasks" / "data" / "pcfgset"
 FUNCTIONS = {"copy", "reverse", "shift", "echo", "swap_first_last", "repeat",
@@ -180,6 +180,23 @@ def test_small_sizes_use_real_pairs_only_and_a_test_subset(pool, real_test):
         "pcfg", num_train=100, num_validation=20, num_test=8_441, max_test_functions=12)
     counts = collections.Counter(e.length for e in fewer.examples("test"))
     assert counts == {9: 3232, 10: 2296, 11: 1738, 12: 1175}
+
+
+@pytest.mark.parametrize("total, weights, expected", [
+    (10, [1, 1, 1], [4, 3, 3]),  # 3.33 each: the one left over goes to the first
+    (7, [2, 1], [5, 2]),  # 4.67 and 2.33: floors 4 + 2, the larger remainder (.67) gets the 7th
+    (0, [5, 3], [0, 0]),
+])
+def test_proportional_counts(total, weights, expected):
+    assert pcfg.proportional_counts(total, weights) == expected
+
+
+def test_min_functions_keeps_the_real_proportions_of_the_rest():
+    task = tasks.get("pcfg", min_functions=3, num_train=1_000, num_validation=100, num_test=10)
+    counts = collections.Counter(e.length for e in task.examples("train"))
+    rest = sum(POOL_COUNTS[n] for n in range(3, 9))
+    assert set(counts) == set(range(3, 9)) and sum(counts.values()) == 1_000
+    assert all(abs(counts[n] - 1_000 * POOL_COUNTS[n] / rest) < 1 for n in range(3, 9))
 
 
 def test_determinism():
