@@ -87,14 +87,14 @@ class RunDir:
         return self.path.exists()
 
     def has(self, name: str) -> bool:
-        return self.file(name).exists()
+        return storage.exists(self.file(name))
 
     def read_json(self, name: str) -> Any:
         """The parsed file, or None when it does not exist."""
         path = self.file(name)
-        if not path.exists():
+        if not storage.exists(path):
             return None
-        return json.loads(path.read_text())
+        return json.loads(storage.read_text(path))
 
     def config(self) -> dict | None:
         return self.read_json(CONFIG_FILE)
@@ -125,10 +125,10 @@ class RunDir:
         resumed at `step` logs them again, so the file reads as one uninterrupted run) and any
         line a crash cut short. Other events (resumed, preempted, ...) are history and stay."""
         path = self.file(METRICS_FILE)
-        if not path.exists():
+        if not storage.exists(path):
             return
         kept = []
-        for line in path.read_text().splitlines(keepends=True):
+        for line in storage.read_text(path).splitlines(keepends=True):
             try:
                 record = json.loads(line)
             except ValueError:
@@ -185,7 +185,7 @@ class RunDir:
         """Moves every entry (but earlier replaced-* folders and the lock) into a new
         WORKDIR/replaced-<time>/."""
         backup = self.path / time.strftime(f"{REPLACED_PREFIX}%Y%m%d-%H%M%S")
-        for entry in self.path.iterdir():
+        for entry in storage.resolve_fresh(self.path).iterdir():
             if not entry.name.startswith(REPLACED_PREFIX) and entry.name != lock.LOCK_FILE:
                 storage.move(entry, backup / entry.name)
         return backup

@@ -71,10 +71,10 @@ def check(workdir: str, *, deadline_s: float = 60.0, poll_s: float = 0.5) -> Non
         if jax.process_index() == 0:
             storage.write_bytes(token, b"")
         start = time.monotonic()
-        seen = token.exists()
+        seen = storage.exists(token)
         while not seen and time.monotonic() - start < deadline_s:
             time.sleep(poll_s)
-            seen = token.exists()
+            seen = storage.exists(token)
         everyone = np.asarray(multihost_utils.process_allgather(np.asarray(seen)))
         if jax.process_index() == 0:
             token.unlink(missing_ok=True)

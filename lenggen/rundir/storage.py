@@ -60,13 +60,28 @@ def _gcs_filesystem():
         import gcsfs
     except ImportError as error:
         raise StorageError(f"gs:// paths need gcsfs ({error}); pip install gcsfs.") from None
-    # The same instance epath uses (fsspec caches filesystems by their arguments).
-    return gcsfs.GCSFileSystem()
+    del gcsfs
+    import fsspec
+
+    # The instance epath uses (fsspec caches filesystems by their arguments; these are
+    # etils.epath's), so that emptying its listing cache here empties epath's.
+    return fsspec.filesystem("gcs", finalize_on_close=True)
 
 
 def gcs_filesystem():
-    """The gcsfs filesystem behind epath's gs:// paths (STORAGE_EMULATOR_HOST is honoured)."""
-    return _gcs_filesystem()
+    """The gcsfs filesystem behind epath's gs:// paths (STORAGE_EMULATOR_HOST is honoured),
+    with its listing cache emptied: another process (or host) may have changed the bucket
+    since, and a stale listing would hide a file that now exists."""
+    filesystem = _gcs_filesystem()
+    filesystem.invalidate_cache()
+    return filesystem
+
+
+def resolve_fresh(path: str | os.PathLike) -> epath.Path:
+    """`path` resolved; on GCS, after emptying the listing cache (see gcs_filesystem)."""
+    if is_gcs(path):
+        gcs_filesystem()
+    return resolve(path)
 
 
 def bucket_and_key(path: str | os.PathLike) -> tuple[str, str]:
@@ -137,7 +152,7 @@ def check_reachable(path: str | os.PathLike, *, timeout_s: float = 20.0) -> epat
 
 
 def read_text(path: str | os.PathLike) -> str:
-    return resolve(path).read_text()
+    return resolve_fresh(path).read_text()
 
 
 def read_json(path: str | os.PathLike) -> Any:
@@ -145,14 +160,15 @@ def read_json(path: str | os.PathLike) -> Any:
 
 
 def exists(path: str | os.PathLike) -> bool:
-    return resolve(path).exists()
+    return resolve_fresh(path).exists()
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Replaces `path` with `data` atomically (see the module docstring); makes its parent."""
-    target = resolve(path)
+    target = resolve_fresh(path)
     if is_gcs(path):
         target.write_bytes(data)  # One object upload: atomic.
+        gcs_filesystem()
         return
     os.makedirs(target.parent, exist_ok=True)
     temporary = f"{target.parent}/.{target.name}.{os.getpid()}.{threading.get_ident()}.tmp"
@@ -188,10 +204,11 @@ def write_lines(path: str | os.PathLike, lines: list[str]) -> None:
 def append_line(path: str | os.PathLike, line: str) -> None:
     """Appends one newline-terminated line. Locally a plain append (a crash can cut only the
     last line short); on GCS the object is re-uploaded whole (atomic, no cut lines)."""
-    target = resolve(path)
+    target = resolve_fresh(path)
     if is_gcs(path):
         old = target.read_bytes() if target.exists() else b""
         target.write_bytes(old + line.encode())
+        gcs_filesystem()
         return
     os.makedirs(target.parent, exist_ok=True)
     with open(target, "a") as handle:
@@ -203,8 +220,15 @@ def move(source: str | os.PathLike, destination: str | os.PathLike) -> None:
     delete (a crash part-way leaves both copies, never neither)."""
     source_path, destination_path = resolve(source), resolve(destination)
     if is_gcs(source):
-        _gcs_filesystem().mv(os.fspath(source_path), os.fspath(destination_path),
-                             recursive=True)
+        filesystem = gcs_filesystem()
+        source_name = os.fspath(source_path)[len(GCS_SCHEME):]  # bucket/key, as gcsfs lists
+        if filesystem.isdir(source_name):
+            for name in filesystem.find(source_name):
+                filesystem.copy(name, f"{destination_path}/{name[len(source_name) + 1:]}")
+        else:
+            filesystem.copy(os.fspath(source_path), os.fspath(destination_path))
+        filesystem.rm(os.fspath(source_path), recursive=True)
+        filesystem.invalidate_cache()
         return
     os.makedirs(destination_path.parent, exist_ok=True)
     os.replace(source_path, destination_path)
