@@ -4,9 +4,11 @@ WORKDIR/lock.json names the holder: {"host", "pid", "started"}. Two runs in one 
 interleave metrics.jsonl and fight inside Orbax, so the second is refused with one line that
 names the first.
 
-- Local disk: a POSIX record lock (fcntl.lockf, honoured by NFS too) on lock.json. The kernel
-  drops it when the holder exits in any way, kill -9 included, so a lock left by a killed run
-  is free at once.
+- Local disk: flock(2) on lock.json (per open file, so even a second lock in the same process
+  is refused; Linux maps it to a POSIX lock on NFS, which other hosts see). The kernel drops it
+  when the holder exits in any way, kill -9 included, so a lock left by a killed run is free at
+  once. Release deletes the file while still holding it; a run that had opened the old file
+  notices (the inode differs) and opens the new one.
 - GCS: the lock is the object's existence, changed only by uploads with a generation
   precondition: take = create with ifGenerationMatch=0 (exactly one of two racing runs
   succeeds); a daemon thread refreshes it every `heartbeat_s` with ifGenerationMatch=<own
@@ -108,7 +110,7 @@ class WorkdirLock:
             # when it gets the lock, and starts again (`_acquire_local`).
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path)
-            fcntl.lockf(self._descriptor, fcntl.LOCK_UN)
+            fcntl.flock(self._descriptor, fcntl.LOCK_UN)
             os.close(self._descriptor)
             self._descriptor = None
         if self._generation is not None:
@@ -133,7 +135,7 @@ class WorkdirLock:
         while True:
             descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
             try:
-                fcntl.lockf(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
                 text = os.pread(descriptor, 65536, 0).decode(errors="replace")
                 os.close(descriptor)
