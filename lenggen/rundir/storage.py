@@ -116,7 +116,7 @@ def _with_deadline[T](what: Callable[[], T], seconds: float, describe: str) -> T
     return outcome["value"]
 
 
-def check_reachable(path: str | os.PathLike, *, timeout_s: float = 20.0) -> epath.Path:
+def check_reachable(path: str | os.PathLike, *, timeout_s: float = 10.0) -> epath.Path:
     """Fails fast when `path` cannot be used, before anything is created locally.
 
     Local paths are left to the run (their errors name the path already). For gs:// the bucket
