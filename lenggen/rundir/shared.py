@@ -42,7 +42,7 @@ class Interrupted(Exception):
 
     def __init__(self, signum: int):
         super().__init__(f"Stopped by {signal.Signals(signum).name} while checking that every "
-                         "process sees the workdir; nothing was written but the check's token.")
+                         "process sees the workdir; nothing was written but the check's files.")
         self.signum = signum
 
 
@@ -58,7 +58,8 @@ def _signals_interrupt():
         yield
     finally:
         for signum, old in previous.items():
-            signal.signal(signum, old)
+            # None: the old handler was not installed from Python and cannot be restored.
+            signal.signal(signum, signal.SIG_DFL if old is None else old)
 
 
 def _nonce() -> str:

@@ -102,5 +102,5 @@ def test_sigterm_stops_the_wait_on_every_process(tmp_path):
         assert code == 128 + signal.SIGTERM, output[-3000:]
         assert _lenggen_lines(output) == [
             "lenggen: Stopped by SIGTERM while checking that every process sees the workdir; "
-            "nothing was written but the check's token."
+            "nothing was written but the check's files."
         ]
