@@ -361,11 +361,14 @@ def evaluate(experiment: Experiment, checkpoints: checkpoint.Checkpoints) -> dic
         # Each file is replaced atomically: a crash leaves the previous version whole.
         run_dir.write_json(rundir.RESULTS_FILE, payload)
         run_dir.write_lines(rundir.SAMPLES_FILE, [results.json_line(s) for s in samples])
+        # Drawn under another name, then moved over the old plot: a plotting error leaves it.
+        partial = run_dir.file(f".partial-{rundir.PLOT_FILE}")
         results.plot_accuracy_vs_length(
             payload,
-            run_dir.file(rundir.PLOT_FILE),
+            partial,
             title=f"{config.task.name}, {config.model.pe.name} (seed {config.seed}, step {step})",
         )
+        storage.move(partial, run_dir.file(rundir.PLOT_FILE))
         print(results.format_table(payload), flush=True)
     return payload
 

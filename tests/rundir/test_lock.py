@@ -68,3 +68,22 @@ def test_move_aside_leaves_the_lock_in_place(tmp_path):
         backup = run_dir.move_aside()
         assert (tmp_path / rundir.LOCK_FILE).exists()
         assert sorted(os.listdir(backup)) == [rundir.CONFIG_FILE]
+
+
+def test_lenggen_main_on_a_locked_workdir_exits_2_naming_the_holder(tmp_path):
+    """Two commands on one workdir: the second stops with one line, before it writes there."""
+    workdir = tmp_path / "run"
+    with rundir.RunDir(workdir).lock():
+        done = subprocess.run(
+            [sys.executable, "-m", "lenggen.main",
+             "--config=tests/reliability/tiny_config.py:steps=2", f"--workdir={workdir}",
+             f"--config.data.dir={tmp_path / 'data'}"],
+            cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+            capture_output=True, text=True, timeout=300,
+        )
+        assert sorted(os.listdir(workdir)) == [rundir.LOCK_FILE]  # no config.json written
+    assert done.returncode == 2, done.stderr[-3000:]
+    lines = [line for line in done.stderr.splitlines() if line.startswith("lenggen: ")]
+    assert len(lines) == 1 and "Traceback" not in done.stderr
+    assert lines[0].startswith(f"lenggen: Workdir {workdir} is in use by pid {os.getpid()} on "
+                               f"{socket.gethostname()}")
