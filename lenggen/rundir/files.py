@@ -83,9 +83,6 @@ class RunDir:
 
     # ---- Reading.
 
-    def exists(self) -> bool:
-        return self.path.exists()
-
     def has(self, name: str) -> bool:
         return storage.exists(self.file(name))
 
@@ -98,13 +95,6 @@ class RunDir:
 
     def config(self) -> dict | None:
         return self.read_json(CONFIG_FILE)
-
-    def is_finished(self, config: ml_collections.ConfigDict | dict) -> bool:
-        """results.json is there and config.json trains the same experiment as `config`."""
-        saved = self.config()
-        current = config if isinstance(config, dict) else json.loads(config.to_json())
-        return (saved is not None and not differing_keys(saved, current)
-                and self.has(RESULTS_FILE))
 
     # ---- Writing (process 0 only, in a multi-process run).
 
