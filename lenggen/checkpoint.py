@@ -22,9 +22,6 @@ What a crash can leave, and why none of it is ever restored:
 import dataclasses
 import datetime
 import functools
-import json
-import os
-import shutil
 from typing import Any
 
 import jax
@@ -35,11 +32,11 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from lenggen import results
+from lenggen.rundir import files, storage
 
 BEST_METRIC = "validation_exact_match"
-CHECKSUMS_FILE = "checksums.json"
-CORRUPT_DIR = "corrupt"
+CHECKSUMS_FILE = files.CHECKSUMS_FILE
+CORRUPT_DIR = files.CORRUPT_DIR
 _UNFINISHED_SUFFIX = ".orbax-checkpoint-tmp"
 _UNSIGNED = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32}
 
@@ -109,13 +106,23 @@ def _describe(error: BaseException) -> str:
 
 
 class _Directory:
-    """One Orbax-managed directory (checkpoints/ or best/) and its checksum file."""
+    """One Orbax-managed directory (checkpoints/ or best/) and its checksum file.
 
-    def __init__(self, workdir: str, name: str, options: ocp.CheckpointManagerOptions):
-        self.workdir = os.path.abspath(workdir)
+    Read-only (`read_only`): nothing is created, removed or moved, and restores are still
+    verified against checksums.json; a directory that does not exist has no steps.
+    """
+
+    def __init__(self, workdir: str, name: str, options: ocp.CheckpointManagerOptions,
+                 read_only: bool = False):
+        self.workdir = storage.resolve(workdir)
         self.name = name
-        self.path = os.path.join(self.workdir, name)
-        self.removed_unfinished = self._remove_unfinished_saves()
+        self.path = self.workdir / name
+        self.read_only = read_only
+        if read_only:
+            self.removed_unfinished = []
+            options = dataclasses.replace(options, read_only=True, create=False)
+        else:
+            self.removed_unfinished = self._remove_unfinished_saves()
         # Orbax names its cross-process barriers by step: `best/` and `checkpoints/` saving
         # the same step would meet in one barrier and hang a multi-process run.
         options = dataclasses.replace(
@@ -128,17 +135,16 @@ class _Directory:
 
     def _remove_unfinished_saves(self) -> list[str]:
         """Deletes `<step>.orbax-checkpoint-tmp` left by a save that a crash interrupted."""
-        if jax.process_index() != 0 or not os.path.isdir(self.path):
+        if jax.process_index() != 0 or not self.path.is_dir():
             return []
-        unfinished = sorted(e for e in os.listdir(self.path) if _UNFINISHED_SUFFIX in e)
+        unfinished = sorted(e.name for e in self.path.iterdir() if _UNFINISHED_SUFFIX in e.name)
         for entry in unfinished:
-            shutil.rmtree(os.path.join(self.path, entry))
-        return [os.path.join(self.name, e) for e in unfinished]
+            (self.path / entry).rmtree()
+        return [f"{self.name}/{e}" for e in unfinished]
 
     def _all_checksums(self) -> dict[str, dict[str, list[int]]]:
         try:
-            with open(os.path.join(self.workdir, CHECKSUMS_FILE)) as handle:
-                recorded = json.load(handle)
+            recorded = storage.read_json(self.workdir / CHECKSUMS_FILE)
         except (OSError, ValueError):
             recorded = None
         # Absent or unreadable: restores are then checked by Orbax alone.
@@ -156,7 +162,7 @@ class _Directory:
             everything = self._all_checksums()
             recorded = {k: v for k, v in everything.get(self.name, {}).items() if k in kept}
             everything[self.name] = dict(recorded, **{str(step): checksum})
-            results.write_json_atomic(os.path.join(self.workdir, CHECKSUMS_FILE), everything)
+            storage.write_json(self.workdir / CHECKSUMS_FILE, everything)
         self.manager.save(step, args=ocp.args.StandardSave(state), force=True, **kwargs)
 
     def restore(self, step: int, abstract_state: Any) -> Any:
@@ -176,24 +182,31 @@ class _Directory:
 
     def move_aside(self, step: int) -> str:
         """Moves a step that failed to restore to WORKDIR/corrupt/ (kept for inspection)."""
+        if self.read_only:
+            raise CheckpointError(f"{self.path}/{step} does not restore; opened read-only, so "
+                                  "it was left in place.")
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
-        destination = os.path.join(self.workdir, CORRUPT_DIR, f"{self.name}-{step}-{stamp}")
+        destination = self.workdir / CORRUPT_DIR / f"{self.name}-{step}-{stamp}"
         if jax.process_index() == 0:
-            os.makedirs(os.path.dirname(destination), exist_ok=True)
-            os.replace(os.path.join(self.path, str(step)), destination)
+            storage.move(self.path / str(step), destination)
         if jax.process_count() > 1:
             multihost_utils.sync_global_devices(f"lenggen_move_aside_{self.name}_{step}")
         self.manager.reload()
-        return destination
+        return str(destination)
 
 
 class Checkpoints:
-    """The latest-N and best-by-validation checkpoint managers of one workdir."""
+    """The latest-N and best-by-validation checkpoint managers of one workdir (local or gs://).
 
-    def __init__(self, workdir: str, *, keep: int):
-        self.workdir = os.path.abspath(workdir)
+    With `read_only` (analysis, report) nothing in the workdir is created, removed or moved,
+    and every restore is still verified against checksums.json.
+    """
+
+    def __init__(self, workdir: str, *, keep: int, read_only: bool = False):
+        self.workdir = str(storage.resolve(workdir))
         self._latest = _Directory(
-            workdir, "checkpoints", ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+            workdir, "checkpoints", ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+            read_only,
         )
         self._best = _Directory(
             workdir, "best",
@@ -203,6 +216,7 @@ class Checkpoints:
                 best_mode="max",
                 create=True,
             ),
+            read_only,
         )
 
     @property
@@ -218,6 +232,10 @@ class Checkpoints:
 
     def save(self, step: int, state: Any) -> None:
         self._latest.save(step, state)
+
+    def restore_step(self, step: int, abstract_state: Any) -> Any:
+        """The state of checkpoints/<step>, verified against its checksum; raises on failure."""
+        return self._latest.restore(step, abstract_state)
 
     def restore_newest(self, abstract_state: Any) -> Restored | None:
         """Restores the newest checkpoint that restores intact; None when there is none at all.

@@ -12,7 +12,9 @@ Multi-process runs (one process per host): JAX's runtime starts from --coordinat
 
 Exit status (a scheduler can act on it; the reason is one line on stderr, without traceback):
   0   done.
-  2   bad input: flags, config values, or a workdir holding another experiment. Nothing ran.
+  2   bad input: flags, config values, a workdir holding another experiment or locked by
+      another run, or storage that is unsupported, unreachable or not shared by every
+      process. Nothing ran.
   3   training diverged (NaN/Inf loss); the last good checkpoint is named.
   4   the workdir has checkpoints but none restores.
   75  preempted (SIGTERM): the current step was checkpointed; run the same command to resume.
@@ -24,8 +26,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from lenggen import checkpoint, config_schema, distributed
-from lenggen import workdir as workdir_lib
+from lenggen import checkpoint, config_schema, distributed, rundir
+from lenggen.rundir import shared
 from lenggen.train import loop, preemption
 
 EXIT_BAD_INPUT = 2
@@ -115,8 +117,11 @@ def main(argv: list[str]) -> None:
         loop.run(config, _WORKDIR.value, _MODE.value, overwrite=_OVERWRITE.value)
     except preemption.Preempted as stop:
         _exit(preemption.EXIT_CODE, str(stop))
-    except (config_schema.ConfigError, workdir_lib.WorkdirConflictError) as error:
+    except (config_schema.ConfigError, rundir.WorkdirConflictError, rundir.WorkdirLockedError,
+            rundir.StorageError) as error:
         _exit(EXIT_BAD_INPUT, str(error))
+    except shared.Interrupted as stop:
+        _exit(128 + stop.signum, str(stop))
     except loop.NonFiniteLossError as error:
         _exit(EXIT_DIVERGED, str(error))
     except checkpoint.CheckpointError as error:

@@ -5,33 +5,23 @@
                  S = {"overall": float, "by_length": {"<length>": {"exact_match": float, "n": int}}}
   metrics.jsonl  one JSON object per logged training or validation event.
   accuracy_vs_length.png   exact match per length bucket, train lengths shaded.
-Writes are atomic (temporary file + rename): a crash mid-write leaves the previous file intact.
+Writes are atomic (lenggen/rundir/storage.py: a temporary file renamed over the old one on a
+local disk, one object upload on GCS): a crash mid-write leaves the previous file intact.
 """
 
+import io
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
 
+from lenggen.rundir import storage
+
 
 def write_json_atomic(path: str, payload: Any) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=directory, delete=False, suffix=".tmp") as handle:
-        temporary = handle.name
-        try:
-            json.dump(payload, handle, indent=2, sort_keys=True)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        except BaseException:
-            handle.close()
-            os.unlink(temporary)
-            raise
-    os.replace(temporary, path)
+    """Replaces `path` (local or gs://) with `payload` as JSON, atomically (lenggen.rundir)."""
+    storage.write_json(path, payload)
 
 
 def json_line(record: Mapping[str, Any]) -> str:
@@ -39,8 +29,7 @@ def json_line(record: Mapping[str, Any]) -> str:
 
 
 def append_jsonl(path: str, record: Mapping[str, Any]) -> None:
-    with open(path, "a") as handle:
-        handle.write(json_line(record))
+    storage.append_line(path, json_line(record))
 
 
 def bucket_exact_match(lengths: Iterable[int], correct: Iterable[bool]) -> dict:
@@ -104,5 +93,7 @@ def plot_accuracy_vs_length(results: Mapping[str, Any], path: str, title: str) -
     axes.legend(loc="best")
     axes.grid(alpha=0.3)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    image = io.BytesIO()
+    figure.savefig(image, format="png", dpi=120)
     plt.close(figure)
+    storage.write_bytes(path, image.getvalue())  # Atomic, local or gs://.

@@ -46,9 +46,8 @@ import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
 
-from lenggen import config_args
+from lenggen import config_args, rundir
 from lenggen import tasks as tasks_lib
-from lenggen import workdir as workdir_lib
 from lenggen.model import positional
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -327,16 +326,16 @@ def plan(runs: Iterable[Run], runs_dir: str) -> list[Planned]:
     planned = []
     for run in runs:
         workdir = os.path.join(runs_dir, run.name)
-        config_path = os.path.join(workdir, workdir_lib.CONFIG_FILE)
+        run_dir = rundir.RunDir(workdir)  # Read through the run-directory module (or gs://).
         current = json.loads(resolve_config(run).to_json())
-        if not os.path.exists(config_path):
+        saved = run_dir.config()
+        if saved is None:
             planned.append(Planned(run, workdir, "new"))
             continue
-        with open(config_path) as handle:
-            differences = workdir_lib.differing_keys(json.load(handle), current)
+        differences = rundir.differing_keys(saved, current)
         if differences:
             planned.append(Planned(run, workdir, "conflict", ", ".join(differences[:6])))
-        elif os.path.exists(os.path.join(workdir, workdir_lib.RESULTS_FILE)):
+        elif run_dir.has(rundir.RESULTS_FILE):
             planned.append(Planned(run, workdir, "done"))
         else:
             planned.append(Planned(run, workdir, "resume"))

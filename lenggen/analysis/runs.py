@@ -2,26 +2,23 @@
 
 Read-only: the config is WORKDIR/config.json (written by the training loop), the parameters come
 from the best-validation checkpoint (WORKDIR/best/<step>/, the one the paper scores) or the
-newest one (WORKDIR/checkpoints/<step>/), opened with Orbax in read-only mode. The model is
+newest one (WORKDIR/checkpoints/<step>/), opened read-only through lenggen.checkpoint, which
+checks them against the run's checksums.json. WORKDIR may be local or gs://. The model is
 rebuilt from the config; the examples are generated from the config's task and tokenized with
 the task's word-level vocabulary, exactly as the dataset builder stores them.
 """
 
 import dataclasses
 import functools
-import json
-import os
 from collections.abc import Sequence
 from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 
 from lenggen import checkpoint as checkpoint_lib
-from lenggen import sharding, tasks
-from lenggen import workdir as workdir_lib
+from lenggen import rundir, sharding, tasks
 from lenggen.data import dataset, loader
 from lenggen.data.tokenizer import Tokenizer
 from lenggen.model.decoder import Decoder
@@ -64,46 +61,34 @@ class Run:
         return f"{self.config.model.pe.name} (seed {self.config.seed})"
 
 
-def _read_config(workdir: str) -> ml_collections.ConfigDict:
-    path = os.path.join(workdir, workdir_lib.CONFIG_FILE)
+def _read_config(run_dir: rundir.RunDir) -> ml_collections.ConfigDict:
     try:
-        with open(path) as handle:
-            return ml_collections.ConfigDict(json.load(handle))
-    except OSError as error:
+        saved = run_dir.config()
+    except ValueError as error:
+        raise RunError(f"{run_dir.file(rundir.CONFIG_FILE)} is not valid JSON ({error}).") from None
+    if saved is None:
         raise RunError(
-            f"No run config at {path} ({error.strerror}); expected a workdir written by "
+            f"No run config at {run_dir.file(rundir.CONFIG_FILE)}; expected a workdir written by "
             "lenggen.main."
-        ) from None
-
-
-def _manager(directory: str, with_metrics: bool) -> ocp.CheckpointManager | None:
-    if not os.path.isdir(directory):
-        return None
-    options = ocp.CheckpointManagerOptions(
-        read_only=True, create=False,
-        best_fn=(lambda m: m[checkpoint_lib.BEST_METRIC]) if with_metrics else None,
-        best_mode="max",
-    )  # fmt: skip
-    return ocp.CheckpointManager(directory, options=options)
+        )
+    return ml_collections.ConfigDict(saved)
 
 
 def _restore(workdir: str, which: str, target: Any) -> tuple[int, Any]:
-    """(step, state) of the best checkpoint (falling back to the newest) or of the newest."""
+    """(step, state) of the best checkpoint (falling back to the newest) or of the newest,
+    opened read-only and verified against the run's checksums.json."""
     if which not in CHECKPOINTS:
         raise ValueError(f"checkpoint must be one of {CHECKPOINTS}, got {which!r}")
-    candidates = [("best", True), ("checkpoints", False)] if which == "best" else [
-        ("checkpoints", False)
-    ]  # fmt: skip
-    for name, with_metrics in candidates:
-        manager = _manager(os.path.join(workdir, name), with_metrics)
-        if manager is None:
-            continue
-        try:
-            step = manager.best_step() if with_metrics else manager.latest_step()
-            if step is not None:
-                return step, manager.restore(step, args=ocp.args.StandardRestore(target))
-        finally:
-            manager.close()
+    checkpoints = checkpoint_lib.Checkpoints(workdir, keep=1, read_only=True)
+    try:
+        best = checkpoints.best() if which == "best" else None
+        if best is not None:
+            return best[0], checkpoints.restore_best(target)
+        step = checkpoints.latest_step()
+        if step is not None:
+            return step, checkpoints.restore_step(step, target)
+    finally:
+        checkpoints.close()
     raise RunError(
         f"No checkpoint under {workdir}/best or {workdir}/checkpoints (asked for {which!r}); "
         "train the run first."
@@ -111,9 +96,11 @@ def _restore(workdir: str, which: str, target: Any) -> tuple[int, Any]:
 
 
 def load(workdir: str, checkpoint: str = "best") -> Run:
-    """The run in `workdir`, its parameters from the `checkpoint` ('best' or 'latest')."""
-    workdir = os.path.abspath(workdir)  # Orbax refuses relative checkpoint paths.
-    config = _read_config(workdir)
+    """The run in `workdir` (local or gs://), its parameters from the `checkpoint` ('best' or
+    'latest'). Read-only: nothing in the workdir is created or changed."""
+    run_dir = rundir.RunDir(workdir)
+    workdir = str(run_dir)  # Absolute when local: Orbax refuses relative checkpoint paths.
+    config = _read_config(run_dir)
     task = tasks.get(config.task.name, **config.task.options.to_dict())
     tokenizer = Tokenizer.from_task(task)
     model = Decoder.from_config(config.model, tokenizer.vocab_size)

@@ -40,6 +40,7 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from lenggen.data.tokenizer import EOS_ID, Tokenizer
+from lenggen.rundir import storage
 from lenggen.tasks.base import SPLITS
 
 # Two versions name a dataset. A task's own `version` (lenggen.tasks.base.Task) is the TFDS
@@ -54,6 +55,10 @@ FORMAT_RELEASE_NOTES = {
     "1.0.0": "Initial release: tokens, source_length, length, source, target; word-level "
     "vocabulary from the task; records in task order (shuffling disabled).",
 }
+
+
+# Where a gs:// data dir's datasets are read from (array_record needs local files).
+DEFAULT_STAGING_DIR = "~/.cache/lenggen/gcs-staging"
 
 
 class DatasetError(ValueError):
@@ -184,8 +189,49 @@ class PreparedTask:
         return self.longest[split]
 
 
-def prepare(task, data_dir: str | os.PathLike) -> PreparedTask:
-    """Generates `task`'s dataset under `data_dir` unless it is already there, then opens it."""
+def prepare(task, data_dir: str | os.PathLike, *,
+            staging_dir: str | os.PathLike = DEFAULT_STAGING_DIR) -> PreparedTask:
+    """Generates `task`'s dataset under `data_dir` unless it is already there, then opens it.
+
+    A gs:// `data_dir` is mirrored through a local `staging_dir` (see `_prepare_on_gcs`).
+    """
+    if storage.is_gcs(data_dir):
+        return _prepare_on_gcs(task, os.fspath(data_dir), os.path.expanduser(staging_dir))
+    return _prepare_local(task, data_dir)
+
+
+def _prepare_on_gcs(task, data_dir: str, staging_dir: str) -> PreparedTask:
+    """The dataset kept in gs://`data_dir`, read from a local copy.
+
+    TFDS reads and writes its metadata through epath (gs:// works), but its array_record
+    files are opened by array_record's C++ reader and writer, which take local paths only.
+    So the version directory is generated (or downloaded) under
+    `staging_dir/<bucket>/<path>/...` and opened there; a dataset generated here is uploaded
+    with dataset_info.json last, the file TFDS takes as "prepared", so a reader never sees a
+    partial upload as a dataset.
+    """
+    bucket, key = storage.bucket_and_key(data_dir)
+    local_root = os.path.join(staging_dir, bucket, key)
+    local = LenggenTask(task=task, data_dir=local_root).data_path
+    relative = os.path.relpath(os.fspath(local), local_root)
+    remote = f"{data_dir.rstrip('/')}/{relative}"
+    filesystem = storage.gcs_filesystem()
+    marker = "dataset_info.json"
+    if filesystem.exists(f"{remote}/{marker}"):
+        if not (local / marker).exists():
+            partial = f"{local}.download-{os.getpid()}"
+            filesystem.get(f"{remote}/", f"{partial}/", recursive=True)
+            os.makedirs(os.path.dirname(os.fspath(local)), exist_ok=True)
+            os.replace(partial, local)
+        return _prepare_local(task, local_root)
+    prepared = _prepare_local(task, local_root)
+    names = sorted(os.listdir(local), key=lambda name: name == marker)  # marker last
+    for name in names:
+        filesystem.put(os.path.join(local, name), f"{remote}/{name}")
+    return prepared
+
+
+def _prepare_local(task, data_dir: str | os.PathLike) -> PreparedTask:
     builder = LenggenTask(task=task, data_dir=data_dir)
     if not builder.is_prepared():
         try:

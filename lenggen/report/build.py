@@ -4,7 +4,8 @@ import os
 
 from lenggen import results
 from lenggen.report import aggregate, markdown, paper, plots
-from lenggen.report.collect import collect
+from lenggen.report.collect import ReportError, collect
+from lenggen.rundir import storage
 
 JSON_FILE = "report.json"
 MARKDOWN_FILE = "report.md"
@@ -28,6 +29,9 @@ def build_report(runs_dir: str, out_dir: str | None = None) -> dict:
       collect.ReportError: no results, or results that cannot be aggregated together.
     """
     out_dir = out_dir or os.path.join(runs_dir, "report")
+    if storage.is_gcs(out_dir):
+        raise ReportError(f"The report is written to a local directory, not {out_dir}: pass "
+                          "--out=DIR (the runs themselves may be on gs://).")
     runs = collect(runs_dir)
     tasks, pes = aggregate.tasks_of(runs), aggregate.pes_of(runs)
     by_length = aggregate.by_length_table(runs)
@@ -37,7 +41,7 @@ def build_report(runs_dir: str, out_dir: str | None = None) -> dict:
     paper_pes = [pe for pe in pes if pe in paper.PAPER_PE_ORDER] or pes
     mrr = aggregate.mean_reciprocal_rank(runs, paper_pes)
     payload = {
-        "runs_dir": os.path.abspath(runs_dir),
+        "runs_dir": runs_dir if storage.is_gcs(runs_dir) else os.path.abspath(runs_dir),
         "num_runs": len(runs),
         "tasks": tasks,
         "pes": pes,

@@ -1,4 +1,5 @@
-"""Finds and checks the results files of a runs directory (what `lenggen.sweep` leaves behind).
+"""Finds and checks the results files of a runs directory (what `lenggen.sweep` leaves behind),
+local or gs:// (read through lenggen.rundir).
 
 Every `results.json` under RUNS_DIR is one run (lenggen/results.py describes the file). Folders
 named `replaced-*` (old runs moved aside by `--overwrite`), hidden folders (the sweep's
@@ -10,9 +11,11 @@ named `replaced-*` (old runs moved aside by `--overwrite`), hidden folders (the 
 import dataclasses
 import json
 import os
+import posixpath
 from typing import Any
 
-from lenggen import workdir as workdir_lib
+from lenggen import rundir as workdir_lib
+from lenggen.rundir import storage
 
 _NOT_SEARCHED = ("checkpoints", "best")
 RANDOMIZED = "+randomized"
@@ -43,8 +46,7 @@ class RunResult:
 
 def _load(path: str) -> Any:
     try:
-        with open(path) as handle:
-            return json.load(handle)
+        return json.loads(storage.read_text(path))
     except ValueError as error:
         raise ReportError(f"{path} is not valid JSON ({error}).") from None
 
@@ -53,8 +55,8 @@ def _identity(results: dict, path: str) -> tuple[str, str, int]:
     """(task, pe, seed) from results.json, else from the config.json beside it (results files
     written before these fields existed); pe gets RANDOMIZED appended when config.json says
     the run trained on randomized positions."""
-    config_path = os.path.join(os.path.dirname(path), workdir_lib.CONFIG_FILE)
-    config = _load(config_path) if os.path.exists(config_path) else None
+    config_path = posixpath.join(posixpath.dirname(path), workdir_lib.CONFIG_FILE)
+    config = _load(config_path) if storage.exists(config_path) else None
     if all(key in results for key in ("task", "pe", "seed")):
         task, pe, seed = results["task"], results["pe"], int(results["seed"])
     elif config is None:
@@ -85,17 +87,20 @@ def _check_splits(results: dict, path: str) -> None:
 
 
 def find_results(runs_dir: str) -> list[str]:
-    """Paths of every results.json under `runs_dir`, sorted."""
-    if not os.path.isdir(runs_dir):
+    """Paths of every results.json under `runs_dir` (local or gs://), sorted."""
+    root = storage.resolve(runs_dir)
+    if not root.is_dir():
         raise ReportError(f"Runs directory {runs_dir!r} does not exist.")
     found = []
-    for directory, subdirectories, files in os.walk(runs_dir):
-        subdirectories[:] = sorted(
-            d for d in subdirectories
-            if not d.startswith((".", "replaced-")) and d not in _NOT_SEARCHED
-        )
-        if workdir_lib.RESULTS_FILE in files:
-            found.append(os.path.join(directory, workdir_lib.RESULTS_FILE))
+    pending = [root]
+    while pending:  # epath's walk loses the gs:// prefix; iterdir keeps it.
+        directory = pending.pop()
+        for entry in directory.iterdir():
+            if entry.name == workdir_lib.RESULTS_FILE:
+                found.append(os.fspath(entry))
+            elif (not entry.name.startswith((".", "replaced-"))
+                  and entry.name not in _NOT_SEARCHED and entry.is_dir()):
+                pending.append(entry)
     return sorted(found)
 
 

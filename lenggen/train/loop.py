@@ -17,13 +17,14 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from lenggen import checkpoint, config_schema, results, sharding, tasks
-from lenggen import workdir as workdir_lib
+from lenggen import checkpoint, config_schema, results, rundir, sharding, tasks
 from lenggen.data import dataset, loader
 from lenggen.data import tokenizer as tokenizer_lib
 from lenggen.evaluate import exact_match
 from lenggen.model import decoder, positional
 from lenggen.model.positional import randomized
+from lenggen.rundir import shared as shared_lib
+from lenggen.rundir import storage
 from lenggen.train import optimizer as optimizer_lib
 from lenggen.train import preemption
 from lenggen.train import state as state_lib
@@ -65,13 +66,14 @@ class Experiment:
     def __init__(self, config: ml_collections.ConfigDict, workdir: str):
         self.config = config
         self.workdir = workdir
+        self.rundir = rundir.RunDir(workdir)
 
         # ---- Mesh.
         self.mesh = sharding.make_mesh(config.mesh.shape)
 
         # ---- Data: the task's TFDS dataset, prepared once per (task, options).
         self.task = tasks.get(config.task.name, **config.task.options.to_dict())
-        data_dir = os.path.expanduser(config.data.dir or DEFAULT_DATA_DIR)
+        data_dir = data_dir_of(config)
         # Process 0 writes the files first; the others then only open them (dataset.py).
         if jax.process_index() != 0:
             _barrier("lenggen_dataset_prepared")
@@ -194,7 +196,7 @@ class Experiment:
 def _event(experiment: Experiment, **record) -> None:
     """Appends one event to WORKDIR/metrics.jsonl (process 0 writes)."""
     if jax.process_index() == 0:
-        results.append_jsonl(os.path.join(experiment.workdir, workdir_lib.METRICS_FILE), record)
+        experiment.rundir.append_event(record)
 
 
 def _all_finite(tree: Any) -> jax.Array:
@@ -208,7 +210,7 @@ def _resume(experiment: Experiment, checkpoints: checkpoint.Checkpoints) -> tupl
     restored = checkpoints.restore_newest(experiment.layout.restore_target())
     step = restored.step if restored else 0
     if jax.process_index() == 0:
-        workdir_lib.trim_metrics(experiment.workdir, step)
+        experiment.rundir.trim_metrics(step)
     if restored is None:
         return 0, experiment.initial_state()
     for (bad, reason), moved in zip(restored.skipped, restored.moved_to, strict=True):
@@ -355,21 +357,18 @@ def evaluate(experiment: Experiment, checkpoints: checkpoint.Checkpoints) -> dic
         metric=config.eval.metric,
     )
     if jax.process_index() == 0:
-        workdir = experiment.workdir
+        run_dir = experiment.rundir
         # Each file is replaced atomically: a crash leaves the previous version whole.
-        results.write_json_atomic(os.path.join(workdir, workdir_lib.RESULTS_FILE), payload)
-        workdir_lib.write_lines_atomic(
-            os.path.join(workdir, workdir_lib.SAMPLES_FILE),
-            [results.json_line(sample) for sample in samples],
-        )
-        plot = os.path.join(workdir, workdir_lib.PLOT_FILE)
-        partial = os.path.join(workdir, f".partial-{workdir_lib.PLOT_FILE}")
+        run_dir.write_json(rundir.RESULTS_FILE, payload)
+        run_dir.write_lines(rundir.SAMPLES_FILE, [results.json_line(s) for s in samples])
+        # Drawn under another name, then moved over the old plot: a plotting error leaves it.
+        partial = run_dir.file(f".partial-{rundir.PLOT_FILE}")
         results.plot_accuracy_vs_length(
             payload,
             partial,
             title=f"{config.task.name}, {config.model.pe.name} (seed {config.seed}, step {step})",
         )
-        os.replace(partial, plot)
+        storage.move(partial, run_dir.file(rundir.PLOT_FILE))
         print(results.format_table(payload), flush=True)
     return payload
 
@@ -385,22 +384,62 @@ def run(
     if mode not in MODES:
         raise ValueError(f"Unknown mode {mode!r}. Valid modes: {', '.join(MODES)}.")
     config_schema.validate(config, jax.device_count())
+    # ---- Storage: an unsupported or unreachable workdir or data dir fails here in seconds,
+    # creating nothing; then every process must see the workdir process 0 sees.
+    storage.check_reachable(workdir)
+    storage.check_reachable(data_dir_of(config))
+    shared_lib.check(workdir)
+    run_dir = rundir.RunDir(workdir)
     if mode != "evaluate":
-        workdir_lib.check(workdir, config, overwrite=overwrite)
-    # Builds data, model and state layout, and checks they fit, before the workdir is claimed:
-    # a config refused here leaves the workdir as it was.
+        run_dir.check(config, overwrite=overwrite)
+    # Builds data, model and state layout, and checks they fit, before the workdir is locked
+    # and claimed: a config refused here leaves the workdir as it was.
     experiment = Experiment(config, workdir)
-    if mode != "evaluate":
-        if jax.process_index() == 0:  # Only process 0 writes the workdir's files.
-            workdir_lib.claim(workdir, config, overwrite=overwrite)
-        _barrier("lenggen_workdir_claimed")
-    checkpoints = checkpoint.Checkpoints(workdir, keep=config.train.checkpoints_to_keep)
+    lock = _lock(run_dir)
     try:
-        if mode in ("train", "train_and_evaluate"):
-            train(experiment, checkpoints)
-        if mode in ("evaluate", "train_and_evaluate"):
-            return evaluate(experiment, checkpoints)
-        return None
+        if mode != "evaluate":
+            if jax.process_index() == 0:  # Only process 0 writes the workdir's files.
+                run_dir.claim(config, overwrite=overwrite)
+            _barrier("lenggen_workdir_claimed")
+        checkpoints = checkpoint.Checkpoints(workdir, keep=config.train.checkpoints_to_keep)
+        try:
+            if mode in ("train", "train_and_evaluate"):
+                train(experiment, checkpoints)
+            if mode in ("evaluate", "train_and_evaluate"):
+                return evaluate(experiment, checkpoints)
+            return None
+        finally:
+            checkpoints.wait()
+            checkpoints.close()
     finally:
-        checkpoints.wait()
-        checkpoints.close()
+        if lock is not None:
+            lock.release()
+
+
+def data_dir_of(config: ml_collections.ConfigDict) -> str:
+    """config.data.dir (gs:// as given, local with `~` expanded), else the local default."""
+    directory = config.data.dir or DEFAULT_DATA_DIR
+    return directory if storage.is_gcs(directory) else os.path.expanduser(directory)
+
+
+def _lock(run_dir: rundir.RunDir) -> rundir.WorkdirLock | None:
+    """Process 0 takes the workdir's lock; every process raises WorkdirLockedError if it
+    could not (the others only learn that it failed)."""
+    lock, refusal = None, None
+    if jax.process_index() == 0:
+        lock = run_dir.lock()
+        try:
+            lock.acquire()
+        except rundir.WorkdirLockedError as error:
+            lock, refusal = None, error
+    if jax.process_count() > 1:
+        taken = multihost_utils.broadcast_one_to_all(np.int32(refusal is None))
+        if not int(taken) and refusal is None:
+            refusal = rundir.WorkdirLockedError(
+                f"Process 0 could not lock workdir {run_dir} (another run holds it)."
+            )
+    if refusal is not None:
+        raise refusal
+    if lock is not None and lock.recovered is not None:
+        _log(f"Took over the lock of a run that is gone ({lock.recovered}).")
+    return lock

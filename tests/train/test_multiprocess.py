@@ -219,7 +219,12 @@ def test_only_process_zero_writes_results_and_logs(runs):
         names_0 = {path.split(os.sep)[0] for path in writes_0}
         assert names_0 >= ({"config.json", "metrics.jsonl", "checksums.json"} if run == "train"
                            else {"results.json", "samples.jsonl", "accuracy_vs_length.png"})
-        assert {path.split(os.sep)[0] for path in writes_1} <= set(ORBAX_DIRS), writes_1
+        # Besides Orbax's files, process 1 acknowledges the shared-workdir check's token
+        # (an atomic write: a temporary file, then the rename; "." is its makedirs).
+        names_1 = {path.split(os.sep)[0] for path in writes_1}
+        acknowledged = {n for n in names_1 if ".shared-" in n}
+        assert names_1 - acknowledged - {"."} <= set(ORBAX_DIRS), writes_1
+        assert any(n.startswith(".shared-") and n.endswith(".seen-1") for n in acknowledged)
         # Progress (train) and the results table (evaluate) are printed by process 0 alone.
         shown = "step 16/16" if run == "train" else "overall"
         assert shown in stdout_0 and shown not in stdout_1
