@@ -404,6 +404,21 @@ def test_task_index_runs_one_run_of_the_array(tmp_path):
         assert bad.returncode == 2 and re.search(message, bad.stderr), bad.stderr
 
 
+def test_task_index_becomes_lenggen_main(tmp_path):
+    """The task's process is replaced by lenggen.main: its own checks, message and exit status
+    (here a mesh for 3 devices on 2: main's exit 2, before any data is built)."""
+    grid_file = tmp_path / "grid.py"
+    grid_file.write_text("from lenggen import grid\n\ndef get_grid(arg=None):\n"
+                         "    return grid.product('configs/base.py', ('copy',), ('nope',), (1,), "
+                         "args={'smoke': True}, overrides={'mesh.shape': (3, 1)})\n")
+    result = _cli(f"--grid={grid_file}", f"--runs_dir={tmp_path / 'runs'}", "--task_index=0")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stdout.startswith(f"copy/nope/1 (new): {sys.executable} -m lenggen.main ")
+    assert result.stderr.startswith("lenggen: config.mesh.shape=(3, 1) needs 3 devices but 2 "
+                                    "are available."), result.stderr
+    assert (tmp_path / "runs/copy/nope/1").is_dir()
+
+
 def test_run_status_is_the_one_completion_check(tmp_path):
     run = grid.product("configs/base.py", ("copy",), ("nope",), (1,), args={"smoke": True})[0]
     config = json.loads(grid.resolve_config(run).to_json())
