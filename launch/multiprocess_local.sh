@@ -41,13 +41,8 @@ if [[ "$xla_flags" != *--xla_force_host_platform_device_count=* ]]; then
   xla_flags="${xla_flags:+$xla_flags }--xla_force_host_platform_device_count=2"
 fi
 
-quote() {  # one word, shell-quoted only where needed (readable dry-run output)
-  if [[ "$1" =~ ^[A-Za-z0-9_./:=,@%+-]+$ ]]; then
-    printf '%s' "$1"
-  else
-    printf "'%s'" "${1//\'/\'\\\'\'}"
-  fi
-}
+# shellcheck source=launch/quote.sh
+source launch/quote.sh
 
 process_command() {  # the command of process $1 (then the extra flags), one quoted line
   local word

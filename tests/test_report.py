@@ -195,11 +195,11 @@ def test_runs_beyond_the_paper_get_their_own_columns_and_ranking(tmp_path):
 # ---------------------------------------------------------------- a small real sweep
 
 GRID = '''
-from lenggen import sweep
+from lenggen import grid
 
 
 def get_grid(arg=None):
-    return sweep.product(
+    return grid.product(
         "configs/base.py", ("copy_repeat", "reverse"), ("nope", "alibi"), (11, 12),
         args={{"smoke": True}},
         overrides={{

@@ -31,7 +31,7 @@ Beyond the paper, as configs/grids/paper.py: `pes=` names the PEs, '+'-joined (d
 `pes=fire` gives only FIRE's runs, to add to the same runs directory), and `randomized=` the PEs
 also trained with randomized positions (Ruoss et al. 2023), named
 `<task>/<pe>+randomized/<seed>`, with M and the decoding budget per task from TEST_LENGTHS
-(lenggen.sweep.randomized_product: M = 128 for each task here).
+(lenggen.grid.randomized_product: M = 128 for each task here).
 
   python -m lenggen.sweep --grid=configs/grids/cpu_mini.py:pes=fire,randomized=rotary+t5 \
       --runs_dir=runs/cpu_mini
@@ -46,7 +46,7 @@ PEs at this scale; its runs check the machinery on a maths task and its answer p
 
 import os
 
-from lenggen import config_args, sweep
+from lenggen import config_args, grid
 
 CONFIG = "configs/base.py"
 TASKS = ("copy_repeat", "reverse_2x", "addition")
@@ -111,7 +111,7 @@ def _paper_seeds() -> tuple[int, ...]:
     return tuple(config_args.load_file(path, "lenggen_configs_base").PAPER_SEEDS)
 
 
-def get_grid(arg: str | None = None) -> list[sweep.Run]:
+def get_grid(arg: str | None = None) -> list[grid.Run]:
     args = config_args.parse(arg, seeds=3, pes="+".join(PES), randomized="")
     seeds = _paper_seeds()
     if not 1 <= args["seeds"] <= len(seeds):
@@ -119,11 +119,11 @@ def get_grid(arg: str | None = None) -> list[sweep.Run]:
             f"Grid argument seeds={args['seeds']}: expected 1 to {len(seeds)} of the paper's "
             f"seeds {seeds}."
         )
-    pes, randomized = sweep.grid_pes(args)
+    pes, randomized = grid.grid_pes(args)
     seeds = seeds[: args["seeds"]]
-    runs = sweep.product(CONFIG, TASKS, pes, seeds, overrides=COMMON, task_overrides=PER_TASK)
+    runs = grid.product(CONFIG, TASKS, pes, seeds, overrides=COMMON, task_overrides=PER_TASK)
     if randomized:
-        runs += sweep.randomized_product(CONFIG, TASKS, randomized, seeds, TEST_LENGTHS,
+        runs += grid.randomized_product(CONFIG, TASKS, randomized, seeds, TEST_LENGTHS,
                                          COMMON["eval.max_new_tokens"], overrides=COMMON,
                                          task_overrides=PER_TASK)  # fmt: skip
     return runs

@@ -12,7 +12,7 @@ Beyond the paper: `pes=` names the PEs, '+'-joined (default the paper's five; e.
 `pes=nope+ape+t5+alibi+rotary+fire` adds FIRE), and `randomized=` the PEs also trained with
 randomized positions (Ruoss et al. 2023; e.g. `randomized=rotary+t5`), runs named
 `<task>/<pe>+randomized/<seed>`, with M and the decoding budget set per task from its longest
-test prompt and target (TEST_LENGTHS; lenggen.sweep.randomized_product). `pes=fire` alone
+test prompt and target (TEST_LENGTHS; lenggen.grid.randomized_product). `pes=fire` alone
 gives only the FIRE runs, to add to a sweep directory that holds the paper's.
 
   python -m lenggen.sweep --grid=configs/grids/paper.py --runs_dir=runs/paper --mode=print
@@ -27,7 +27,7 @@ Each run is `python -m lenggen.main --config=configs/base.py:task=T,pe=P,seed=S
 
 import os
 
-from lenggen import config_args, sweep
+from lenggen import config_args, grid
 
 CONFIG = "configs/base.py"
 # The headline table's rows and columns (facts.md), by their registered names.
@@ -59,7 +59,7 @@ def _base():
     return config_args.load_file(path, "lenggen_configs_base")
 
 
-def get_grid(arg: str | None = None) -> list[sweep.Run]:
+def get_grid(arg: str | None = None) -> list[grid.Run]:
     args = config_args.parse(
         arg, tasks="main", smoke=False, pes="+".join(PAPER_PES), randomized=""
     )
@@ -67,13 +67,13 @@ def get_grid(arg: str | None = None) -> list[sweep.Run]:
         raise config_args.ConfigArgumentError(
             f"Grid argument tasks={args['tasks']!r}: expected one of {', '.join(SECTIONS)}."
         )
-    pes, randomized = sweep.grid_pes(args)
+    pes, randomized = grid.grid_pes(args)
     base, tasks = _base(), SECTIONS[args["tasks"]]
     extra_args = {"smoke": True} if args["smoke"] else None
     seeds = tuple(base.PAPER_SEEDS)
-    runs = sweep.product(CONFIG, tasks, pes, seeds, args=extra_args)
+    runs = grid.product(CONFIG, tasks, pes, seeds, args=extra_args)
     if randomized:
         budget = base.get_config(f"smoke={args['smoke']}").eval.max_new_tokens
-        runs += sweep.randomized_product(CONFIG, tasks, randomized, seeds, TEST_LENGTHS, budget,
+        runs += grid.randomized_product(CONFIG, tasks, randomized, seeds, TEST_LENGTHS, budget,
                                          args=extra_args)  # fmt: skip
     return runs

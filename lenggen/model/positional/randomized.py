@@ -27,7 +27,7 @@ than a training draw of n, so a tight `eval.max_new_tokens` keeps evaluation clo
 training. The key is a fixed key
 folded with the prompt's tokens (`example_keys`), so an example's positions, and its verdict,
 depend neither on its batch nor on its padding. Choose M well above p + max_new_tokens
-(lenggen.sweep.randomized_overrides takes twice that): with M <= p + max_new_tokens the draw is
+(lenggen.grid.randomized_overrides takes twice that): with M <= p + max_new_tokens the draw is
 all of [0, M), i.e. positions 0, 1, ..., and tokens past the M-th repeat position M - 1 (only
 generated tokens beyond every target, as M >= the longest test sequence).
 
