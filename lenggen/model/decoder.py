@@ -93,7 +93,7 @@ class Attention(nn.Module):
         use_dropout = not deterministic and self.dropout_rate > 0.0
         out = attention.get(self.attention_impl)(
             q, k, v, positions, k_positions, k_valid, self.pe.bias,
-            dropout_rate=self.dropout_rate,
+            tile_bias=self.pe.tile_bias(), dropout_rate=self.dropout_rate,
             dropout_rng=self.make_rng("dropout") if use_dropout else None,
         )  # fmt: skip
         return jnp.einsum("bthk,hkd->btd", out, w_o.astype(self.dtype))

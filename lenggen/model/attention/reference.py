@@ -18,6 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lenggen.model.positional.base import TileBias
+
 # Finite, and far below any real logit; -0.7 * max (as flax and the Pallas kernels use)
 # leaves headroom so subtracting the row max cannot overflow to -inf.
 MASK_VALUE = -0.7 * float(np.finfo(np.float32).max)
@@ -76,6 +78,7 @@ def attend(
     *,
     dropout_rate: float = 0.0,
     dropout_rng: jax.Array | None = None,
+    tile_bias: TileBias | None = None,
 ) -> jax.Array:
     """Attention with the PE's bias hook and the positional causal mask.
 
@@ -88,9 +91,12 @@ def attend(
       bias_fn: the PE's `bias` hook (may return None).
       dropout_rate: dropout on the attention probabilities (HF T5 places one there).
       dropout_rng: PRNG key; None means no dropout (evaluation).
+      tile_bias: the same bias in tile form (`positional.base.TileBias`); only fused kernels
+        (pallas_flash) read it, this one calls `bias_fn`.
     Returns:
       `[batch, q_len, heads, head_dim]` in v's dtype.
     """
+    del tile_bias
     if not 0.0 <= dropout_rate < 1.0:
         raise ValueError(f"dropout_rate must be in [0, 1), got {dropout_rate}")
     weights = attention_weights(q, k, q_positions, k_positions, k_valid, bias_fn)
