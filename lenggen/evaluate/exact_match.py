@@ -84,7 +84,7 @@ def evaluate_split(
     Args:
       batch_size: the global batch: a multiple of the mesh's data axis and of the process count.
       teacher_forced_fn: jitted `(params, batch) -> [batch] bool`
-        (train.step.teacher_forced_correct).
+        (evaluate.steps.teacher_forced_correct).
       greedy_fn: jitted `(params, prompt_tokens, prompt_valid) -> [batch, new_tokens]`; needed
         for `metric="exact"`.
       num_samples: keep the greedy outputs of the first this many failed examples, in batch

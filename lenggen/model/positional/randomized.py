@@ -210,3 +210,40 @@ def evaluation_positions(
     """
     table = decoding_table(tokens, prompt_valid, max_position, max_new_tokens)
     return positions_from_table(table, valid)
+
+
+def model_positions(
+    pe_config: Mapping[str, Any], batch: dict, key: jax.Array | None, *,
+    max_new_tokens: int | None = None,
+) -> jax.Array:
+    """The positions the model sees: `batch["positions"]`, or randomized positions when the
+    PE config asks for them.
+
+    Args:
+      pe_config: the model's PE config (`model.pe`, holding `randomized_max_position`).
+      batch: `positions`, `valid` `[batch, length]`; for evaluation with randomized positions
+        also `tokens` `[batch, length]` and `source_length` `[batch]` (prompt tokens per row).
+      key: the training draw's key; None for evaluation: the positions greedy decoding with a
+        budget of `max_new_tokens` gives each token (`randomized.evaluation_positions`).
+      max_new_tokens: the decoding budget (`config.eval.max_new_tokens`); needed for
+        evaluation with randomized positions.
+    Returns:
+      `[batch, length]` int32.
+    """
+    max_position = max_position_of(pe_config)
+    if max_position == 0:
+        return batch["positions"]
+    if key is not None:
+        return sample_positions(key, batch["valid"], max_position)
+    if max_new_tokens is None or "source_length" not in batch:
+        raise ValueError(
+            f"Evaluating with randomized positions (M={max_position}) needs max_new_tokens "
+            f"(got {max_new_tokens!r}) and batch['source_length'] (batch keys: "
+            f"{sorted(batch)}): each token's position comes from the table greedy decoding "
+            "draws for its prompt and budget."
+        )
+    columns = jnp.arange(batch["valid"].shape[1])[None, :]  # -> [1, length]
+    prompt_valid = batch["valid"] & (columns < batch["source_length"][:, None])
+    return evaluation_positions(
+        batch["tokens"], batch["valid"], prompt_valid, max_position, max_new_tokens
+    )
