@@ -6,14 +6,15 @@ validation here runs once, before any data is generated or anything compiled, an
 `ConfigError` that names the key, the value received and what is expected.
 """
 
+
 import ml_collections
 
 from lenggen import sharding, tasks
+from lenggen.evaluate.exact_match import METRICS as EVAL_METRICS
 from lenggen.model import attention, positional
+from lenggen.model.attention import reference
+from lenggen.model.decoder import DTYPES
 from lenggen.model.positional import randomized
-
-DTYPES = ("float32", "bfloat16")
-EVAL_METRICS = ("exact", "teacher_forced")
 
 
 class ConfigError(ValueError):
@@ -93,10 +94,12 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
             isinstance(model[key], int) and model[key] >= 1,
             f"config.model.{key}={model[key]!r}: expected a positive integer.",
         )
-    _require(
-        0.0 <= model.dropout_rate < 1.0,
-        f"config.model.dropout_rate={model.dropout_rate!r}: expected a value in [0, 1).",
-    )
+    try:
+        reference.check_dropout_rate(model.dropout_rate)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"config.model.dropout_rate={model.dropout_rate!r}: expected a value in [0, 1)."
+        ) from None
     _require(
         model.dtype in DTYPES,
         f"config.model.dtype={model.dtype!r}: expected one of {', '.join(DTYPES)}.",

@@ -3,6 +3,7 @@
 import ml_collections
 import pytest
 
+from lenggen import config_schema
 from lenggen.model import positional
 from lenggen.model.positional.absolute import AbsolutePositionalEncoding
 from lenggen.model.positional.alibi import ALiBi
@@ -11,6 +12,7 @@ from lenggen.model.positional.fire import FIRE
 from lenggen.model.positional.nope import NoPositionalEncoding
 from lenggen.model.positional.rotary import RotaryPositionalEncoding
 from lenggen.model.positional.t5 import T5RelativeBias
+from tests.model import tiny
 
 
 def _config(name, **overrides):
@@ -113,3 +115,9 @@ def test_max_position_on_unbound_modules():
 def test_exports():
     assert positional.t5_relative_bucket.__module__ == "lenggen.model.positional.t5"
     assert positional.alibi_slopes.__module__ == "lenggen.model.positional.alibi"
+
+
+def test_the_shared_test_config_is_the_runs_config():
+    """tests/model/tiny.pe_config builds what config_schema.pe_section gives a run."""
+    for name in positional.names():
+        assert tiny.pe_config(name).to_dict() == config_schema.pe_section(name).to_dict()

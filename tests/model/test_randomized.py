@@ -22,6 +22,7 @@ from lenggen.model import decoding, positional
 from lenggen.model.decoder import Decoder
 from lenggen.model.positional import randomized
 from lenggen.train import step as step_lib
+from tests.model import tiny
 
 # Right-padded rows holding 9, 6 and 1 valid tokens, then a left-padded row of 5.
 VALID = np.array(
@@ -218,11 +219,7 @@ SEQ, BATCH, VOCAB, M = 9, 4, 11, 64
 
 
 def _model(pe_name: str, max_position: int, **pe_options) -> Decoder:
-    options = {n: positional.default_options(n) for n in positional.names()}
-    options[pe_name].update(pe_options)
-    pe = ml_collections.ConfigDict(
-        {"name": pe_name, randomized.CONFIG_KEY: max_position, **options}
-    )
+    pe = tiny.pe_config(pe_name, max_position=max_position, **pe_options)
     return Decoder(vocab_size=VOCAB, num_layers=1, d_model=16, num_heads=2, d_kv=8, d_ff=16,
                    dropout_rate=0.0, pe=pe)  # fmt: skip
 

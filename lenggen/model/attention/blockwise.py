@@ -138,8 +138,7 @@ def attend(
       `[batch, q_len, heads, head_dim]` in v's dtype.
     """
     del tile_bias
-    if not 0.0 <= dropout_rate < 1.0:
-        raise ValueError(f"dropout_rate must be in [0, 1), got {dropout_rate}")
+    reference.check_dropout_rate(dropout_rate)
     for name, size in (("block_q", block_q), ("block_k", block_k)):
         if size < 1:
             raise ValueError(f"{name} must be >= 1, got {size}")

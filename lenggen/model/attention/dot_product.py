@@ -2,7 +2,7 @@
 
 The PE's bias (if any) and the positional causal mask are passed as `bias` and `mask`, both
 built at full `[batch, heads | 1, q_len, k_len]` size: this kernel saves no memory over the
-reference; it buys speed where cuDNN applies. T5 convention (facts.md): `scale=1.0`, no
+reference; it buys speed where cuDNN applies. T5 convention (docs/paper.md "Model"): `scale=1.0`, no
 1/sqrt(head_dim). Masked logits take a large negative value in both implementations, so a query
 with no visible key gets the reference's uniform row (XLA; cuDNN may differ on such rows, which
 are padding and never read).
@@ -59,8 +59,7 @@ def attend(
       `[batch, q_len, heads, head_dim]` in v's dtype.
     """
     del tile_bias
-    if not 0.0 <= dropout_rate < 1.0:
-        raise ValueError(f"dropout_rate must be in [0, 1), got {dropout_rate}")
+    reference.check_dropout_rate(dropout_rate)
     if dropout_rng is not None and dropout_rate > 0.0:
         logging.info("dot_product: attention dropout has no jax.nn form; running blockwise")
         return blockwise.attend(

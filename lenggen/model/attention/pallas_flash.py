@@ -230,8 +230,7 @@ def attend(
     Returns:
       `[batch, q_len, heads, head_dim]` in v's dtype.
     """
-    if not 0.0 <= dropout_rate < 1.0:
-        raise ValueError(f"dropout_rate must be in [0, 1), got {dropout_rate}")
+    reference.check_dropout_rate(dropout_rate)
     args = (q, k, v, q_positions, k_positions, k_valid, bias_fn)
     if dropout_rng is not None and dropout_rate > 0.0:
         return _fall_back("attention dropout has no Pallas form", *args,

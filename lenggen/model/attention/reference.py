@@ -3,7 +3,7 @@
 The ground truth every other kernel is tested against. It materialises the
 `[batch, heads, q_len, k_len]` scores, which is fine for the paper's lengths.
 
-Conventions (facts.md, T5):
+Conventions (T5's; docs/paper.md "Model"):
   * NO 1/sqrt(head_dim) scaling of the logits: the query init absorbs it.
   * Causal BY POSITION: key j is visible to query i iff k_pos[j] <= q_pos[i] and key j is
     valid. This serves left-padded KV caches and randomized positions with no index arithmetic.
@@ -25,6 +25,12 @@ from lenggen.model.positional.base import TileBias
 MASK_VALUE = -0.7 * float(np.finfo(np.float32).max)
 
 BiasFn = Callable[[jax.Array, jax.Array], jax.Array | None]
+
+
+def check_dropout_rate(dropout_rate: float) -> None:
+    """Raises ValueError unless `dropout_rate` is in [0, 1) (1 would drop every weight)."""
+    if not 0.0 <= dropout_rate < 1.0:
+        raise ValueError(f"dropout_rate must be in [0, 1), got {dropout_rate}")
 
 
 def causal_mask(q_positions: jax.Array, k_positions: jax.Array, k_valid: jax.Array) -> jax.Array:
@@ -97,8 +103,7 @@ def attend(
       `[batch, q_len, heads, head_dim]` in v's dtype.
     """
     del tile_bias
-    if not 0.0 <= dropout_rate < 1.0:
-        raise ValueError(f"dropout_rate must be in [0, 1), got {dropout_rate}")
+    check_dropout_rate(dropout_rate)
     weights = attention_weights(q, k, q_positions, k_positions, k_valid, bias_fn)
     if dropout_rng is not None and dropout_rate > 0.0:
         keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, weights.shape)
