@@ -3,7 +3,7 @@ r"""Evaluation throughput: teacher-forced exact match vs KV-cache greedy vs full
 For each test length L, a batch of sequences of L tokens whose first half is the prompt and
 second half the target (the copy tasks' shape), scored three ways:
   * teacher_forced: `evaluate.steps.teacher_forced_correct`, one parallel forward pass over L tokens
-    (the verdict greedy decoding would reach; DESIGN.md "Evaluation");
+    (the verdict greedy decoding would reach; docs/paper.md "Evaluation");
   * kv_cache: `decoding.greedy_decode`, a prefill of L/2 tokens then L/2 one-token steps;
   * full_recompute: `decoding.full_recompute_greedy_decode`, L/2 forward passes over L tokens.
 Decoding never stops early (the EOS id is one the model cannot emit), so every method does its

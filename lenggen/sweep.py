@@ -199,7 +199,7 @@ def randomized_overrides(
     cut to the longest test target (EOS included) rounded up to 16, as tight as the answers
     allow, which keeps evaluation's positions about as spread as training's; and M is the
     smallest power of two >= 2 (longest test prompt + B), so every test sequence and every
-    decoded token gets its own position, with room to spare (facts.md: M >= the longest test
+    decoded token gets its own position, with room to spare (docs/paper.md: M >= the longest test
     length).
 
     Args:

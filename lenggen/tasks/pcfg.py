@@ -1,4 +1,4 @@
-"""PCFG SET, productivity split (facts.md "Tasks"; Hupkes et al. 2020).
+"""PCFG SET, productivity split (docs/paper.md "Tasks"; Hupkes et al. 2020).
 
 Format, word for word:
 
@@ -34,7 +34,7 @@ original's:
   argument holds the other n - 1 functions; a binary function splits them between its two
   arguments, the first getting k uniform in 0..n-1; an argument with no function is a string;
 - a tree whose target exceeds `max_target_length` symbols is drawn again (nested repeats double
-  the target; greedy evaluation decodes at most 256 tokens, facts.md "Evaluation"); the
+  the target; greedy evaluation decodes at most 256 tokens, docs/paper.md "Evaluation"); the
   original generator instead capped the written source at 300 characters;
 - string arguments may repeat across examples (the original generator avoided that).
 """

@@ -1,10 +1,11 @@
 """Randomized positions (Ruoss et al. 2023): train on positions a longer sequence would have.
 
-facts.md: sample T sorted distinct positions from [0, M), M >= the longest test length, and use
-them in place of 0..T-1. Every position-based PE then meets, during training, the positions and
-distances of test lengths up to M. It is not a PE but a change of the position arrays, so it
-serves every PE through the explicit `positions` the model already takes (DESIGN.md); NoPE is
-unaffected by construction (its attention sees only the order of positions, which is kept).
+docs/paper.md ("Beyond the paper"): sample T sorted distinct positions from [0, M), M >= the
+longest test length, and use them in place of 0..T-1. Every position-based PE then meets, during
+training, the positions and distances of test lengths up to M. It is not a PE but a change of
+the position arrays, so it serves every PE through the explicit `positions` the model already
+takes (positional/base.py); NoPE is unaffected by construction (its attention sees only the
+order of positions, which is kept).
 
 Training (`sample_positions`), per example with n valid tokens: a uniformly random n-subset of
 [0, M), sorted, given to the valid tokens in order; a pad takes the position of the nearest valid
@@ -16,7 +17,7 @@ here each example draws its own, since a padded batch mixes lengths.
 Evaluation (`decoding_table`, `evaluation_positions`): the reference samples too (its models draw
 fresh positions on every call). Greedy decoding cannot draw n positions for a sequence whose
 length n it does not know yet, and teacher forcing must see the very positions greedy decoding
-gives each token, or the two would not agree on an example (DESIGN.md, "Evaluation"). So an
+gives each token, or the two would not agree on an example (docs/paper.md, "Evaluation"). So an
 example draws ONE sorted table of min(M, p + max_new_tokens) positions, p its prompt's valid
 tokens — the longest sequence decoding may write, as the reference's autoregressive sampling
 runs its model on the whole tape (input plus an output whose length its tasks fix) — and its
