@@ -25,6 +25,7 @@ from lenggen.model.decoder import Decoder
 from lenggen.model.positional import absolute, rotary
 from lenggen.train import optimizer as optimizer_lib
 from lenggen.train import step as step_lib
+from tests.model import tiny
 
 TINY = dict(num_layers=2, d_model=16, num_heads=2, d_kv=8, d_ff=24)
 VOCAB, BATCH, LENGTH = 11, 4, 8
@@ -48,8 +49,7 @@ def _dot_flops(jaxpr) -> int:
 
 
 def _model(pe: str, sizes=None) -> Decoder:
-    pe_config = ml_collections.ConfigDict({"name": pe, pe: positional.default_options(pe)})
-    return Decoder(vocab_size=VOCAB, dropout_rate=0.0, pe=pe_config, **(sizes or TINY))
+    return Decoder(vocab_size=VOCAB, dropout_rate=0.0, pe=tiny.pe_config(pe), **(sizes or TINY))
 
 
 def _batch() -> dict:
