@@ -49,7 +49,9 @@ def attention_fn(kernel: str, pe):
         def bias_fn(q_pos, k_pos):
             return pe.apply(variables, q_pos, k_pos, method="bias")
 
-        return attention.get(kernel)(q, k, v, q_positions, k_positions, k_valid, bias_fn)
+        tile = pe.apply(variables, method="tile_bias")
+        return attention.get(kernel)(q, k, v, q_positions, k_positions, k_valid, bias_fn,
+                                     tile_bias=tile)  # fmt: skip
 
     return run
 

@@ -2,8 +2,8 @@ r"""Evaluation throughput: teacher-forced exact match vs KV-cache greedy vs full
 
 For each test length L, a batch of sequences of L tokens whose first half is the prompt and
 second half the target (the copy tasks' shape), scored three ways:
-  * teacher_forced: `train.step.teacher_forced_correct`, one parallel forward pass over L tokens
-    (the verdict greedy decoding would reach; DESIGN.md "Evaluation");
+  * teacher_forced: `evaluate.steps.teacher_forced_correct`, one parallel forward pass over L tokens
+    (the verdict greedy decoding would reach; docs/paper.md "Evaluation");
   * kv_cache: `decoding.greedy_decode`, a prefill of L/2 tokens then L/2 one-token steps;
   * full_recompute: `decoding.full_recompute_greedy_decode`, L/2 forward passes over L tokens.
 Decoding never stops early (the EOS id is one the model cannot emit), so every method does its
@@ -31,9 +31,9 @@ import ml_collections
 import numpy as np
 
 from benchmarks import record
+from lenggen.evaluate import steps as eval_steps
 from lenggen.model import decoding, positional
 from lenggen.model.decoder import Decoder
-from lenggen.train import step as step_lib
 
 METHODS = ("teacher_forced", "kv_cache", "full_recompute")
 VOCAB = 32
@@ -66,7 +66,7 @@ def _compiled_methods(model: Decoder, params, batch: int, length: int, methods) 
     new_tokens = length - prompt_len
     runs = {}
     if "teacher_forced" in methods:
-        fn = jax.jit(functools.partial(step_lib.teacher_forced_correct, model=model))
+        fn = jax.jit(functools.partial(eval_steps.teacher_forced_correct, model=model))
         compiled = fn.lower(params, eval_batch).compile()
         runs["teacher_forced"] = lambda: compiled(params, eval_batch)
     for name, decode in (

@@ -1,6 +1,6 @@
 """A PyTorch twin of lenggen's decoder, optimizer and schedule: the baseline of train_throughput.
 
-The same model as `lenggen.model.decoder.Decoder` (facts.md "base"): pre-norm T5 blocks with
+The same model as `lenggen.model.decoder.Decoder` (docs/paper.md "Model"): pre-norm T5 blocks with
 RMSNorm (eps 1e-6, fp32 statistics), no biases, ReLU feed-forward, attention logits NOT divided
 by sqrt(d_kv), causal mask by position, tied embeddings with logits scaled by d_model^-0.5, and
 each paper PE with lenggen's formulas (nope; ape: sinusoidal [sin..., cos...] halves; t5: one
@@ -34,6 +34,8 @@ except ModuleNotFoundError:  # The numpy half below still serves the JAX-side te
     torch = nn = F = None
 
 PROTOCOL = 1
+# The paper's five PEs (lenggen.report.paper.PAPER_PE_ORDER), written out: this worker runs in
+# a PyTorch venv without lenggen.
 PE_NAMES = ("nope", "ape", "t5", "alibi", "rotary")
 ATTENTION = ("manual", "sdpa")
 # lenggen.model.attention.reference.MASK_VALUE: finite, so a row with no visible key is uniform.

@@ -45,7 +45,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from benchmarks import record
+from benchmarks import record, torch_decoder
 from lenggen import config_args, config_schema, sharding
 from lenggen.data import loader
 from lenggen.model.decoder import Decoder
@@ -57,9 +57,13 @@ HERE = pathlib.Path(__file__).parent
 WORKER = HERE / "torch_decoder.py"
 TORCH_VENV_PYTHON = HERE / ".torch-venv" / "bin" / "python"
 PROTOCOL = 1
-PE_NAMES = ("nope", "ape", "t5", "alibi", "rotary")
+# The PEs the PyTorch port implements (the paper's five).
+PE_NAMES = torch_decoder.PE_NAMES
+REPO = HERE.parent
 SIZES = {
-    "quickstart": dict(num_layers=2, d_model=128, num_heads=4, d_kv=32, d_ff=512),
+    "quickstart": config_args.load_file(
+        str(REPO / "configs" / "quickstart.py"), "lenggen_configs_quickstart"
+    ).MODEL,
     "4x256": dict(num_layers=4, d_model=256, num_heads=4, d_kv=64, d_ff=1024),
 }
 TRAIN_FIELDS = ("learning_rate", "end_learning_rate", "warmup_fraction", "num_steps",

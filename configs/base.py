@@ -1,4 +1,4 @@
-r"""The paper's base recipe (Kazemnejad et al. 2023; ../shared/reference/facts.md).
+r"""The paper's base recipe (Kazemnejad et al. 2023; docs/paper.md).
 
 A decoder-only stack of T5 blocks (12 layers, d_model 768, 12 heads, d_kv 64, d_ff 3072, ReLU,
 pre-norm RMSNorm, no biases, dropout 0.1, tied embeddings, no 1/sqrt(d) logit scaling) trained with

@@ -24,6 +24,9 @@ def _load_base():
 
 
 base = _load_base()
+# The decoder's size (also the CPU-scale grid's, configs/grids/cpu_mini.py, and the training
+# benchmark's "quickstart" size).
+MODEL = dict(num_layers=2, d_model=128, num_heads=4, d_kv=32, d_ff=512)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -37,7 +40,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         num_validation=320,
         num_test_per_length=64,
     )
-    config.model.update(num_layers=2, d_model=128, num_heads=4, d_kv=32, d_ff=512, dropout_rate=0.0)
+    config.model.update(**MODEL, dropout_rate=0.0)
     config.train.update(
         batch_size=64,
         num_steps=4_000,

@@ -3,8 +3,9 @@
 Layout inside the workdir:
   checkpoints/<step>/  the newest `keep` states, saved every `checkpoint_every` steps and at the
                        end; a restart with the same workdir resumes from the newest that restores.
-  best/<step>/         the state with the best validation exact match so far (facts.md: the test
-                       split is scored with the best-validation checkpoint).
+  best/<step>/         the state with the best validation exact match so far (the test split
+                       is scored with the best-validation checkpoint: docs/paper.md,
+                       "Training").
   checksums.json       {"checkpoints" | "best": {step: checksum of each array}}, recorded as
                        each step is saved.
   corrupt/<dir>-<step>-<time>/   checkpoints that failed to restore, moved aside (kept).

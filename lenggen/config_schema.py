@@ -6,17 +6,15 @@ validation here runs once, before any data is generated or anything compiled, an
 `ConfigError` that names the key, the value received and what is expected.
 """
 
-import math
 
 import ml_collections
 
-from lenggen import tasks
+from lenggen import sharding, tasks
+from lenggen.evaluate.exact_match import METRICS as EVAL_METRICS
 from lenggen.model import attention, positional
+from lenggen.model.attention import reference
+from lenggen.model.decoder import DTYPES
 from lenggen.model.positional import randomized
-
-MESH_AXES = ("data", "model")
-DTYPES = ("float32", "bfloat16")
-EVAL_METRICS = ("exact", "teacher_forced")
 
 
 class ConfigError(ValueError):
@@ -72,33 +70,6 @@ def _check_known_keys(section, allowed: dict, where: str) -> None:
     )
 
 
-def resolve_mesh_shape(shape, num_devices: int) -> tuple[int, int]:
-    """The (data, model) mesh shape with a -1 entry resolved against `num_devices`."""
-    shape = tuple(int(s) for s in shape)
-    _require(
-        len(shape) == len(MESH_AXES),
-        f"config.mesh.shape={shape}: expected {len(MESH_AXES)} entries for axes {MESH_AXES}.",
-    )
-    _require(
-        shape.count(-1) <= 1 and all(s == -1 or s >= 1 for s in shape),
-        f"config.mesh.shape={shape}: entries must be positive, with at most one -1.",
-    )
-    known = math.prod(s for s in shape if s != -1)
-    if -1 in shape:
-        _require(
-            num_devices % known == 0,
-            f"config.mesh.shape={shape} cannot use {num_devices} devices: {num_devices} is not "
-            f"divisible by {known}.",
-        )
-        shape = tuple(num_devices // known if s == -1 else s for s in shape)
-    _require(
-        math.prod(shape) == num_devices,
-        f"config.mesh.shape={shape} needs {math.prod(shape)} devices but {num_devices} are "
-        "available. Set --config.mesh.shape to match (e.g. '(-1, 1)').",
-    )
-    return shape
-
-
 def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
     """Raises ConfigError for the first value that cannot work; returns None otherwise."""
     # Task: known name, known options, values the task accepts.
@@ -123,10 +94,12 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
             isinstance(model[key], int) and model[key] >= 1,
             f"config.model.{key}={model[key]!r}: expected a positive integer.",
         )
-    _require(
-        0.0 <= model.dropout_rate < 1.0,
-        f"config.model.dropout_rate={model.dropout_rate!r}: expected a value in [0, 1).",
-    )
+    try:
+        reference.check_dropout_rate(model.dropout_rate)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"config.model.dropout_rate={model.dropout_rate!r}: expected a value in [0, 1)."
+        ) from None
     _require(
         model.dtype in DTYPES,
         f"config.model.dtype={model.dtype!r}: expected one of {', '.join(DTYPES)}.",
@@ -191,7 +164,10 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
         )
 
     # Mesh and batch divisibility.
-    data, _ = resolve_mesh_shape(config.mesh.shape, num_devices)
+    try:
+        data, _ = sharding.resolve_mesh_shape(config.mesh.shape, num_devices)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     for section in ("train", "eval"):
         batch = config[section].batch_size
         _require(

@@ -5,6 +5,7 @@ below map them to the mesh axes (data, model): Megatron-style tensor parallelism
 feed-forward width and the vocabulary on `model`, the batch on `data`.
 """
 
+import math
 from typing import Any
 
 import flax.linen as nn
@@ -13,8 +14,7 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from lenggen import config_schema
-
+MESH_AXES = ("data", "model")
 # Logical axis name -> mesh axis (None = replicated).
 LOGICAL_RULES = (
     ("batch", "data"),
@@ -28,16 +28,51 @@ LOGICAL_RULES = (
 )
 
 
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+def resolve_mesh_shape(shape, num_devices: int) -> tuple[int, int]:
+    """The (data, model) mesh shape with a -1 entry resolved against `num_devices`.
+
+    Raises ValueError naming `config.mesh.shape` and what would fit.
+    """
+    shape = tuple(int(s) for s in shape)
+    _require(
+        len(shape) == len(MESH_AXES),
+        f"config.mesh.shape={shape}: expected {len(MESH_AXES)} entries for axes {MESH_AXES}.",
+    )
+    _require(
+        shape.count(-1) <= 1 and all(s == -1 or s >= 1 for s in shape),
+        f"config.mesh.shape={shape}: entries must be positive, with at most one -1.",
+    )
+    known = math.prod(s for s in shape if s != -1)
+    if -1 in shape:
+        _require(
+            num_devices % known == 0,
+            f"config.mesh.shape={shape} cannot use {num_devices} devices: {num_devices} is not "
+            f"divisible by {known}.",
+        )
+        shape = tuple(num_devices // known if s == -1 else s for s in shape)
+    _require(
+        math.prod(shape) == num_devices,
+        f"config.mesh.shape={shape} needs {math.prod(shape)} devices but {num_devices} are "
+        "available. Set --config.mesh.shape to match (e.g. '(-1, 1)').",
+    )
+    return shape
+
+
 def make_mesh(shape, devices=None) -> Mesh:
     """A (data, model) mesh over `devices` (default: all), with `shape` from the config.
 
     Axis types are Auto: the model is written for GSPMD propagation, not explicit sharding.
     """
     devices = jax.devices() if devices is None else list(devices)
-    resolved = config_schema.resolve_mesh_shape(shape, len(devices))
+    resolved = resolve_mesh_shape(shape, len(devices))
     return jax.make_mesh(
         resolved,
-        config_schema.MESH_AXES,
+        MESH_AXES,
         axis_types=(AxisType.Auto,) * len(resolved),
         devices=devices,
     )

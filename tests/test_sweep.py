@@ -17,13 +17,14 @@ import time
 import pytest
 
 from lenggen import config_schema, grid, sweep, tasks
+from lenggen.report import paper
 
 # ml_collections loads config files with importlib's deprecated load_module().
 pytestmark = pytest.mark.filterwarnings("ignore:the load_module:DeprecationWarning")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAPER_SEEDS = (256788, 234054, 146317)
-PAPER_PES = {"nope", "ape", "t5", "alibi", "rotary"}
+PAPER_PES = set(paper.PAPER_PE_ORDER)
 CHILD_ENV = dict(
     os.environ,
     XLA_FLAGS="--xla_force_host_platform_device_count=2 --xla_backend_optimization_level=0",
@@ -164,8 +165,8 @@ def test_paper_grid_adds_fire_and_randomized_runs():
                            "randomized=rotary+t5")
     assert len(runs) == 10 * (6 + 2) * 3
     by_name = {run.name: run for run in runs}
-    paper = grid.load_grid("configs/grids/paper.py")
-    assert all(by_name[run.name] == run for run in paper)  # the paper's runs, unchanged
+    paper_runs = grid.load_grid("configs/grids/paper.py")
+    assert all(by_name[run.name] == run for run in paper_runs)  # the paper's runs, unchanged
     assert by_name["scan/fire/234054"].overrides == ()
     assert by_name["scan/fire/234054"].config == "configs/base.py:task=scan,pe=fire,seed=234054"
     # Per task: (M, budget) from its longest test prompt and target (randomized_overrides).
@@ -321,7 +322,7 @@ def test_print_mode_prints_pending_commands_only(tmp_path):
     commands = [shlex.split(line) for line in result.stdout.splitlines()]
     assert [words[3] for words in commands] == [
         f"--config=configs/base.py:task=addition,pe={pe},seed=256788"
-        for pe in ("ape", "t5", "alibi", "rotary")]
+        for pe in paper.PAPER_PE_ORDER[1:]]  # the grid's order; NoPE's run is complete
     for words, run in zip(commands, runs[1:], strict=True):
         assert words == ["python", "-m", "lenggen.main", f"--config={run.config}",
                          f"--workdir={tmp_path}/{run.name}", *run.override_flags()]

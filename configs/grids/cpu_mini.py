@@ -1,31 +1,17 @@
 r"""A CPU-sized reproduction of the paper's comparison: 3 tasks x 5 PEs x 3 seeds = 45 runs.
 
 The paper's grid (configs/grids/paper.py) scaled down to a 2-core CPU: Copy-Repeat (the paper's
-"Copy" panel), Reverse 2x (its "Reverse" panel) and Addition; the five PEs; the paper's three
-seeds. Every run is the quickstart's decoder (2 layers, d_model 128, 4 heads, d_kv 32, d_ff 512,
-no dropout) with the paper's recipe otherwise (AdamW, 6% warmup, linear decay, clip 1.0,
-batch 64), lr 1e-3 for so small a model and so few steps. Lengths keep the paper's ratio of test
-to train length (2x): copy family trained on lengths 2-8 and tested on 9-16 (paper: 2-20 and
-21-40); addition trained on operands of <= 4 digits and tested on 5-8 (paper: <= 8 and 9-16).
+"Copy" panel), Reverse 2x (its "Reverse" panel) and Addition; the paper's five PEs and three
+seeds. Every run is the quickstart's decoder (configs/quickstart.MODEL, no dropout) with the
+paper's recipe otherwise (AdamW, 6% warmup, linear decay, clip 1.0, batch 64), lr 1e-3 for so
+small a model and so few steps; NUM_STEPS training steps per task. Lengths keep the paper's
+ratio of test to train length (2x): copy family trained on lengths 2-8 and tested on 9-16
+(paper: 2-20 and 21-40); addition trained on operands of <= 4 digits and tested on 5-8 (paper:
+<= 8 and 9-16). `:seeds=1` runs one seed (15 runs).
 
   XLA_FLAGS=--xla_force_host_platform_device_count=2 \
       python -m lenggen.sweep --grid=configs/grids/cpu_mini.py --runs_dir=runs/cpu_mini
   python -m lenggen.report runs/cpu_mini
-
-Time, measured on the 2-core development machine (2 virtual CPU devices, XLA_FLAGS above), while
-other jobs kept its load average at 5-6: reverse_2x/alibi/256788 with this grid's settings took
-5.4 min (3,000 steps in 311 s, 9.6 steps/s on average, 13 at best; 17 s of start-up, validation,
-checkpoints and final evaluation). Earlier runs under the same load: copy_repeat/nope 1,500 steps
-in 2.9 min (18 steps/s at best, 11 s overhead), addition/nope 3,000 steps in 5.0 min (18 steps/s
-at best, 29 s overhead: greedy decoding of its failures). Per (PE, seed) the three tasks train
-1,000 + 3,000 + 2,000 steps, plus ~57 s overhead:
-  at 18 steps/s (the best measured here; an idle machine)   ~390 s -> 45 runs in ~1.6 h;
-  at the quickstart's 25 steps/s (19 for Reverse 2x's longer sequences)  ~1.4 h;
-  at 9.6 steps/s (the loaded machine's average)    ~680 s -> ~2.8 h.
-So the whole sweep fits in 2 hours on an otherwise idle 2-core machine. Measured on 2026-11-25
-(docs/results/README.md): 122 min for the 45 runs with test suites and benchmarks sharing the
-cores; alone, ~55 s per Copy-Repeat run, ~2.7 min per Reverse 2x run, ~1.5 min per Addition
-run (~80 min in all). `:seeds=1` runs one seed (15 runs, a third of the time).
 
 Beyond the paper, as configs/grids/paper.py: `pes=` names the PEs, '+'-joined (default the five;
 `pes=fire` gives only FIRE's runs, to add to the same runs directory), and `randomized=` the PEs
@@ -36,35 +22,31 @@ also trained with randomized positions (Ruoss et al. 2023), named
   python -m lenggen.sweep --grid=configs/grids/cpu_mini.py:pes=fire,randomized=rotary+t5 \
       --runs_dir=runs/cpu_mini
 
-What the measured runs learnt (NoPE unless named; exact match in distribution / beyond): Copy-
-Repeat 1.00 / 0.92 after 1,500 steps (0.99 in distribution at 1,000); Reverse 2x 0.81 / 0.06
-after 2,000 steps, ALiBi 0.98 / 0.30 after 3,000; Addition 0.13 / 0.00 after 3,000 steps: the
-paper's most-significant-digit-first format is not learnt by this small model on this budget
-(nor with 3-digit training operands: 0.03 after 2,500 steps), so its rows say nothing about
-PEs at this scale; its runs check the machinery on a maths task and its answer parser.
+How long it takes and why each task trains as long as it does (measured runs): docs/results/
+README.md, "Sizing the cpu_mini grid"; its results, beside the paper's, in the same file.
 """
 
 import os
 
 from lenggen import config_args, grid
+from lenggen.report import paper
 
 CONFIG = "configs/base.py"
 TASKS = ("copy_repeat", "reverse_2x", "addition")
-PES = ("nope", "ape", "t5", "alibi", "rotary")
 # Tokens of each task's longest test prompt and longest test target (EOS included), counted on
 # the datasets of this grid's task options (tests/test_sweep.py recounts them).
 TEST_LENGTHS = {"copy_repeat": (18, 17), "reverse_2x": (18, 34), "addition": (19, 14)}
-# Training steps per task, from measured runs (NoPE, seed 256788): Copy-Repeat is at 0.99 in
-# distribution after 1,000 steps; Reverse 2x at 0.81 after 2,000 (so it gets 3,000); Addition
-# is not learnt at this scale (0.125 in distribution after 3,000 steps), so it gets 2,000.
+# Training steps per task (why: docs/results/README.md, "Sizing the cpu_mini grid").
 NUM_STEPS = {"copy_repeat": 1_000, "reverse_2x": 3_000, "addition": 2_000}
 
+def _load(name: str):
+    """configs/<name>.py as a module (config files are loaded by path, not as a package)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", f"{name}.py")
+    return config_args.load_file(path, f"lenggen_configs_{name}")
+
+
 COMMON = {
-    "model.num_layers": 2,
-    "model.d_model": 128,
-    "model.num_heads": 4,
-    "model.d_kv": 32,
-    "model.d_ff": 512,
+    **{f"model.{key}": value for key, value in _load("quickstart").MODEL.items()},
     "model.dropout_rate": 0.0,
     "train.learning_rate": 1e-3,
     "train.end_learning_rate": 1e-5,
@@ -106,13 +88,12 @@ PER_TASK = {
 
 
 def _paper_seeds() -> tuple[int, ...]:
-    """configs/base.PAPER_SEEDS (config files are loaded by path, not as a package)."""
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "base.py")
-    return tuple(config_args.load_file(path, "lenggen_configs_base").PAPER_SEEDS)
+    """configs/base.PAPER_SEEDS."""
+    return tuple(_load("base").PAPER_SEEDS)
 
 
 def get_grid(arg: str | None = None) -> list[grid.Run]:
-    args = config_args.parse(arg, seeds=3, pes="+".join(PES), randomized="")
+    args = config_args.parse(arg, seeds=3, pes="+".join(paper.PAPER_PE_ORDER), randomized="")
     seeds = _paper_seeds()
     if not 1 <= args["seeds"] <= len(seeds):
         raise config_args.ConfigArgumentError(

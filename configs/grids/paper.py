@@ -1,10 +1,10 @@
 r"""The paper's grid (Kazemnejad et al. 2023): every task x the five PEs x the three seeds.
 
 `tasks=main` (default): the ten tasks of the paper's headline table and main figure, in its
-order (../shared/reference/facts.md) — Copy-Repeat, Copy-Repeat 2x, Copy-Repeat+Change, Copy,
-Copy 2x, Reverse, Reverse 2x, Reverse+Copy, SCAN, PCFG — 10 x 5 x 3 = 150 runs of the base recipe
-(configs/base.py: 40k steps, batch 64; one copy run took ~5.6 h on a V100 in the paper).
-`tasks=maths`: the eight maths and reasoning tasks without a scratchpad, 120 runs.
+order (lenggen.report.paper.MAIN_TASKS; docs/paper.md, "Tasks") — 10 x 5 x 3 = 150 runs of the
+base recipe (configs/base.py: 40k steps, batch 64; one copy run took ~5.6 h on a V100 in the
+paper). `tasks=maths`: the eight maths and reasoning tasks (MATHS_TASKS) without a scratchpad,
+120 runs.
 `tasks=all`: both, 270 runs. `smoke=true` shrinks every run to a CPU run of seconds (to try the
 machinery; the workdirs then hold smoke results, so use another --runs_dir).
 
@@ -28,19 +28,10 @@ Each run is `python -m lenggen.main --config=configs/base.py:task=T,pe=P,seed=S
 import os
 
 from lenggen import config_args, grid
+from lenggen.report import paper
 
 CONFIG = "configs/base.py"
-# The headline table's rows and columns (facts.md), by their registered names.
-MAIN_TASKS = (
-    "copy_repeat", "copy_repeat_2x", "copy_repeat_change", "copy", "copy_2x",
-    "reverse", "reverse_2x", "reverse_copy", "scan", "pcfg",
-)
-MATHS_TASKS = (
-    "addition", "polynomial", "sort_single_token", "sort_multi_digit", "summation", "parity",
-    "lego", "lego_shuffled",
-)
-PAPER_PES = ("nope", "ape", "t5", "alibi", "rotary")
-SECTIONS = {"main": MAIN_TASKS, "maths": MATHS_TASKS, "all": MAIN_TASKS + MATHS_TASKS}
+SECTIONS = {"main": paper.MAIN_TASKS, "maths": paper.MATHS_TASKS, "all": paper.PAPER_TASK_ORDER}
 # Tokens of each task's longest test prompt and longest test target (EOS included), counted on
 # the datasets of the base recipe's options (word-level tokenizer: one token per word).
 TEST_LENGTHS = {
@@ -61,7 +52,7 @@ def _base():
 
 def get_grid(arg: str | None = None) -> list[grid.Run]:
     args = config_args.parse(
-        arg, tasks="main", smoke=False, pes="+".join(PAPER_PES), randomized=""
+        arg, tasks="main", smoke=False, pes="+".join(paper.PAPER_PE_ORDER), randomized=""
     )
     if args["tasks"] not in SECTIONS:
         raise config_args.ConfigArgumentError(

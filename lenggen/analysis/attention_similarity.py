@@ -1,9 +1,10 @@
 r"""How close are other PEs' attention patterns to NoPE's? (the paper's attention analysis)
 
-facts.md: on SCAN, teacher-forced, 10 examples per length; per layer the distance (JSD, and
-symmetric KL) between the per-query attention distributions of NoPE's heads and another PE's
-heads, minimum over head pairs, averaged over layers; the reference "NoPE'" is NoPE against NoPE
-of another seed. The paper found NoPE closest to T5's relative bias.
+The paper (docs/paper.md, "Analyses"): on SCAN, teacher-forced, 10 examples per length; per
+layer the distance (JSD, and symmetric KL) between the per-query attention distributions of
+NoPE's heads and another PE's heads, minimum over head pairs, averaged over layers; the
+reference "NoPE'" is NoPE against NoPE of another seed. The paper found NoPE closest to T5's
+relative bias.
 
 Every compared run must be trained on the same task as the reference. Each example's distance is
 the mean over layers of `divergence.layer_distance` (all its real queries and keys); reported per

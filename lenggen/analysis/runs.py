@@ -22,9 +22,9 @@ from lenggen import rundir, sharding, tasks
 from lenggen.data import dataset, loader
 from lenggen.data.tokenizer import Tokenizer
 from lenggen.model.decoder import Decoder
+from lenggen.model.positional import randomized
 from lenggen.train import optimizer as optimizer_lib
 from lenggen.train import state as state_lib
-from lenggen.train import step as step_lib
 
 CHECKPOINTS = ("best", "latest")
 
@@ -143,7 +143,9 @@ def _attention_fn(model: Decoder, max_new_tokens: int):
     def attention(params, batch):
         # The positions evaluation uses (randomized ones for a run trained with them, from the
         # table greedy decoding with this budget draws).
-        positions = step_lib.model_positions(model, batch, None, max_new_tokens=max_new_tokens)
+        positions = randomized.model_positions(
+            model.pe, batch, None, max_new_tokens=max_new_tokens
+        )
         _, state = model.apply(
             {"params": params}, batch["tokens"], positions, batch["valid"],
             mutable=["intermediates"],

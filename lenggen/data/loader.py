@@ -15,7 +15,7 @@ Every batch is a dict of numpy arrays:
   index          int32   [batch]           the record's index in its split; -1 on filler rows
 
 The model predicts tokens[:, t] from logits[:, t - 1], so the loss on target tokens and EOS only
-(facts.md) is `sum(loss_mask[:, 1:] * nll(logits[:, :-1], tokens[:, 1:]))`.
+(docs/paper.md "Training") is `sum(loss_mask[:, 1:] * nll(logits[:, :-1], tokens[:, 1:]))`.
 
 Filler rows (only in the last evaluation batch) repeat the batch's first row, so that no row is
 fully masked (a fully masked attention row can give NaN, and NaN * 0 is still NaN), with

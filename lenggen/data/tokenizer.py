@@ -2,7 +2,7 @@
 
 The paper used the pretrained t5-base SentencePiece model (32,100 pieces, no BOS, digits
 space-separated so each digit is one piece). That model cannot be downloaded here, so each task
-gets a word-level vocabulary instead (facts.md accepts this substitute): every
+gets a word-level vocabulary instead (docs/paper.md "Model" accepts this substitute): every
 whitespace-separated word the task can emit is one token. Since the task formats space out every
 digit and symbol, the token sequences have the same lengths in words as the paper's prompts.
 

@@ -1,11 +1,11 @@
 """Exact match per length bucket on one split.
 
 Teacher forcing decides every example in one parallel pass per batch: greedy decoding writes the
-gold target iff the gold token is the argmax at every target position (DESIGN.md). With
-`metric="exact"` (the paper's), examples teacher forcing rejects are then greedy-decoded with the
-KV cache and scored by the task's answer parser, because a parsed answer can still match when
-the output differs from the target elsewhere (e.g. a missing final "."). With
-`metric="teacher_forced"` the first pass alone decides (sequence exact match).
+gold target iff the gold token is the argmax at every target position (docs/paper.md,
+"Evaluation"). With `metric="exact"` (the paper's), examples teacher forcing rejects are then
+greedy-decoded with the KV cache and scored by the task's answer parser, because a parsed answer
+can still match when the output differs from the target elsewhere (e.g. a missing final ".").
+With `metric="teacher_forced"` the first pass alone decides (sequence exact match).
 
 Several processes (jax.distributed): each reads, packs and scores only its own rows of every
 global batch (lenggen.data.loader.eval_batches); the model runs on the global batch. The
@@ -84,7 +84,7 @@ def evaluate_split(
     Args:
       batch_size: the global batch: a multiple of the mesh's data axis and of the process count.
       teacher_forced_fn: jitted `(params, batch) -> [batch] bool`
-        (train.step.teacher_forced_correct).
+        (evaluate.steps.teacher_forced_correct).
       greedy_fn: jitted `(params, prompt_tokens, prompt_valid) -> [batch, new_tokens]`; needed
         for `metric="exact"`.
       num_samples: keep the greedy outputs of the first this many failed examples, in batch

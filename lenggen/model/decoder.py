@@ -1,11 +1,12 @@
 """A decoder-only stack of T5 blocks with a pluggable positional encoding.
 
-facts.md ("base"): 12 layers, d_model 768, 12 heads, d_kv 64, d_ff 3072; pre-norm RMSNorm
-(eps 1e-6), no biases anywhere, ReLU feed-forward, dropout 0.1 (HF T5 placement), final RMSNorm,
-embeddings tied with the output layer and logits scaled by d_model^-0.5; attention logits are
-not divided by sqrt(d_kv). Init follows HF T5's `_init_weights` (facts.md: unverified for the
-official repo): embedding N(0, 1); q N(0, (d_model*d_kv)^-1/2); k, v N(0, d_model^-1/2);
-o N(0, (heads*d_kv)^-1/2); ffn-in N(0, d_model^-1/2); ffn-out N(0, d_ff^-1/2); norm scale 1.
+The paper's "base" model (docs/paper.md, "Model"): 12 layers, d_model 768, 12 heads, d_kv 64,
+d_ff 3072; pre-norm RMSNorm (eps 1e-6), no biases anywhere, ReLU feed-forward, dropout 0.1 (HF
+T5 placement), final RMSNorm, embeddings tied with the output layer and logits scaled by
+d_model^-0.5; attention logits are not divided by sqrt(d_kv). Init follows HF T5's
+`_init_weights` (docs/paper.md: unconfirmed for the official repo): embedding N(0, 1); q N(0,
+(d_model*d_kv)^-1/2); k, v N(0, d_model^-1/2); o N(0, (heads*d_kv)^-1/2); ffn-in N(0,
+d_model^-1/2); ffn-out N(0, d_ff^-1/2); norm scale 1.
 
 Built from the smallest piece up: RMSNorm, Attention, FeedForward, Block, Decoder. Parameters
 carry logical axis names (`nn.with_logical_partitioning`); the sharding code maps them to mesh
@@ -93,7 +94,7 @@ class Attention(nn.Module):
         use_dropout = not deterministic and self.dropout_rate > 0.0
         out = attention.get(self.attention_impl)(
             q, k, v, positions, k_positions, k_valid, self.pe.bias,
-            dropout_rate=self.dropout_rate,
+            tile_bias=self.pe.tile_bias(), dropout_rate=self.dropout_rate,
             dropout_rng=self.make_rng("dropout") if use_dropout else None,
         )  # fmt: skip
         return jnp.einsum("bthk,hkd->btd", out, w_o.astype(self.dtype))
@@ -147,7 +148,7 @@ class Decoder(nn.Module):
     """The decoder-only language model.
 
     Attributes:
-      vocab_size, num_layers, d_model, num_heads, d_kv, d_ff: sizes (facts.md "base").
+      vocab_size, num_layers, d_model, num_heads, d_kv, d_ff: sizes (docs/paper.md "Model").
       dropout_rate: HF T5 placement: embedding output, attention probabilities, FFN hidden
         after ReLU, each sublayer output before the residual add, final norm output.
       pe: the PE config (see `positional`); stored frozen so the module is hashable (a static
@@ -173,8 +174,7 @@ class Decoder(nn.Module):
         for field in ("vocab_size", "num_layers", "d_model", "num_heads", "d_kv", "d_ff"):
             if getattr(self, field) < 1:
                 raise ValueError(f"{field} must be >= 1, got {getattr(self, field)}")
-        if not 0.0 <= self.dropout_rate < 1.0:
-            raise ValueError(f"dropout_rate must be in [0, 1), got {self.dropout_rate}")
+        reference.check_dropout_rate(self.dropout_rate)
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {tuple(DTYPES)}, got {self.dtype!r}")
         attention.get(self.attention_impl)  # raises on an unknown kernel
@@ -218,7 +218,7 @@ class Decoder(nn.Module):
         embedding = _param(
             self, "embedding", 1.0, (self.vocab_size, self.d_model), ("vocab", "embed")
         )
-        # One PE module for the whole stack: T5's table is shared by all layers (facts.md).
+        # One PE module for the whole stack: T5's table is shared by all layers (docs/paper.md).
         pe = positional.build(self.pe, self.num_heads, self.d_model, name="pe")
         # Create the PE's parameters here, outside any kernel: a blockwise kernel may call the
         # bias hook inside lax.scan, where Linen cannot create variables.

@@ -3,8 +3,10 @@
 Prompts are LEFT-padded (`prompt_valid` False on the pads) so every example's next token goes
 in the same column. Positions follow each token's rank r among its example's real tokens
 (prompt, then generated): r itself, so each example's first real token is position 0 whatever
-its padding, or `position_table[b, r]` when a table is given (randomized positions:
-lenggen.model.positional.randomized.decoding_table). After an example emits EOS it keeps
+its padding, or `position_table[b, r]` with a table: by default, for a model trained with
+randomized positions, the table its evaluation uses
+(lenggen.model.positional.randomized.decoding_table), so greedy decoding and teacher forcing
+(lenggen.evaluate.steps) give every token the same position. After an example emits EOS it keeps
 emitting EOS. Both functions are jitted with `model` and `max_new_tokens` static (`eos_id` is
 traced: a new EOS id does not recompile), and stop early once every example has emitted EOS
 (the rest of the output is EOS). The two agree exactly as long as no two real tokens of an
@@ -60,6 +62,21 @@ def _check(
         )
 
 
+def _table(
+    model: nn.Module, prompt_tokens: jax.Array, prompt_valid: jax.Array, max_new_tokens: int,
+    position_table: jax.Array | None,
+) -> jax.Array | None:
+    """The checked arguments' position table: `position_table`, or the model's randomized
+    `decoding_table` (None: positions 0, 1, ...)."""
+    max_position = randomized.max_position_of(model.pe)
+    if position_table is None and max_position > 0:
+        position_table = randomized.decoding_table(
+            prompt_tokens, prompt_valid, max_position, max_new_tokens
+        )
+    _check(prompt_tokens, prompt_valid, max_new_tokens, position_table)
+    return position_table
+
+
 def _next_token(logits: jax.Array, done: jax.Array, eos_id: jax.Array) -> jax.Array:
     """Argmax of `logits [batch, vocab]`, EOS where the example is `done [batch]`."""
     return jnp.where(done, eos_id, jnp.argmax(logits, axis=-1)).astype(jnp.int32)
@@ -84,12 +101,13 @@ def greedy_decode(
       prompt_valid: `[batch, prompt_len]` bool, False on the pads.
       max_new_tokens: tokens to generate (static).
       eos_id: end-of-sequence token id.
-      position_table: None (positions 0, 1, ... per example) or `[batch, width]` int: the
-        position of each example's r-th real token (its last entry for r >= width).
+      position_table: `[batch, width]` int, the position of each example's r-th real token
+        (its last entry for r >= width); None means the model's own: its randomized
+        `decoding_table` when its PE config sets `randomized_max_position`, else 0, 1, ...
     Returns:
       `[batch, max_new_tokens]` int32.
     """
-    _check(prompt_tokens, prompt_valid, max_new_tokens, position_table)
+    position_table = _table(model, prompt_tokens, prompt_valid, max_new_tokens, position_table)
     batch, prompt_len = prompt_tokens.shape
     # The last new token is never fed back, so prompt_len + max_new_tokens - 1 slots suffice.
     cache = kv_cache.init_cache(model, batch, prompt_len + max_new_tokens - 1)
@@ -141,7 +159,7 @@ def full_recompute_greedy_decode(
     Same contract as `greedy_decode`. The sequence buffer holds prompt + max_new_tokens slots;
     slots not yet generated are invalid keys, so earlier outputs never see them.
     """
-    _check(prompt_tokens, prompt_valid, max_new_tokens, position_table)
+    position_table = _table(model, prompt_tokens, prompt_valid, max_new_tokens, position_table)
     batch, prompt_len = prompt_tokens.shape
     tokens = jnp.concatenate(
         [prompt_tokens.astype(jnp.int32), jnp.zeros((batch, max_new_tokens), jnp.int32)], axis=1

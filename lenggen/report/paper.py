@@ -1,22 +1,28 @@
-"""The paper's published numbers, to set a reproduction beside (../shared/reference/facts.md).
+"""The paper's grid and published numbers, to build its runs and set a reproduction beside.
 
-Kazemnejad et al. (NeurIPS 2023): out-of-distribution test exact match, mean of 3 seeds, and the
-mean reciprocal rank of the PEs (no scratchpad). Their five MRRs sum to 1 + 1/2 + ... + 1/5 =
+Kazemnejad et al. (NeurIPS 2023; docs/paper.md, "Headline results"): its five PEs and eighteen
+tasks, out-of-distribution test exact match, mean of 3 seeds, and the mean reciprocal rank of
+the PEs (no scratchpad). Their five MRRs sum to 1 + 1/2 + ... + 1/5 =
 2.283, so ties (e.g. two PEs at 0.000) were broken, not averaged as this report does.
 """
 
-# Column order of the paper's table and figures; registered PE names.
+# The paper's five PEs, in the column order of its table and figures; registered PE names.
 PAPER_PE_ORDER = ("nope", "t5", "alibi", "rotary", "ape")
 PE_LABELS = {"nope": "NoPE", "t5": "T5", "alibi": "ALiBi", "rotary": "Rotary", "ape": "APE",
              "fire": "FIRE"}
 
-# Row order: the headline table's tasks, then the maths and reasoning tasks.
-PAPER_TASK_ORDER = (
+# The headline table's rows (and the main figure's panels), by their registered names.
+MAIN_TASKS = (
     "copy_repeat", "copy_repeat_2x", "copy_repeat_change", "copy", "copy_2x", "reverse",
     "reverse_2x", "reverse_copy", "scan", "pcfg",
+)
+# The maths and reasoning tasks (trained on lengths <= 8, tested on 9-16).
+MATHS_TASKS = (
     "addition", "polynomial", "sort_single_token", "sort_multi_digit", "summation", "parity",
     "lego", "lego_shuffled",
 )
+# Row order of every table and figure: the headline table's tasks, then the maths tasks.
+PAPER_TASK_ORDER = MAIN_TASKS + MATHS_TASKS
 TASK_LABELS = {
     "copy_repeat": "Copy-Repeat", "copy_repeat_2x": "Copy-Repeat 2x",
     "copy_repeat_change": "Copy-Repeat+Change", "copy": "Copy", "copy_2x": "Copy 2x",
@@ -27,7 +33,7 @@ TASK_LABELS = {
     "lego_shuffled": "LEGO (shuffled)",
 }
 
-# OOD test accuracy (facts.md, "Headline results"), columns in PAPER_PE_ORDER.
+# OOD test accuracy (docs/paper.md, "Headline results"), columns in PAPER_PE_ORDER.
 _HEADLINE_ROWS = {
     "copy_repeat": (0.986, 0.771, 0.289, 0.000, 0.000),
     "copy_repeat_2x": (0.973, 0.558, 0.194, 0.0, 0.0),

@@ -1,4 +1,4 @@
-"""Addition of two integers (facts.md "Tasks"; paper Section 3).
+"""Addition of two integers (docs/paper.md "Tasks"; paper Section 3).
 
 Format, word for word (every word whitespace-separated, digits spaced out):
 

@@ -235,12 +235,53 @@ def _check_split(split: str) -> None:
         raise ValueError(f"Unknown split {split!r}; expected one of {', '.join(SPLITS)}.")
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class PerLengthBuckets(BucketedTask):
     """A BucketedTask with one bucket per input length (the copy family, the maths tasks).
 
-    Subclasses provide the options `min_length`, `max_train_length`, `max_test_length`, and
-    `_space_size(length)` (distinct problems of that length) and `_draw(length, rng, count)`.
+    The options both families share are here, with the copy family's defaults (a subclass
+    redeclares a field to change its default); subclasses provide `_space_size(length)`
+    (distinct problems of that length) and `_draw(length, rng, count)`, and their
+    `__post_init__` calls `_check_length_options`, then checks their own options, then calls
+    `_check_plan()`.
+
+    Attributes:
+      seed: the data seed (fixed like the paper's; not the model seed).
+      num_train: training examples, split evenly over the training lengths.
+      num_validation: validation examples, drawn from the training lengths, disjoint from
+        train where a length holds enough problems.
+      num_test_per_length: test examples per test length.
+      min_length: the shortest training length.
+      max_train_length: the longest training length; test lengths start one above it.
+      max_test_length: the longest test length.
     """
+
+    seed: int = DATA_SEED
+    num_train: int = 100_000
+    num_validation: int = 7_494
+    num_test_per_length: int = 500
+    min_length: int = 2
+    max_train_length: int = 20
+    max_test_length: int = 40
+
+    def _check_length_options(self, lowest_length: int = 1, reason: str = "") -> None:
+        """Raises TaskOptionError unless every option has its default's type, the counts are
+        positive (num_validation may be 0) and lowest_length <= min_length <= max_train_length
+        < max_test_length; `reason` says where lowest_length comes from."""
+        options.check_types(self)
+        options.check_at_least(self, "seed", 0, "numpy seeds are non-negative")
+        options.check_at_least(self, "num_train", 1)
+        options.check_at_least(self, "num_validation", 0)
+        options.check_at_least(self, "num_test_per_length", 1)
+        options.check_at_least(self, "min_length", lowest_length, reason)
+        options.check_at_least(self, "max_train_length", self.min_length, "min_length")
+        options.check_at_least(
+            self, "max_test_length", self.max_train_length + 1, "max_train_length + 1"
+        )
+
+    @property
+    def num_test_per_bucket(self) -> int:
+        return self.num_test_per_length
 
     def _space_size(self, length: int) -> int:
         raise NotImplementedError

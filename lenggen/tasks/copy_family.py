@@ -1,4 +1,4 @@
-"""The copy / reverse family (facts.md "Tasks"; paper Section 3, Appendix tasks).
+"""The copy / reverse family (docs/paper.md "Tasks"; paper Section 3, Appendix tasks).
 
 Formats, as the official code builds them (scripts/dataset_builders/make_copy_dataset.py and
 make_reverse_dataset.py write `src_seq`/`tgt_seq`; src/data/data_instance_processor/
@@ -46,7 +46,7 @@ import numpy as np
 
 from lenggen.tasks import options
 from lenggen.tasks.base import Example
-from lenggen.tasks.bucketed import DATA_SEED, Bucket, PerLengthBuckets
+from lenggen.tasks.bucketed import Bucket, PerLengthBuckets
 
 SEPARATOR = "[SEP]"
 NEXT = "[NEXT]"
@@ -59,26 +59,13 @@ def symbol_words(count: int) -> tuple[str, ...]:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class CopyFamilyTask(PerLengthBuckets):
-    """Options shared by the family; defaults are the paper's settings (module doc).
+    """Options shared by the family: PerLengthBuckets' (whose defaults are this family's, the
+    paper's settings; module doc) and the symbols.
 
     Attributes:
-      seed: the data seed (fixed like the paper's; not the model seed).
-      num_train: training examples, split evenly over the training lengths.
-      num_validation: validation examples, drawn from the training lengths, disjoint from train.
-      num_test_per_length: test examples per test length.
-      min_length: the shortest training length.
-      max_train_length: the longest training length; test lengths start one above it.
-      max_test_length: the longest test length.
       num_symbols: how many symbols (`s0`, `s1`, ...) the sequences are drawn from.
     """
 
-    seed: int = DATA_SEED
-    num_train: int = 100_000
-    num_validation: int = 7_494
-    num_test_per_length: int = 500
-    min_length: int = 2
-    max_train_length: int = 20
-    max_test_length: int = 40
     num_symbols: int = 100
 
     # The words of the format around the symbols (the vocabulary is these plus the symbols).
@@ -87,22 +74,9 @@ class CopyFamilyTask(PerLengthBuckets):
     min_symbols: ClassVar[int] = 1
 
     def __post_init__(self):
-        options.check_types(self)
-        options.check_at_least(self, "seed", 0, "numpy seeds are non-negative")
-        options.check_at_least(self, "num_train", 1)
-        options.check_at_least(self, "num_validation", 0)
-        options.check_at_least(self, "num_test_per_length", 1)
-        options.check_at_least(self, "min_length", 1)
-        options.check_at_least(self, "max_train_length", self.min_length, "min_length")
-        options.check_at_least(
-            self, "max_test_length", self.max_train_length + 1, "max_train_length + 1"
-        )
+        self._check_length_options()
         options.check_at_least(self, "num_symbols", self.min_symbols, f"the {self.name} format")
         self._check_plan()
-
-    @property
-    def num_test_per_bucket(self) -> int:
-        return self.num_test_per_length
 
     @functools.cached_property
     def symbols(self) -> tuple[str, ...]:

@@ -1,4 +1,4 @@
-"""LEGO: resolving a chain of sign clauses (facts.md "Tasks"; paper Section 3).
+"""LEGO: resolving a chain of sign clauses (docs/paper.md "Tasks"; paper Section 3).
 
 Format, word for word (every word whitespace-separated):
 

@@ -1,4 +1,4 @@
-"""Parity (facts.md "Tasks"; paper Section 3).
+"""Parity (docs/paper.md "Tasks"; paper Section 3).
 
 Format, word for word (every word whitespace-separated):
 

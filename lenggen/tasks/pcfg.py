@@ -55,8 +55,8 @@ original's, whose production probabilities were fitted with EM to English senten
   arguments, the first getting k uniform in 0..n-1; an argument with no function is a string
   of 2-5 symbols (uniform length), each uniform over the 520;
 - a tree whose target exceeds `max_target_length` symbols is drawn again (nested repeats double
-  the target; greedy evaluation decodes at most 256 tokens); the original generator instead
-  capped the written source at 300 characters;
+  the target; greedy evaluation decodes at most 256 tokens, docs/paper.md "Evaluation"); the
+  original generator instead capped the written source at 300 characters;
 - string arguments may repeat across examples (the original generator avoided that).
 """
 

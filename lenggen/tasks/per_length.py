@@ -1,6 +1,6 @@
 """The shared shape of the maths / reasoning tasks whose length bucket is one input length.
 
-Polynomial evaluation, sorting, summation, parity and LEGO (facts.md "Tasks") all come from
+Polynomial evaluation, sorting, summation, parity and LEGO (docs/paper.md "Tasks") all come from
 scripts of the same template (McGill-NLP/length-generalization, scripts/dataset_builders/
 make_{poly,sort,sum,parity,lego}_dataset.py): `set_seed(9842497)`; for each training length,
 int(1.15 * num_train / #lengths) examples drawn with replacement; shuffled; the first num_train
@@ -32,7 +32,7 @@ import numpy as np
 
 from lenggen.tasks import options, scratchpad
 from lenggen.tasks.base import Example
-from lenggen.tasks.bucketed import DATA_SEED, Bucket, PerLengthBuckets
+from lenggen.tasks.bucketed import Bucket, PerLengthBuckets
 from lenggen.tasks.scratchpad import Step
 
 # The words of every maths answer sentence, "The answer is ... ." (sorting has its own).
@@ -52,22 +52,13 @@ def bracketed(items: list[str]) -> str:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class PerLengthTask(PerLengthBuckets):
-    """A task with one bucket per input length; defaults are the paper's settings (module doc).
+    """A task with one bucket per input length: PerLengthBuckets' options with the maths tasks'
+    defaults (the paper's settings; module doc), and the scratchpad.
 
     Attributes:
-      seed: the data seed (fixed like the paper's; not the model seed).
-      num_train: training examples, split evenly over the training lengths.
-      num_validation: validation examples, from training lengths, disjoint from train where a
-        length holds enough problems.
-      num_test_per_length: test examples per test length.
-      min_length: the shortest training length.
-      max_train_length: the longest training length; test lengths start one above it.
-      max_test_length: the longest test length.
       scratchpad: the scratchpad configuration (lenggen.tasks.scratchpad.NAMES).
     """
 
-    seed: int = DATA_SEED
-    num_train: int = 100_000
     num_validation: int = 7_500
     num_test_per_length: int = 1_250
     min_length: int = 4
@@ -82,24 +73,11 @@ class PerLengthTask(PerLengthBuckets):
     highest_length: ClassVar[tuple[int, str] | None] = None
 
     def __post_init__(self):
-        options.check_types(self)
-        options.check_at_least(self, "seed", 0, "numpy seeds are non-negative")
-        options.check_at_least(self, "num_train", 1)
-        options.check_at_least(self, "num_validation", 0)
-        options.check_at_least(self, "num_test_per_length", 1)
-        options.check_at_least(self, "min_length", self.lowest_length, f"the {self.name} format")
-        options.check_at_least(self, "max_train_length", self.min_length, "min_length")
-        options.check_at_least(
-            self, "max_test_length", self.max_train_length + 1, "max_train_length + 1"
-        )
+        self._check_length_options(self.lowest_length, f"the {self.name} format")
         if self.highest_length is not None:
             options.check_at_most(self, "max_test_length", *self.highest_length)
         scratchpad.check(self, self.has_intermediate)
         self._check_plan()
-
-    @property
-    def num_test_per_bucket(self) -> int:
-        return self.num_test_per_length
 
     # -- to implement ---------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Polynomial evaluation modulo 10 (facts.md "Tasks"; paper Section 3).
+"""Polynomial evaluation modulo 10 (docs/paper.md "Tasks"; paper Section 3).
 
 Format, word for word (every word whitespace-separated, digits spaced out, a negative number led
 by a "-" word):

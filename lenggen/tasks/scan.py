@@ -1,4 +1,4 @@
-"""SCAN with its length split re-cut on action length (facts.md "Tasks"; Lake & Baroni 2018).
+"""SCAN with its length split re-cut on action length (docs/paper.md "Tasks"; Lake & Baroni 2018).
 
 Format, word for word:
 

@@ -1,8 +1,8 @@
 """The paper's unified scratchpad: one format that every maths task feeds its steps to.
 
-facts.md "Scratchpads": each step has up to five parts (input, computation, output, intermediate
-variables, remaining input); steps are joined by " # " and wrapped as
-"Thinking step by step: ... . Thus, " before the answer sentence.
+docs/paper.md "Scratchpads": each step has up to five parts (input, computation, output,
+intermediate variables, remaining input); steps are joined by " # " and wrapped as "Thinking
+step by step: ... . Thus, " before the answer sentence.
 
 The format, as the official code renders it (McGill-NLP/length-generalization,
 src/data/data_instance_processor/data_instance_processor.py, `create_scratchpad_str` and
@@ -18,7 +18,7 @@ mapping from the official strings is: the words are the same, runs of spaces are
 "," "." "?" glued to a word are their own words ("7, 8" -> "7 , 8", "Thus," -> "Thus ,",
 "5 6 5." -> "5 6 5 ."); ":" stays on its word ("step:", "carry:"), as in "Copy:" and "Solve:".
 
-Configurations (facts.md: eight; names of the official configs/data/unified_scratchpad_configs
+Configurations (docs/paper.md: eight; names of the official configs/data/unified_scratchpad_configs
 files in brackets, i=input c=computation o=output v=intermediate variables r=remaining input):
   none             no scratchpad: the target is the answer sentence alone
   full             every part                      [i1_c1_o1_v1_r1]

@@ -1,4 +1,4 @@
-"""Sorting, two variants (facts.md "Tasks"; paper Section 3).
+"""Sorting, two variants (docs/paper.md "Tasks"; paper Section 3).
 
 Format, word for word (every word whitespace-separated):
 

@@ -1,4 +1,4 @@
-"""Summation modulo 10 (facts.md "Tasks"; paper Section 3).
+"""Summation modulo 10 (docs/paper.md "Tasks"; paper Section 3).
 
 Format, word for word (every word whitespace-separated):
 

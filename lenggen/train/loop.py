@@ -21,14 +21,14 @@ from lenggen import checkpoint, config_schema, results, rundir, sharding, tasks
 from lenggen.data import dataset, loader
 from lenggen.data import tokenizer as tokenizer_lib
 from lenggen.evaluate import exact_match
-from lenggen.model import decoder, positional
+from lenggen.evaluate import steps as eval_steps
+from lenggen.model import decoder, decoding, positional
 from lenggen.model.positional import randomized
 from lenggen.rundir import shared as shared_lib
 from lenggen.rundir import storage
 from lenggen.train import optimizer as optimizer_lib
 from lenggen.train import preemption
 from lenggen.train import state as state_lib
-from lenggen.train import step as step_lib
 
 MODES = ("train", "evaluate", "train_and_evaluate")
 DEFAULT_DATA_DIR = "~/.cache/lenggen/datasets"
@@ -101,10 +101,10 @@ class Experiment:
         )
         batch_sharding = sharding.batch_sharding(self.mesh)
         # With randomized positions both take each example's positions from one table drawn
-        # for its prompt and the decoding budget, so their verdicts agree (step.py).
+        # for its prompt and the decoding budget, so their verdicts agree (evaluate/steps.py).
         self.teacher_forced = jax.jit(
             functools.partial(
-                step_lib.teacher_forced_correct, model=self.model,
+                eval_steps.teacher_forced_correct, model=self.model,
                 max_new_tokens=config.eval.max_new_tokens,
             ),
             in_shardings=(self.layout.param_sharding, batch_sharding),
@@ -112,7 +112,7 @@ class Experiment:
         )
         self.greedy = jax.jit(
             functools.partial(
-                step_lib.greedy_decode, model=self.model,
+                decoding.greedy_decode, self.model,
                 max_new_tokens=config.eval.max_new_tokens, eos_id=tokenizer_lib.EOS_ID,
             ),
             in_shardings=(self.layout.param_sharding, batch_sharding, batch_sharding),

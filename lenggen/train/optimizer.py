@@ -1,4 +1,4 @@
-"""AdamW with the paper's schedule (facts.md, "Training").
+"""AdamW with the paper's schedule (docs/paper.md, "Training").
 
 HF's Trainer, which the paper used, applies weight decay to every parameter except biases and
 LayerNorm weights; T5 blocks have no biases, so that is the RMSNorm scales and the biases of

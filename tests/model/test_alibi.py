@@ -16,7 +16,7 @@ def test_slopes_power_of_two():
 
 
 def test_slopes_12_heads_the_papers_rule():
-    # facts.md: 2^-1 .. 2^-8, then 2^-0.5, 2^-1.5, 2^-2.5, 2^-3.5.
+    # docs/paper.md: 2^-1 .. 2^-8, then 2^-0.5, 2^-1.5, 2^-2.5, 2^-3.5.
     expected = tuple(2.0**-h for h in range(1, 9)) + (2.0**-0.5, 2.0**-1.5, 2.0**-2.5, 2.0**-3.5)
     assert alibi_slopes(12) == expected
 

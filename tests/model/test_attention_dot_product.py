@@ -25,7 +25,7 @@ def test_implementation(backend, dtype, expected):
     assert dot_product.implementation(backend, dtype) == expected
 
 
-def test_dropout_falls_back_to_blockwise():
+def test_dropout_falls_back_to_blockwise(caplog):
     rng = np.random.default_rng(0)
     q = rng.standard_normal((B, Q, H, D)).astype(np.float32)
     k, v = (rng.standard_normal((B, K, H, D)).astype(np.float32) for _ in range(2))
@@ -42,6 +42,10 @@ def test_dropout_falls_back_to_blockwise():
             dot_product.attend(*args),
         )
 
-    dropped, expected, exact = run(key)
+    with caplog.at_level("INFO"):
+        dropped, expected, exact = run(key)
     np.testing.assert_array_equal(dropped, expected)
     assert np.abs(dropped - exact).max() > 1e-2  # dropout did act
+    assert [r.getMessage() for r in caplog.records] == [
+        "dot_product: attention dropout has no jax.nn form; running blockwise"
+    ]

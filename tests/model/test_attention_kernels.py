@@ -3,7 +3,9 @@
 Each kernel is compared with the reference on the same inputs: positions in no index order,
 invalid keys, a query with no visible key, KV-cache decoding (q_len 1 against a cache with
 empty slots) and lengths that leave a partial last block. Biases: none, pure arithmetic of
-positions (ALiBi-like), a table lookup (T5-like) and a bias closing over a traced parameter.
+positions (ALiBi-like), a table lookup (T5-like) and a bias closing over a traced parameter;
+each a dense hook (`bias_fn`, the table read by a gather) and a tile hook (`TileBias`, the
+table read as a one-hot), which only pallas_flash reads.
 Tolerances: float32 1e-5 (only the order of the softmax sums differs); bfloat16 inputs 2e-2
 against the same kernel in float32 (bfloat16 has 8 mantissa bits: ~4e-3 relative per rounding).
 """
@@ -16,6 +18,7 @@ import numpy as np
 import pytest
 
 from lenggen.model.attention import blockwise, dot_product, pallas_flash, reference
+from lenggen.model.positional.base import TileBias
 
 B, Q, K, H, D = 2, 5, 7, 3, 8  # odd unequal sizes: a transposed axis fails
 F32_TOLERANCE, BF16_TOLERANCE = 1e-5, 2e-2
@@ -42,13 +45,34 @@ def _linear_bias(q_positions, k_positions):
     return -0.3 * jnp.arange(1, H + 1, dtype=jnp.float32)[None, :, None, None] * distance
 
 
-def _table_bias(q_positions, k_positions):
+def _table_bias(q_positions, k_positions, table=TABLE):
     """T5-like: a table row per clipped distance (a gather)."""
-    distance = jnp.clip(q_positions[:, :, None] - k_positions[:, None, :], 0, TABLE.shape[0] - 1)
-    return jnp.einsum("bqkh->bhqk", jnp.take(jnp.asarray(TABLE), distance, axis=0))
+    distance = jnp.clip(q_positions[:, :, None] - k_positions[:, None, :], 0, table.shape[0] - 1)
+    return jnp.einsum("bqkh->bhqk", jnp.take(jnp.asarray(table), distance, axis=0))
 
 
-BIASES = {"none": _no_bias, "linear": _linear_bias, "table": _table_bias}
+def _linear_tile(params, q_positions, k_positions):
+    """`_linear_bias` for one example's tile -> [heads, tq, tk]."""
+    (slopes,) = params
+    distance = (q_positions[:, None] - k_positions[None, :]).astype(jnp.float32)
+    return -0.3 * slopes[:, None, None] * distance[None]
+
+
+def _table_tile(params, q_positions, k_positions):
+    """`_table_bias` for one example's tile, the table read as a one-hot -> [heads, tq, tk]."""
+    (table,) = params
+    rows = TABLE.shape[0]  # the logical rows: the clip ignores zero-padded ones
+    distance = jnp.clip(q_positions[:, None] - k_positions[None, :], 0, rows - 1)
+    one_hot = (distance[:, :, None] == jnp.arange(table.shape[0])).astype(table.dtype)
+    return jnp.einsum("qkn,nh->hqk", one_hot, table, precision=jax.lax.Precision.HIGHEST)
+
+
+# name -> (dense bias_fn, tile hook)
+BIASES = {
+    "none": (_no_bias, None),
+    "linear": (_linear_bias, TileBias(_linear_tile, (jnp.arange(1, H + 1, dtype=jnp.float32),))),
+    "table": (_table_bias, TileBias(_table_tile, (jnp.asarray(TABLE),))),
+}
 
 
 def _normal(seed, shape):
@@ -67,12 +91,13 @@ def inputs():
 
 @functools.cache
 def _jitted(kernel_name: str, bias_name: str):
-    return jax.jit(functools.partial(KERNELS[kernel_name], bias_fn=BIASES[bias_name]))
+    bias_fn, tile = BIASES[bias_name]
+    return jax.jit(functools.partial(KERNELS[kernel_name], bias_fn=bias_fn, tile_bias=tile))
 
 
 @functools.cache
 def _jitted_reference(bias_name: str):
-    return jax.jit(functools.partial(reference.attend, bias_fn=BIASES[bias_name]))
+    return jax.jit(functools.partial(reference.attend, bias_fn=BIASES[bias_name][0]))
 
 
 def _reference(bias_name: str, *args):
@@ -128,12 +153,8 @@ def test_bfloat16(inputs, kernel_name):
 
 def _loss(kernel, inputs, table, q, k, v):
     """A scalar of the attention output, its bias table a (traced) parameter."""
-
-    def bias_fn(q_positions, k_positions):
-        distance = jnp.clip(q_positions[:, :, None] - k_positions[:, None, :], 0, 8)
-        return jnp.einsum("bqkh->bhqk", jnp.take(table, distance, axis=0))
-
-    out = kernel(q, k, v, *inputs[3:], bias_fn)
+    bias_fn = functools.partial(_table_bias, table=table)
+    out = kernel(q, k, v, *inputs[3:], bias_fn, tile_bias=TileBias(_table_tile, (table,)))
     return (out * jnp.cos(jnp.arange(D, dtype=jnp.float32))).sum()
 
 
@@ -147,9 +168,9 @@ def reference_grads(inputs):
     return _value_and_grads(reference.attend, inputs)
 
 
-# pallas_flash's gradients (its custom VJP) are checked in test_attention_kernels_decoder.py,
-# through real PE parameters.
-@pytest.mark.parametrize("kernel_name", ["blockwise", "dot_product"])
+# pallas_flash's gradients (its custom VJP) are also checked in
+# test_attention_kernels_decoder.py, through real PE parameters.
+@pytest.mark.parametrize("kernel_name", ["blockwise", "dot_product", "pallas_flash"])
 def test_gradients_match_reference(inputs, reference_grads, kernel_name):
     """Gradients w.r.t. a bias parameter closed over by bias_fn (a PE's table reaches the
     kernel as a tracer: T5, FIRE) and q, k, v. Tolerance 1e-4: float32 sums in another order."""

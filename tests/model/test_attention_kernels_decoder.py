@@ -16,13 +16,13 @@ import math
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
 from lenggen.model import attention, kv_cache, positional
 from lenggen.model.attention import blockwise, pallas_flash
 from lenggen.model.decoder import Decoder
+from tests.model import tiny
 
 VOCAB, LENGTH = 19, 11
 TOLERANCE = 1e-5
@@ -47,12 +47,8 @@ def small_blocks():
 
 
 def _model(pe_name: str, kernel: str) -> Decoder:
-    options = {name: positional.default_options(name) for name in positional.names()}
-    return Decoder(
-        vocab_size=VOCAB, num_layers=1, d_model=16, num_heads=3, d_kv=8, d_ff=24,
-        dropout_rate=0.1, pe=ml_collections.ConfigDict(dict(name=pe_name, **options)),
-        attention_impl=kernel,
-    )  # fmt: skip
+    sizes = dict(tiny.SIZES, num_layers=1)
+    return Decoder(vocab_size=VOCAB, pe=tiny.pe_config(pe_name), attention_impl=kernel, **sizes)
 
 
 def _random_params(model: Decoder):

@@ -25,13 +25,13 @@ from jax._src.lib.mlir import ir
 from jax._src.pallas.triton import lowering as triton_lowering
 
 from lenggen.model import attention, positional
-from lenggen.model.attention import blockwise, pallas_flash, pallas_gpu, reference, tile_bias
+from lenggen.model.attention import pallas_flash, pallas_gpu, reference
+from lenggen.model.positional.base import TileBias
 
 B, Q, K, H, D = 2, 18, 35, 3, 8  # 2 query blocks and 3 key blocks of 16; head_dim padded to 16
 BLOCKS = dict(block_q=16, block_k=16)
 F32_TOLERANCE, BF16_TOLERANCE = 1e-5, 2e-2
 TABLE = np.random.default_rng(7).standard_normal((9, H)).astype(np.float32)
-BIG_TABLE = np.random.default_rng(8).standard_normal((tile_bias.ONE_HOT_MAX_ROWS + 1, H))
 gpu_attend = functools.partial(pallas_flash.attend, target="gpu", **BLOCKS)
 
 
@@ -63,7 +63,7 @@ def decode_inputs(inputs):
 
 
 def _pe(name: str):
-    """(rotate, bias) hooks of PE `name` with 3 heads and its initial parameters."""
+    """(rotate, bias, tile_bias) hooks of PE `name` with 3 heads and its initial parameters."""
     pe = positional.build(ml_collections.ConfigDict(dict(name=name)), num_heads=H, d_model=16)
     tokens = jnp.zeros((1, 1), jnp.int32)
     params = pe.init(jax.random.key(1), tokens, tokens, method=pe.bias)
@@ -71,22 +71,25 @@ def _pe(name: str):
     def rotate(x, positions):
         return pe.apply(params, x, positions, method=pe.rotate)
 
-    return rotate, lambda q, k: pe.apply(params, q, k, method=pe.bias)
+    return (rotate, lambda q, k: pe.apply(params, q, k, method=pe.bias),
+            pe.apply(params, method=pe.tile_bias))  # fmt: skip
 
 
-def _pallas_and_reference(bias_fn):
-    return jax.jit(lambda *args: (gpu_attend(*args, bias_fn), reference.attend(*args, bias_fn)))
+def _pallas_and_reference(bias_fn, tile):
+    return jax.jit(lambda *args: (gpu_attend(*args, bias_fn, tile_bias=tile),
+                                  reference.attend(*args, bias_fn)))  # fmt: skip
 
 
 # One compile per shape for every PE without a bias (nope, ape, rotary: rotate runs outside).
-_UNBIASED = _pallas_and_reference(lambda q_positions, k_positions: None)
+_UNBIASED = _pallas_and_reference(lambda q_positions, k_positions: None, None)
 
 
 @pytest.mark.parametrize("pe_name", positional.names())
 def test_matches_reference_for_every_pe(inputs, decode_inputs, pe_name):
-    rotate, bias_fn = _pe(pe_name)
-    biased = jax.eval_shape(bias_fn, *inputs[3:5]) is not None
-    run = _pallas_and_reference(bias_fn) if biased else _UNBIASED
+    rotate, bias_fn, tile = _pe(pe_name)
+    biased = tile is not None
+    assert biased == (jax.eval_shape(bias_fn, *inputs[3:5]) is not None)
+    run = _pallas_and_reference(bias_fn, tile) if biased else _UNBIASED
     for case in (inputs, decode_inputs):
         q, k, v, q_positions, k_positions, k_valid = case
         args = (rotate(q, q_positions), rotate(k, k_positions), v, *case[3:])
@@ -111,31 +114,40 @@ def test_no_sqrt_d_scaling_hand_worked():
     np.testing.assert_allclose(out[0, 0, 0], [e2 / (e2 + 1), 1 / (e2 + 1)], atol=1e-6)
 
 
-def _linear_bias(q_positions, k_positions):
-    distance = (q_positions[:, None, :, None] - k_positions[:, None, None, :]).astype(jnp.float32)
-    return -0.3 * jnp.arange(1, H + 1, dtype=jnp.float32)[None, :, None, None] * distance
+def _linear_tile(params, q_positions, k_positions):
+    distance = (q_positions[:, None] - k_positions[None, :]).astype(jnp.float32)
+    return -0.3 * params[0][:, None, None] * distance[None]
+
+
+LINEAR = TileBias(_linear_tile, (jnp.arange(1, H + 1, dtype=jnp.float32),))
 
 
 def test_bfloat16(inputs):
-    run = jax.jit(functools.partial(gpu_attend, bias_fn=_linear_bias))
+    run = jax.jit(functools.partial(gpu_attend, bias_fn=LINEAR, tile_bias=LINEAR))
     q, k, v, *rest = inputs
     out = run(*(a.astype(jnp.bfloat16) for a in (q, k, v)), *rest)
     assert out.dtype == jnp.bfloat16
     np.testing.assert_allclose(out.astype(jnp.float32), run(*inputs), atol=BF16_TOLERANCE, rtol=0)
 
 
-def _loss(kernel, table, q, k, v, q_positions, k_positions, k_valid):
-    def bias_fn(qp, kp):  # the table is a traced parameter closed over, as a PE's
-        distance = jnp.clip(qp[:, :, None] - kp[:, None, :], 0, 8)
-        return jnp.einsum("bqkh->bhqk", jnp.take(table, distance, axis=0))
+def _table_tile(params, q_positions, k_positions):
+    """A table row per distance clipped to 8, read as a one-hot -> [heads, tq, tk]; the table
+    may arrive zero-padded (rows and heads)."""
+    (table,) = params
+    distance = jnp.clip(q_positions[:, None] - k_positions[None, :], 0, 8)
+    one_hot = (distance[:, :, None] == jnp.arange(table.shape[0])).astype(table.dtype)
+    return jnp.einsum("qkn,nh->hqk", one_hot, table, precision=jax.lax.Precision.HIGHEST)
 
-    out = kernel(q, k, v, q_positions, k_positions, k_valid, bias_fn)
+
+def _loss(kernel, table, q, k, v, q_positions, k_positions, k_valid):
+    tile = TileBias(_table_tile, (table,))  # the table is a traced parameter, as a PE's
+    out = kernel(q, k, v, q_positions, k_positions, k_valid, tile, tile_bias=tile)
     return (out * jnp.cos(jnp.arange(D, dtype=jnp.float32))).sum()
 
 
 @pytest.mark.parametrize("lengths", [(Q, K), (5, 7)], ids=["blocks", "shorter_than_a_tile"])
 def test_gradients_match_reference(inputs, lengths):
-    """Through the custom VJP (blockwise's backward on the tile jaxpr); with 7 keys the tile
+    """Through the custom VJP (blockwise's backward on the tile hook); with 7 keys the tile
     (16) is longer than the keys."""
     q_len, k_len = lengths
     q, k, v, q_positions, k_positions, k_valid = inputs
@@ -151,40 +163,26 @@ def test_gradients_match_reference(inputs, lengths):
     assert np.abs(ref_grads[0]).max() > 1e-2  # the table matters
 
 
-def _big_table_bias(q_positions, k_positions):
-    distance = jnp.clip(q_positions[:, :, None] - k_positions[:, None, :], 0, len(BIG_TABLE) - 1)
-    return jnp.einsum("bqkh->bhqk", jnp.take(jnp.asarray(BIG_TABLE, jnp.float32), distance, 0))
-
-
-def test_bias_without_a_padded_form_runs_blockwise(inputs, monkeypatch):
-    """A lookup in a table over ONE_HOT_MAX_ROWS rows keeps its gather: blockwise runs it."""
-    calls = []
-    monkeypatch.setattr(pallas_gpu, "forward", lambda *a, **kw: calls.append(a))
-    out = gpu_attend(*inputs, _big_table_bias)
-    assert not calls
-    np.testing.assert_array_equal(out, blockwise.attend(*inputs, _big_table_bias))
-
-
 def test_gpu_backend_runs_the_gpu_form(inputs, monkeypatch):
     """On a GPU backend `pallas_flash` (the registry's too) runs the Triton form, compiled,
     with its default tiles; the Mosaic form is refused there."""
     calls = []
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
     monkeypatch.setattr(pallas_gpu, "forward", lambda *a, **kw: calls.append(kw) or a[0])
-    attention.get("pallas_flash")(*inputs, _linear_bias)
+    attention.get("pallas_flash")(*inputs, LINEAR, tile_bias=LINEAR)
     assert calls == [dict(block_q=pallas_gpu.DEFAULT_BLOCK_Q, block_k=pallas_gpu.DEFAULT_BLOCK_K,
                           interpret=False)]  # fmt: skip
     with pytest.raises(ValueError, match="target 'tpu' does not compile on the gpu backend"):
-        pallas_flash.attend(*inputs, _linear_bias, target="tpu")
+        pallas_flash.attend(*inputs, LINEAR, tile_bias=LINEAR, target="tpu")
 
 
 def test_bad_target_and_tiles(inputs):
     with pytest.raises(ValueError, match=r"unknown pallas_flash target 'cuda'; expected one of"):
-        pallas_flash.attend(*inputs, _linear_bias, target="cuda")
+        pallas_flash.attend(*inputs, LINEAR, tile_bias=LINEAR, target="cuda")
     for name, value in (("block_q", 24), ("block_k", 8)):
         message = f"{name} must be a power of two >= 16 on the gpu target \\(Triton tiles\\)"
         with pytest.raises(ValueError, match=f"{message}, got {value}"):
-            pallas_flash.attend(*inputs, _linear_bias, target="gpu", **{name: value})
+            pallas_flash.attend(*inputs, LINEAR, tile_bias=LINEAR, target="gpu", **{name: value})
 
 
 @pytest.mark.parametrize(("length", "blocks"), [(1, 1), (16, 1), (40, 3)])
@@ -195,7 +193,7 @@ def test_block_size(length, blocks):
     assert pallas_gpu.block_size(128, 40, "block_k") == 64
 
 
-def _triton_module(bias_fn, length: int) -> str:
+def _triton_module(bias_fn, tile, length: int) -> str:
     """The Triton IR of the compiled kernel lowered for CUDA, verified; its text."""
     spec = jax.ShapeDtypeStruct
     args = (spec((2, length, H, 64), jnp.bfloat16),) * 3 + (spec((2, length), jnp.int32),) * 2
@@ -207,7 +205,8 @@ def _triton_module(bias_fn, length: int) -> str:
                                      abstract_device=device)  # fmt: skip
 
     def kernel(*arrays):
-        return pallas_flash.attend(*arrays, bias_fn, interpret=False, target="gpu")
+        return pallas_flash.attend(*arrays, bias_fn, tile_bias=tile, interpret=False,
+                                   target="gpu")  # fmt: skip
 
     with jax.sharding.use_abstract_mesh(mesh):
         exported = jax.export.export(
@@ -242,7 +241,7 @@ def _triton_module(bias_fn, length: int) -> str:
 @pytest.mark.parametrize("pe_name", ["nope", "alibi", "t5", "fire"])
 @pytest.mark.parametrize("length", [1, 40], ids=["decode", "prefill"])
 def test_lowers_for_cuda_with_the_bias_in_the_tile(pe_name, length):
-    text = _triton_module(_pe(pe_name)[1], length)
+    text = _triton_module(*_pe(pe_name)[1:], length)
     sizes = {math.prod(map(int, shape.split("x")))
              for shape in re.findall(r"tensor<([0-9x]+)x[!a-z]", text)}  # fmt: skip
     assert sizes and all(size & (size - 1) == 0 for size in sizes)

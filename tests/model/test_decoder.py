@@ -13,22 +13,17 @@ import ml_collections
 import numpy as np
 import pytest
 
-from lenggen.model import positional
 from lenggen.model.decoder import CONFIG_FIELDS, Decoder
 from lenggen.model.decoding import prompt_positions
+from tests.model import tiny
 
 VOCAB = 17
-VARIANTS = positional.names() + ("ape_learned",)
-TINY = dict(num_layers=2, d_model=16, num_heads=3, d_kv=8, d_ff=24, dropout_rate=0.1)
+VARIANTS = tiny.VARIANTS
+TINY = tiny.SIZES
 BASE = dict(num_layers=12, d_model=768, num_heads=12, d_kv=64, d_ff=3072, dropout_rate=0.1)
 
 
-def _pe(variant: str) -> ml_collections.ConfigDict:
-    options = {n: positional.default_options(n) for n in positional.names()}
-    name = variant
-    if variant == "ape_learned":
-        name, options["ape"] = "ape", dict(kind="learned", max_length=64)
-    return ml_collections.ConfigDict(dict(name=name, **options))
+_pe = tiny.pe_config
 
 
 def _abstract_params(model: Decoder):
@@ -131,10 +126,10 @@ def _count(tree) -> int:
 
 def test_parameter_count_of_the_base_model():
     d, layers, heads, d_kv, d_ff, vocab = 768, 12, 12, 64, 3072, 32100
-    embeddings = vocab * d  # facts.md: 24.65M
+    embeddings = vocab * d  # docs/paper.md "Model": 24.65M
     per_layer = 4 * d * heads * d_kv + 2 * d * d_ff + 2 * d  # q, k, v, o; wi, wo; two norms
     assert embeddings == 24_652_800
-    assert embeddings + layers * per_layer == 109_605_888  # facts.md: ~109.6M
+    assert embeddings + layers * per_layer == 109_605_888  # docs/paper.md "Model": ~109.6M
     nope = embeddings + layers * per_layer + d  # + the final norm
     expected = {
         "nope": nope, "ape": nope, "alibi": nope, "rotary": nope,

@@ -10,7 +10,6 @@ import math
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
@@ -18,6 +17,7 @@ from lenggen.model import kv_cache, positional
 from lenggen.model.decoder import Decoder
 from lenggen.model.decoding import full_recompute_greedy_decode, greedy_decode, prompt_positions
 from lenggen.model.positional import randomized
+from tests.model import tiny
 
 VOCAB = 17
 NEVER = VOCAB  # an id the model cannot emit: decoding never stops early
@@ -26,14 +26,7 @@ PROMPT_VALID = np.array([[1] * 6, [0, 0, 1, 1, 1, 1], [0, 0, 0, 0, 0, 1]], bool)
 
 
 def _model(variant: str) -> Decoder:
-    options = {n: positional.default_options(n) for n in positional.names()}
-    name = variant
-    if variant == "ape_learned":
-        name, options["ape"] = "ape", dict(kind="learned", max_length=64)
-    return Decoder(
-        vocab_size=VOCAB, num_layers=2, d_model=16, num_heads=3, d_kv=8, d_ff=24,
-        dropout_rate=0.1, pe=ml_collections.ConfigDict(dict(name=name, **options)),
-    )  # fmt: skip
+    return Decoder(vocab_size=VOCAB, pe=tiny.pe_config(variant), **tiny.SIZES)
 
 
 def _random_params(model: Decoder, seed: int = 0):

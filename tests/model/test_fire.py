@@ -9,13 +9,13 @@ import math
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
 from lenggen.model import positional
 from lenggen.model.decoder import Decoder
 from lenggen.model.positional.fire import FIRE, fire_normalized_distance, fire_psi
+from tests.model import tiny
 
 # A hand-set MLP, width 2, 3 heads: hidden = relu(x * [1, -1] + [0, 0.5]).
 HAND = dict(
@@ -185,11 +185,8 @@ def test_bad_options_are_rejected(options, message):
 
 
 def test_one_module_shared_by_all_layers():
-    options = {n: positional.default_options(n) for n in positional.names()}
-    model = Decoder(
-        vocab_size=7, num_layers=3, d_model=16, num_heads=3, d_kv=8, d_ff=24, dropout_rate=0.0,
-        pe=ml_collections.ConfigDict(dict(name="fire", **options)),
-    )  # fmt: skip
+    sizes = dict(tiny.SIZES, num_layers=3)
+    model = Decoder(vocab_size=7, pe=tiny.pe_config("fire"), **sizes)
     tokens = jnp.zeros((1, 4), jnp.int32)
     abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), tokens, tokens, tokens >= 0))
     paths = [

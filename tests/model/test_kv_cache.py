@@ -3,12 +3,12 @@
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
-from lenggen.model import kv_cache, positional
+from lenggen.model import kv_cache
 from lenggen.model.decoder import Decoder
+from tests.model import tiny
 
 
 class _Cached(nn.Module):
@@ -71,13 +71,7 @@ def test_decoding_without_a_cache_is_rejected():
 
 
 def _decoder(name="t5"):
-    pe = ml_collections.ConfigDict(
-        dict(name=name, **{n: positional.default_options(n) for n in positional.names()})
-    )
-    return Decoder(
-        vocab_size=17, num_layers=2, d_model=16, num_heads=3, d_kv=8, d_ff=24, dropout_rate=0.1,
-        pe=pe,
-    )  # fmt: skip
+    return Decoder(vocab_size=17, pe=tiny.pe_config(name), **tiny.SIZES)
 
 
 def test_init_cache_matches_init_with_decode():

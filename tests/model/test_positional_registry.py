@@ -3,6 +3,7 @@
 import ml_collections
 import pytest
 
+from lenggen import config_schema
 from lenggen.model import positional
 from lenggen.model.positional.absolute import AbsolutePositionalEncoding
 from lenggen.model.positional.alibi import ALiBi
@@ -11,12 +12,7 @@ from lenggen.model.positional.fire import FIRE
 from lenggen.model.positional.nope import NoPositionalEncoding
 from lenggen.model.positional.rotary import RotaryPositionalEncoding
 from lenggen.model.positional.t5 import T5RelativeBias
-
-
-def _config(name, **overrides):
-    options = {n: positional.default_options(n) for n in positional.names()}
-    options.update(overrides)
-    return ml_collections.ConfigDict(dict(name=name, **options))
+from tests.model import tiny
 
 
 def test_names_in_paper_order():
@@ -40,7 +36,7 @@ def test_unknown_name_lists_valid_names():
     with pytest.raises(ValueError, match=r"unknown positional encoding 'kerple'.*'nope', 'ape'"):
         positional.get("kerple")
     with pytest.raises(ValueError, match="unknown positional encoding 'sinusoid'"):
-        positional.build(_config("sinusoid"), num_heads=3)
+        positional.build(tiny.pe_config("sinusoid"), num_heads=3)
 
 
 def test_default_options_are_the_papers():
@@ -56,7 +52,7 @@ def test_default_options_are_the_papers():
 
 @pytest.mark.parametrize("name", positional.names())
 def test_build_passes_heads_and_defaults(name):
-    pe = positional.build(_config(name), num_heads=3, d_model=16)
+    pe = positional.build(tiny.pe_config(name), num_heads=3, d_model=16)
     assert type(pe) is positional.get(name)
     assert (pe.num_heads, pe.d_model) == (3, 16)
     for option, value in positional.default_options(name).items():
@@ -64,9 +60,9 @@ def test_build_passes_heads_and_defaults(name):
 
 
 def test_build_passes_options():
-    pe = positional.build(_config("rotary", rotary=dict(fraction=0.5, base=500.0)), num_heads=3)
+    pe = positional.build(tiny.pe_config("rotary", fraction=0.5, base=500.0), num_heads=3)
     assert (pe.fraction, pe.base) == (0.5, 500.0)
-    frozen = ml_collections.FrozenConfigDict(_config("t5", t5=dict(num_buckets=8, max_distance=20)))
+    frozen = ml_collections.FrozenConfigDict(tiny.pe_config("t5", num_buckets=8, max_distance=20))
     pe = positional.build(frozen, num_heads=3)
     assert (pe.num_buckets, pe.max_distance) == (8, 20)
 
@@ -77,7 +73,7 @@ def test_missing_options_subdict_means_defaults():
 
 
 def test_unknown_option_lists_valid_options():
-    config = _config("rotary", rotary=dict(fraction=0.25, base=10000.0, dim=16))
+    config = tiny.pe_config("rotary", fraction=0.25, base=10000.0, dim=16)
     message = r"unknown options \['dim'\].*'rotary'.*\['base', 'fraction'\]"
     with pytest.raises(ValueError, match=message):
         positional.build(config, num_heads=3)
@@ -86,30 +82,37 @@ def test_unknown_option_lists_valid_options():
 def test_bad_option_values_are_rejected():
     message = r"ape kind must be one of \('sinusoidal', 'learned'\), got 'fixed'"
     with pytest.raises(ValueError, match=message):
-        positional.build(_config("ape", ape=dict(kind="fixed", max_length=16)), num_heads=3)
+        positional.build(tiny.pe_config("ape", kind="fixed", max_length=16), num_heads=3)
     with pytest.raises(ValueError, match="ape max_length must be >= 1, got 0"):
-        positional.build(_config("ape", ape=dict(kind="learned", max_length=0)), num_heads=3)
+        positional.build(tiny.pe_config("ape", kind="learned", max_length=0), num_heads=3)
     with pytest.raises(ValueError, match="t5 num_buckets must be >= 2, got 1"):
-        positional.build(_config("t5", t5=dict(num_buckets=1, max_distance=128)), num_heads=3)
+        positional.build(tiny.pe_config("t5", num_buckets=1, max_distance=128), num_heads=3)
     message = "t5 max_distance must exceed num_buckets // 2 = 16, got 16"
     with pytest.raises(ValueError, match=message):
-        positional.build(_config("t5", t5=dict(num_buckets=32, max_distance=16)), num_heads=3)
+        positional.build(tiny.pe_config("t5", num_buckets=32, max_distance=16), num_heads=3)
     with pytest.raises(ValueError, match=r"rotary fraction must be in \(0, 1\], got 0.0"):
-        positional.build(_config("rotary", rotary=dict(fraction=0.0, base=10000.0)), num_heads=3)
+        positional.build(tiny.pe_config("rotary", fraction=0.0, base=10000.0), num_heads=3)
     with pytest.raises(ValueError, match="rotary base must be > 1, got 1.0"):
-        positional.build(_config("rotary", rotary=dict(fraction=0.25, base=1.0)), num_heads=3)
+        positional.build(tiny.pe_config("rotary", fraction=0.25, base=1.0), num_heads=3)
 
 
 def test_max_position_on_unbound_modules():
     # The config validation calls this before any model exists.
-    got = {n: positional.build(_config(n), num_heads=3).max_position() for n in positional.names()}
+    got = {n: positional.build(tiny.pe_config(n), num_heads=3).max_position()
+           for n in positional.names()}  # fmt: skip
     assert got == {
         "nope": None, "ape": 16383, "t5": None, "alibi": None, "rotary": None, "fire": None,
     }  # fmt: skip
-    learned = _config("ape", ape=dict(kind="learned", max_length=100))
+    learned = tiny.pe_config("ape", kind="learned", max_length=100)
     assert positional.build(learned, num_heads=3).max_position() == 99
 
 
 def test_exports():
     assert positional.t5_relative_bucket.__module__ == "lenggen.model.positional.t5"
     assert positional.alibi_slopes.__module__ == "lenggen.model.positional.alibi"
+
+
+def test_the_shared_test_config_is_the_runs_config():
+    """tests/model/tiny.pe_config builds what config_schema.pe_section gives a run."""
+    for name in positional.names():
+        assert tiny.pe_config(name).to_dict() == config_schema.pe_section(name).to_dict()

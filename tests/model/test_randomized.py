@@ -17,10 +17,12 @@ import optax
 import pytest
 
 from lenggen.data import loader
-from lenggen.model import positional
+from lenggen.evaluate import steps as eval_steps
+from lenggen.model import decoding, positional
 from lenggen.model.decoder import Decoder
 from lenggen.model.positional import randomized
 from lenggen.train import step as step_lib
+from tests.model import tiny
 
 # Right-padded rows holding 9, 6 and 1 valid tokens, then a left-padded row of 5.
 VALID = np.array(
@@ -170,17 +172,17 @@ def test_eval_positions_do_not_depend_on_the_batch():
     alone = dict(tokens=jnp.asarray(tokens[:1, :5]), valid=jnp.asarray(valid[:1, :5]),
                  positions=None, source_length=jnp.array([2]))  # fmt: skip
     eval_positions = jax.jit(
-        functools.partial(step_lib.model_positions, model, key=None, max_new_tokens=6)
+        functools.partial(randomized.model_positions, model.pe, key=None, max_new_tokens=6)
     )
     in_batch, by_itself = eval_positions(batch), eval_positions(alone)
     np.testing.assert_array_equal(in_batch[0, :4], by_itself[0, :4])
     assert (np.diff(np.asarray(in_batch[1])) > 0).all()
     with pytest.raises(ValueError, match=r"needs max_new_tokens \(got None\) and "
                                          r"batch\['source_length'\]"):
-        step_lib.model_positions(model, batch, None)
+        randomized.model_positions(model.pe, batch, None)
     del batch["source_length"]
     with pytest.raises(ValueError, match=r"batch keys: \['positions', 'tokens', 'valid'\]"):
-        step_lib.model_positions(model, batch, None, max_new_tokens=6)
+        randomized.model_positions(model.pe, batch, None, max_new_tokens=6)
 
 
 def test_config_key_and_checks():
@@ -217,11 +219,7 @@ SEQ, BATCH, VOCAB, M = 9, 4, 11, 64
 
 
 def _model(pe_name: str, max_position: int, **pe_options) -> Decoder:
-    options = {n: positional.default_options(n) for n in positional.names()}
-    options[pe_name].update(pe_options)
-    pe = ml_collections.ConfigDict(
-        {"name": pe_name, randomized.CONFIG_KEY: max_position, **options}
-    )
+    pe = tiny.pe_config(pe_name, max_position=max_position, **pe_options)
     return Decoder(vocab_size=VOCAB, num_layers=1, d_model=16, num_heads=2, d_kv=8, d_ff=16,
                    dropout_rate=0.0, pe=pe)  # fmt: skip
 
@@ -294,7 +292,7 @@ def test_teacher_forcing_agrees_with_greedy_decoding(pe_name):
     params = _params(model, _batch(), scale=1.0)
     valid = np.array([[1, 1, 1, 1, 1], [0, 0, 1, 1, 1], [0, 0, 0, 1, 1]], bool)
     tokens = np.where(valid, np.random.default_rng(3).integers(2, VOCAB, valid.shape), 0)
-    greedy = jax.jit(functools.partial(step_lib.greedy_decode, model=model,
+    greedy = jax.jit(functools.partial(decoding.greedy_decode, model,
                                        max_new_tokens=budget, eos_id=never))  # fmt: skip
     outputs = np.asarray(greedy(params, jnp.asarray(tokens, jnp.int32), jnp.asarray(valid)))
     records = []
@@ -307,10 +305,10 @@ def test_teacher_forcing_agrees_with_greedy_decoding(pe_name):
     batch = loader.pack([*records, changed], range(4), 16)
     batch = {key: jnp.asarray(batch[key]) for key in ("tokens", "positions", "valid",
                                                       "loss_mask", "source_length")}
-    forced = jax.jit(functools.partial(step_lib.teacher_forced_correct, model=model,
+    forced = jax.jit(functools.partial(eval_steps.teacher_forced_correct, model=model,
                                        max_new_tokens=budget))  # fmt: skip
     assert np.asarray(forced(params, batch)).tolist() == [True, True, True, False]
     # Not vacuous: at positions 0, 1, ... (the same parameters) the outputs are not all kept.
-    plain = jax.jit(functools.partial(step_lib.teacher_forced_correct,
+    plain = jax.jit(functools.partial(eval_steps.teacher_forced_correct,
                                       model=_model(pe_name, 0, **options)))  # fmt: skip
     assert not np.asarray(plain(params, batch))[:3].all()

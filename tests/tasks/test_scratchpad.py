@@ -13,7 +13,8 @@ import pytest
 from lenggen import tasks
 from lenggen.tasks import TaskOptionError, addition, scratchpad
 
-# Compute 5 3 7 + 2 8 ? (facts.md's addition example), scratchpad "full", character for character.
+# Compute 5 3 7 + 2 8 ? (docs/paper.md's addition example), scratchpad "full", character for
+# character.
 OFFICIAL_537_28 = (
     "Thinking step by step:  "
     "in 7, 8 comp 7 + 8 + carry = 15 + 0 = 15 out 5 [ carry: 1 ] re 5 3 + 2  # "

@@ -3,21 +3,25 @@
 Every kernel has the signature of `reference.attend`:
 
     attend(q, k, v, q_positions, k_positions, k_valid, bias_fn, *, dropout_rate=0.0,
-           dropout_rng=None) -> [batch, q_len, heads, head_dim]
+           dropout_rng=None, tile_bias=None) -> [batch, q_len, heads, head_dim]
 
 with q `[batch, q_len, heads, head_dim]`, k/v `[batch, k_len, heads, head_dim]`, positions
-`[batch, len]` int32, k_valid `[batch, k_len]` bool and `bias_fn` the PE's bias hook. A kernel
-takes the hooks, never a PE name, and must agree with `reference` for every PE. Kernels that
-work in blocks call `bias_fn` on blocks of positions, so entry [b, h, i, j] of a bias must
-depend on q_positions[b, i] and k_positions[b, j] only (true of every relative PE).
+`[batch, len]` int32, k_valid `[batch, k_len]` bool, `bias_fn` the PE's bias hook and
+`tile_bias` the same bias in the form a fused kernel calls inside its tile
+(`positional.base.TileBias`). A kernel takes the hooks, never a PE name, and must agree with
+`reference` for every PE. Kernels that work in blocks call the bias on blocks of positions, so
+entry [b, h, i, j] of a bias must depend on q_positions[b, i] and k_positions[b, j] only (true
+of every relative PE). A kernel that cannot run a call itself (dropout, a bias without a tile
+form) runs blockwise and logs one line saying why.
 
   reference     dense einsums; the ground truth. Dropout: yes.
   blockwise     scan over key blocks, online softmax, bias per block; memory linear in the
                 length. Dropout: yes (its own Bernoulli draws).
   dot_product   jax.nn.dot_product_attention (cuDNN on GPU for half precision, else XLA).
                 Dropout: falls back to blockwise.
-  pallas_flash  Pallas flash kernel, bias computed in the tile: Mosaic on TPU, Triton on GPU
-                (`pallas_gpu`), interpret mode on CPU. Dropout: falls back to blockwise.
+  pallas_flash  Pallas flash kernel, the bias computed in the tile by the PE's `tile_bias`
+                hook: Mosaic on TPU, Triton on GPU (`pallas_gpu`), interpret mode on CPU.
+                Dropout, or a bias without a tile form: falls back to blockwise.
   auto          one of the above per backend and key length (see `auto.choose`).
 """
 
@@ -26,6 +30,7 @@ from collections.abc import Callable
 import jax
 
 from lenggen.model.attention import auto, blockwise, dot_product, pallas_flash, reference
+from lenggen.model.positional.base import TileBias
 
 Kernel = Callable[..., jax.Array]
 
@@ -41,11 +46,12 @@ def _auto_attend(
     *,
     dropout_rate: float = 0.0,
     dropout_rng: jax.Array | None = None,
+    tile_bias: TileBias | None = None,
 ) -> jax.Array:
     """The kernel `auto.current(k_len)` names; same contract as `reference.attend`."""
     return _KERNELS[auto.current(k.shape[1])](
         q, k, v, q_positions, k_positions, k_valid, bias_fn,
-        dropout_rate=dropout_rate, dropout_rng=dropout_rng,
+        dropout_rate=dropout_rate, dropout_rng=dropout_rng, tile_bias=tile_bias,
     )  # fmt: skip
 
 

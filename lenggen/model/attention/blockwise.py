@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from lenggen.model.attention import reference
+from lenggen.model.positional.base import TileBias
 
 # Score tiles of [batch, heads, 128, 128]: 1/256 of the full scores at length 2048. Larger
 # tiles were no faster on the CPU (cache-bound); see benchmarks/results/attention_speed_t5.md.
@@ -114,6 +115,7 @@ def attend(
     *,
     dropout_rate: float = 0.0,
     dropout_rng: jax.Array | None = None,
+    tile_bias: TileBias | None = None,
     block_q: int = DEFAULT_BLOCK_Q,
     block_k: int = DEFAULT_BLOCK_K,
 ) -> jax.Array:
@@ -129,13 +131,14 @@ def attend(
         k_positions [batch, block_k]) -> [batch, heads, block_q, block_k] | None` per block.
       dropout_rate: dropout on the attention probabilities.
       dropout_rng: PRNG key; None means no dropout.
+      tile_bias: unused (the bias comes from `bias_fn` per block); see `reference.attend`.
       block_q: queries per chunk (clipped to q_len: a decoding step is one chunk).
       block_k: keys per block (clipped to k_len).
     Returns:
       `[batch, q_len, heads, head_dim]` in v's dtype.
     """
-    if not 0.0 <= dropout_rate < 1.0:
-        raise ValueError(f"dropout_rate must be in [0, 1), got {dropout_rate}")
+    del tile_bias
+    reference.check_dropout_rate(dropout_rate)
     for name, size in (("block_q", block_q), ("block_k", block_k)):
         if size < 1:
             raise ValueError(f"{name} must be >= 1, got {size}")

@@ -2,7 +2,7 @@
 
 The PE's bias (if any) and the positional causal mask are passed as `bias` and `mask`, both
 built at full `[batch, heads | 1, q_len, k_len]` size: this kernel saves no memory over the
-reference; it buys speed where cuDNN applies. T5 convention (facts.md): `scale=1.0`, no
+reference; it buys speed where cuDNN applies. T5 convention (docs/paper.md "Model"): `scale=1.0`, no
 1/sqrt(head_dim). Masked logits take a large negative value in both implementations, so a query
 with no visible key gets the reference's uniform row (XLA; cuDNN may differ on such rows, which
 are padding and never read).
@@ -17,8 +17,10 @@ its blocks; evaluation and decoding (no dropout) always run here.
 
 import jax
 import jax.numpy as jnp
+from absl import logging
 
 from lenggen.model.attention import blockwise, reference
+from lenggen.model.positional.base import TileBias
 
 CUDNN_DTYPES = (jnp.bfloat16, jnp.float16)
 
@@ -39,6 +41,7 @@ def attend(
     *,
     dropout_rate: float = 0.0,
     dropout_rng: jax.Array | None = None,
+    tile_bias: TileBias | None = None,
 ) -> jax.Array:
     """`jax.nn.dot_product_attention` with the PE bias; same contract as `reference.attend`.
 
@@ -51,12 +54,14 @@ def attend(
       bias_fn: the PE's `bias` hook (may return None).
       dropout_rate, dropout_rng: as in `reference.attend`; with dropout the call is
         `blockwise.attend`.
+      tile_bias: unused (the bias comes from `bias_fn`); see `reference.attend`.
     Returns:
       `[batch, q_len, heads, head_dim]` in v's dtype.
     """
-    if not 0.0 <= dropout_rate < 1.0:
-        raise ValueError(f"dropout_rate must be in [0, 1), got {dropout_rate}")
+    del tile_bias
+    reference.check_dropout_rate(dropout_rate)
     if dropout_rng is not None and dropout_rate > 0.0:
+        logging.info("dot_product: attention dropout has no jax.nn form; running blockwise")
         return blockwise.attend(
             q, k, v, q_positions, k_positions, k_valid, bias_fn,
             dropout_rate=dropout_rate, dropout_rng=dropout_rng,
@@ -73,6 +78,7 @@ def attend(
             return jax.nn.dot_product_attention(
                 q, k, v, cudnn_bias, mask, scale=1.0, implementation="cudnn"
             )
-        except (ValueError, NotImplementedError, RuntimeError):
-            pass  # An unsupported shape or cuDNN version: XLA accepts everything.
+        except (ValueError, NotImplementedError, RuntimeError) as error:
+            # An unsupported shape or cuDNN version: XLA accepts everything.
+            logging.info("dot_product: cuDNN rejected the call (%s); running XLA", error)
     return jax.nn.dot_product_attention(q, k, v, bias, mask, scale=1.0, implementation="xla")

@@ -11,19 +11,16 @@ Two forms of one kernel, picked by `target` (by default the backend's):
     blocks with the online softmax in the loop carry, every head in the program.
 No `[q_len, k_len]` array exists anywhere, in HBM or in a kernel.
 
-The bias in the tile: `bias_fn` is an arbitrary jnp function of positions that may close over
-parameters (T5's table, FIRE's MLP) and constants (ALiBi's slopes), and a Pallas kernel may not
-capture arrays. So `tile_bias.trace` turns it, at tile shape, into a jaxpr plus the arrays it
-closes over; `tile_bias.hoist` evaluates the part that reads those arrays only (once, outside
-the kernel); the values the rest reads become extra kernel inputs (whole, in every program) and
-the kernel evaluates the jaxpr on the tile's positions. The kernel stays PE-agnostic: a new PE
-needs no edit here. T5's table lookup (a gather, which neither Mosaic nor Triton lowers) is
-rewritten by `tile_bias` as an exact one-hot contraction, so ALiBi, T5 and FIRE all run in the
-tile, compiled: checked with `jax.export(..., platforms=['tpu'])` (Mosaic lowering) and
-`platforms=['cuda']` (Triton lowering) on a CPU, which proves lowering, not compilation. A bias
-the tile cannot hold (a gather that is not a small-table lookup, compiled for TPU; an equation
-with no power-of-two padded form, on GPU: `pallas_gpu.supports`) runs `blockwise.attend`, the
-same math. On a CPU both forms run in interpret mode.
+The bias in the tile: the PE's `tile_bias` hook (`positional.base.TileBias`), a jnp function
+`fn(params, q_positions [tq], k_positions [tk]) -> [heads, tq, tk]` plus the arrays it reads.
+A Pallas kernel may not capture arrays, so `params` are kernel inputs (whole, in every program)
+and the kernel calls `fn` on them and the tile's positions. The hook is written for kernels
+(gather-free: T5's table is a one-hot contraction), so ALiBi, T5 and FIRE all run in the tile,
+compiled: checked with `jax.export(..., platforms=['tpu'])` (Mosaic lowering) and
+`platforms=['cuda']` (Triton lowering) on a CPU, which proves lowering, not compilation. The
+kernel stays PE-agnostic: a new PE needs no edit here. A bias without a tile hook, and any call
+with attention dropout, runs `blockwise.attend` (the same math) and logs one line saying why.
+On a CPU both forms run in interpret mode.
 
 Semantics equal `reference.attend` (no 1/sqrt(head_dim); causal by position; a query with no
 visible key gets the uniform row over the real keys; padded tile slots get -inf). Every key
@@ -31,19 +28,21 @@ block is visited: causality is by position, so which blocks are fully masked is 
 shape. Interpret mode on a CPU (`interpret=None` picks it) is how the tests check it.
 
 Training: there is no Pallas backward kernel; a custom VJP gives the gradients of
-`blockwise.attend` (recomputed block by block) on the hoisted bias, whose inputs' gradients
-reach the PE parameters through the hoisted computation; a call with attention dropout runs
-`blockwise.attend` altogether.
+`blockwise.attend` (recomputed block by block) on the same tile hook, so the PE's parameters
+get their gradients through `params`; a call with attention dropout runs `blockwise.attend`
+altogether.
 """
 
 import functools
 
 import jax
 import jax.numpy as jnp
+from absl import logging
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
 
-from lenggen.model.attention import blockwise, pallas_gpu, reference, tile_bias
+from lenggen.model.attention import blockwise, pallas_gpu, reference
+from lenggen.model.positional.base import TileBias
 
 TARGETS = ("tpu", "gpu")
 # TPU tiles; compiled, multiples of 128 or the whole length (see `attend`).
@@ -67,18 +66,18 @@ def _pad(array: jax.Array, axis: int, padded_len: int) -> jax.Array:
 
 def _kernel(
     q_pos_ref, q_pos_col_ref, k_pos_ref, k_valid_ref, q_ref, k_ref, v_ref, *refs,
-    bias_jaxpr, const_shapes: tuple, k_len: int, block_k: int,
+    bias_tile_fn, param_shapes: tuple, k_len: int, block_k: int,
 ):  # fmt: skip
     """One (example, query tile, key tile) program; see the module docstring.
 
     Refs (tile shapes): q_pos `[1, 1, block_q]`, q_pos_col `[1, block_q, 1]`, k_pos and
     k_valid `[1, 1, block_k]` int32, q `[1, heads, block_q, head_dim]`, k and v
-    `[1, heads, block_k, head_dim]`, the bias consts (whole), then the output
+    `[1, heads, block_k, head_dim]`, the bias params (whole), then the output
     `[1, heads, block_q, head_dim]` and the scratch: running max and sum `[heads, block_q, 1]`,
     accumulator `[heads, block_q, head_dim]` (float32).
     """
-    num_consts = len(const_shapes)
-    const_refs, (o_ref, max_ref, sum_ref, acc_ref) = refs[:num_consts], refs[num_consts:]
+    num_params = len(param_shapes)
+    param_refs, (o_ref, max_ref, sum_ref, acc_ref) = refs[:num_params], refs[num_params:]
     key_block = pl.program_id(2)
 
     @pl.when(key_block == 0)
@@ -90,12 +89,12 @@ def _kernel(
     q, k, v = q_ref[0], k_ref[0], v_ref[0]  # -> [heads, block_q | block_k, head_dim]
     logits = jnp.einsum("hqd,hkd->hqk", q, k, preferred_element_type=jnp.float32)
     k_pos = k_pos_ref[0]  # -> [1, block_k]
-    if bias_jaxpr is not None:
-        consts = [
-            ref[...].reshape(shape) for ref, shape in zip(const_refs, const_shapes, strict=True)
-        ]
-        (bias,) = tile_bias.evaluate(bias_jaxpr, consts, q_pos_ref[0], k_pos)
-        logits = logits + jnp.broadcast_to(bias[0], logits.shape).astype(jnp.float32)
+    if bias_tile_fn is not None:
+        params = tuple(
+            ref[...].reshape(shape) for ref, shape in zip(param_refs, param_shapes, strict=True)
+        )
+        bias = bias_tile_fn(params, q_pos_ref[0, 0], k_pos[0])  # -> [heads, block_q, block_k]
+        logits = logits + bias.astype(jnp.float32)
     visible = (k_pos <= q_pos_col_ref[0]) & (k_valid_ref[0] != 0)  # -> [block_q, block_k]
     logits = jnp.where(visible[None], logits, reference.MASK_VALUE)
     index = key_block * block_k + jax.lax.broadcasted_iota(jnp.int32, k_pos.shape, 1)
@@ -117,10 +116,10 @@ def _kernel(
         o_ref[0] = (acc_ref[...] / sum_ref[...]).astype(o_ref.dtype)
 
 
-def _forward(q, k, v, q_positions, k_positions, k_valid, bias_jaxpr, consts, *,
+def _forward(q, k, v, q_positions, k_positions, k_valid, bias_tile_fn, params, *,
              block_q: int, block_k: int, interpret: bool) -> jax.Array:  # fmt: skip
-    """The Mosaic `pallas_call`; arguments as in `attend`, the bias as `tile_bias.hoist`
-    gives it."""
+    """The Mosaic `pallas_call`; arguments as in `attend`, the bias as a tile hook's `fn`
+    (None: no bias) and `params`."""
     batch, q_len, heads, head_dim = q.shape
     k_len = k.shape[1]
     q_padded, k_padded = pl.cdiv(q_len, block_q) * block_q, pl.cdiv(k_len, block_k) * block_k
@@ -132,7 +131,7 @@ def _forward(q, k, v, q_positions, k_positions, k_valid, bias_jaxpr, consts, *,
     k_t = _pad(jnp.einsum("bkhd->bhkd", k), 2, k_padded)
     v_t = _pad(jnp.einsum("bkhd->bhkd", v), 2, k_padded)
     # Scalars and vectors as [1, n]: TPU tiles are at least 2-D.
-    flat_consts = [c.reshape(1, -1) if c.ndim < 2 else c for c in consts]
+    flat_params = [p.reshape(1, -1) if p.ndim < 2 else p for p in params]
 
     def whole(array):
         return pl.BlockSpec(array.shape, lambda b, i, j: (0,) * array.ndim)
@@ -142,7 +141,7 @@ def _forward(q, k, v, q_positions, k_positions, k_valid, bias_jaxpr, consts, *,
     tile_q = pl.BlockSpec((1, heads, block_q, head_dim), lambda b, i, j: (b, 0, i, 0))
     tile_k = pl.BlockSpec((1, heads, block_k, head_dim), lambda b, i, j: (b, 0, j, 0))
     kernel = functools.partial(
-        _kernel, bias_jaxpr=bias_jaxpr, const_shapes=tuple(jnp.shape(c) for c in consts),
+        _kernel, bias_tile_fn=bias_tile_fn, param_shapes=tuple(jnp.shape(p) for p in params),
         k_len=k_len, block_k=block_k,
     )  # fmt: skip
     out = pl.pallas_call(
@@ -150,7 +149,7 @@ def _forward(q, k, v, q_positions, k_positions, k_valid, bias_jaxpr, consts, *,
         grid=(batch, q_padded // block_q, k_padded // block_k),
         in_specs=[
             row_q, pl.BlockSpec((1, block_q, 1), lambda b, i, j: (b, i, 0)), row_k, row_k,
-            tile_q, tile_k, tile_k, *(whole(c) for c in flat_consts),
+            tile_q, tile_k, tile_k, *(whole(p) for p in flat_params),
         ],  # fmt: skip
         out_specs=tile_q,
         out_shape=jax.ShapeDtypeStruct((batch, heads, q_padded, head_dim), v.dtype),
@@ -165,7 +164,7 @@ def _forward(q, k, v, q_positions, k_positions, k_valid, bias_jaxpr, consts, *,
         interpret=interpret,
     )(
         q_pos[:, None, :], q_pos[:, :, None], k_pos[:, None, :], k_ok[:, None, :],
-        q_t, k_t, v_t, *flat_consts,
+        q_t, k_t, v_t, *flat_params,
     )  # fmt: skip
     return jnp.einsum("bhqd->bqhd", out[:, :, :q_len])  # -> [batch, q_len, heads, head_dim]
 
@@ -185,6 +184,13 @@ def _target(target: str | None, interpret: bool) -> str:
     return target
 
 
+def _fall_back(reason: str, q, k, v, q_positions, k_positions, k_valid, bias_fn,
+               **dropout) -> jax.Array:  # fmt: skip
+    """`blockwise.attend` (the same function), after one log line saying why."""
+    logging.info("pallas_flash: %s; running blockwise attention instead", reason)
+    return blockwise.attend(q, k, v, q_positions, k_positions, k_valid, bias_fn, **dropout)
+
+
 def attend(
     q: jax.Array,
     k: jax.Array,
@@ -196,6 +202,7 @@ def attend(
     *,
     dropout_rate: float = 0.0,
     dropout_rng: jax.Array | None = None,
+    tile_bias: TileBias | None = None,
     block_q: int | None = None,
     block_k: int | None = None,
     interpret: bool | None = None,
@@ -209,10 +216,12 @@ def attend(
       q_positions: `[batch, q_len]` int32.
       k_positions: `[batch, k_len]` int32.
       k_valid: `[batch, k_len]` bool.
-      bias_fn: the PE's `bias` hook; entry [b, h, i, j] must depend on q_positions[b, i] and
-        k_positions[b, j] only (true of every relative PE), since it is called per tile.
+      bias_fn: the PE's `bias` hook; consulted only when `tile_bias` is None (a bias without a
+        tile form runs blockwise).
       dropout_rate, dropout_rng: as in `reference.attend`; with dropout the call is
         `blockwise.attend`.
+      tile_bias: the PE's `tile_bias()` hook, the same bias as `bias_fn` in the form the tile
+        evaluates; None when the PE adds no bias or has no tile form.
       block_q, block_k: tile sizes; None means the target's defaults (tpu: DEFAULT_BLOCK_Q/K,
         clipped to the lengths, multiples of 128 or the whole length when compiled; gpu:
         `pallas_gpu.DEFAULT_BLOCK_Q/K`, powers of two >= 16).
@@ -221,13 +230,13 @@ def attend(
     Returns:
       `[batch, q_len, heads, head_dim]` in v's dtype.
     """
-    if not 0.0 <= dropout_rate < 1.0:
-        raise ValueError(f"dropout_rate must be in [0, 1), got {dropout_rate}")
+    reference.check_dropout_rate(dropout_rate)
+    args = (q, k, v, q_positions, k_positions, k_valid, bias_fn)
     if dropout_rng is not None and dropout_rate > 0.0:
-        return blockwise.attend(
-            q, k, v, q_positions, k_positions, k_valid, bias_fn,
-            dropout_rate=dropout_rate, dropout_rng=dropout_rng,
-        )  # fmt: skip
+        return _fall_back("attention dropout has no Pallas form", *args,
+                          dropout_rate=dropout_rate, dropout_rng=dropout_rng)  # fmt: skip
+    if tile_bias is None and jax.eval_shape(bias_fn, q_positions, k_positions) is not None:
+        return _fall_back("the positional encoding's bias has no tile form (tile_bias)", *args)
     if interpret is None:
         interpret = jax.default_backend() == "cpu"
     target = _target(target, interpret)
@@ -242,25 +251,15 @@ def attend(
                      else _block(size, length, name))  # fmt: skip
     block_q, block_k = sizes
     forward = pallas_gpu.forward if gpu else _forward
-    traced, consts = tile_bias.trace(bias_fn, block_q, block_k)
-    bias_jaxpr = None
-    if traced is not None:
-        # Hoisted here, so the custom VJP's inputs are the tile's own consts and autodiff
-        # carries their gradients back through the hoisted part to the PE's parameters.
-        bias_jaxpr, consts = tile_bias.hoist(traced.jaxpr, consts)
-    if bias_jaxpr is not None and (
-        (not gpu and not interpret and tile_bias.keeps_gather(bias_jaxpr))
-        or (gpu and not pallas_gpu.supports(bias_jaxpr, consts, block_q, block_k))
-    ):
-        # A bias the compiled tile cannot hold (module docstring): the same math, blockwise.
-        return blockwise.attend(q, k, v, q_positions, k_positions, k_valid, bias_fn)
+    bias_tile_fn = None if tile_bias is None else tile_bias.fn
+    params = () if tile_bias is None else tuple(jnp.asarray(p) for p in tile_bias.params)
 
-    # The bias's consts are explicit arguments of the custom VJP, so it can return their
+    # The bias's params are explicit arguments of the custom VJP, so it can return their
     # gradients.
     @jax.custom_vjp
-    def flash(q, k, v, q_positions, k_positions, k_valid, consts):
+    def flash(q, k, v, q_positions, k_positions, k_valid, params):
         return forward(
-            q, k, v, q_positions, k_positions, k_valid, bias_jaxpr, consts,
+            q, k, v, q_positions, k_positions, k_valid, bias_tile_fn, params,
             block_q=block_q, block_k=block_k, interpret=interpret,
         )  # fmt: skip
 
@@ -269,24 +268,27 @@ def attend(
 
     def flash_backward(args, grad_out):
         # No Pallas backward kernel: the gradients are blockwise's (the same function), its
-        # key blocks equal to our tiles so it evaluates the same tile jaxpr.
-        q, k, v, q_positions, k_positions, k_valid, consts = args
-        inexact = [jnp.issubdtype(jnp.result_type(c), jnp.inexact) for c in consts]
+        # key blocks equal to our tiles, the bias the same tile hook applied per example.
+        q, k, v, q_positions, k_positions, k_valid, params = args
+        inexact = [jnp.issubdtype(p.dtype, jnp.inexact) for p in params]
 
-        def differentiable(q, k, v, float_consts):
-            it = iter(float_consts)
-            full = [
-                next(it) if is_float else c for c, is_float in zip(consts, inexact, strict=True)
-            ]
-            bias = tile_bias.as_bias_fn(bias_jaxpr, full)
+        def differentiable(q, k, v, float_params):
+            it = iter(float_params)
+            full = tuple(
+                next(it) if is_float else p for p, is_float in zip(params, inexact, strict=True)
+            )
+            bias = (lambda qp, kp: None) if bias_tile_fn is None else TileBias(bias_tile_fn, full)
             return blockwise.attend(q, k, v, q_positions, k_positions, k_valid, bias,
                                     block_k=block_k)  # fmt: skip
 
-        float_consts = [c for c, is_float in zip(consts, inexact, strict=True) if is_float]
-        grads = jax.vjp(differentiable, q, k, v, float_consts)[1](grad_out)
+        float_params = [p for p, is_float in zip(params, inexact, strict=True) if is_float]
+        grads = jax.vjp(differentiable, q, k, v, float_params)[1](grad_out)
         it = iter(grads[3])
-        grad_consts = [next(it) if is_float else None for is_float in inexact]
-        return (*grads[:3], None, None, None, grad_consts)
+        grad_params = tuple(
+            next(it) if is_float else jnp.zeros(p.shape, jax.dtypes.float0)
+            for p, is_float in zip(params, inexact, strict=True)
+        )
+        return (*grads[:3], None, None, None, grad_params)
 
     flash.defvjp(flash_forward, flash_backward)
-    return flash(q, k, v, q_positions, k_positions, k_valid, consts)
+    return flash(q, k, v, q_positions, k_positions, k_valid, params)

@@ -8,11 +8,11 @@ program per head would compute each tile's bias `heads` times. Each head's q, k,
 loaded from its ref (Triton's dot is 2-D) and the bias tile is split per head (`jnp.split`:
 Triton has no slicing). No `[q_len, k_len]` array exists anywhere.
 
-The bias is `tile_bias`'s jaxpr (hoisted: work on the parameters alone runs once, outside)
-evaluated by `padded_tile` on power-of-two padded arrays, Triton's only shapes; a bias with an
-equation that has no padded form makes `supports` false and pallas_flash runs blockwise instead.
-Tiles: block_q and block_k powers of two >= 16 (Triton's dot); head_dim is zero-padded to
-`padded_tile.padded_dim`; query and key lengths are padded to whole blocks (padded keys get
+The bias is the PE's tile hook (`positional.base.TileBias`) called inside the program on its
+params zero-padded to power-of-two shapes (`padded_dim`), Triton's only shapes; the hook's
+contract is that such padding leaves its first `heads` rows unchanged, and the padded heads are
+dropped. Tiles: block_q and block_k powers of two >= 16 (Triton's dot); head_dim is zero-padded
+to `padded_dim`; query and key lengths are padded to whole blocks (padded keys get
 -inf logits, padded queries are dropped). The defaults (16 queries x 32 keys) keep a program's
 state, `heads x [block_q, head_dim]` float32 accumulators plus the `[heads, block_q, block_k]`
 bias, within a 4-warp register file for the paper's 12 heads of 64 dims; not tuned on a GPU.
@@ -35,64 +35,61 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
-from lenggen.model.attention import padded_tile, reference
+from lenggen.model.attention import reference
 
 DEFAULT_BLOCK_Q = 16
 DEFAULT_BLOCK_K = 32
 NUM_WARPS = 4
 NUM_STAGES = 2
+# Triton's dot (tl.dot) takes M, N, K >= 16.
+MIN_DIM = 16
+
+
+def padded_dim(size: int) -> int:
+    """1 stays 1 (a broadcast axis); d > 1 -> the next power of two >= max(d, MIN_DIM)."""
+    return 1 if size == 1 else max(MIN_DIM, 1 << (size - 1).bit_length())
+
+
+def pad_param(array: jax.Array) -> jax.Array:
+    """`array` zero-padded at the end of every axis to `padded_dim` of its size."""
+    array = jnp.asarray(array)
+    return jnp.pad(array, [(0, padded_dim(d) - d) for d in array.shape])
 
 
 def block_size(requested: int, length: int, name: str) -> int:
     """The tile size along an axis of `length`: `requested` (a power of two >= 16), or the
     smallest such size holding the whole axis if that is smaller."""
-    if requested < padded_tile.MIN_DIM or requested & (requested - 1):
+    if requested < MIN_DIM or requested & (requested - 1):
         raise ValueError(
-            f"{name} must be a power of two >= {padded_tile.MIN_DIM} on the gpu target "
+            f"{name} must be a power of two >= {MIN_DIM} on the gpu target "
             f"(Triton tiles), got {requested}"
         )
-    return min(requested, padded_tile.padded_dim(max(length, 2)))
-
-
-def supports(bias_jaxpr, consts: list, block_q: int, block_k: int) -> bool:
-    """Whether `padded_tile` can evaluate the (hoisted) bias jaxpr: traced on shapes only."""
-    if bias_jaxpr is None:
-        return True
-    spec = [jax.ShapeDtypeStruct(padded_tile.padded_shape(jnp.shape(c)), jnp.result_type(c))
-            for c in consts]  # fmt: skip
-    positions = (jax.ShapeDtypeStruct((1, block_q), jnp.int32),
-                 jax.ShapeDtypeStruct((1, block_k), jnp.int32))  # fmt: skip
-    try:
-        jax.eval_shape(lambda c, q, k: padded_tile.evaluate(bias_jaxpr, c, q, k), spec,
-                       *positions)  # fmt: skip
-    except padded_tile.UnsupportedTileOp:
-        return False
-    return True
+    return min(requested, padded_dim(max(length, 2)))
 
 
 def _split_heads(bias: jax.Array, heads: int) -> list[jax.Array]:
-    """Padded `[1, padded heads | 1, block_q, block_k]` -> `heads` tiles `[block_q, block_k]`."""
-    tile = bias.shape[2:]
-    if bias.shape[1] == 1:
-        return [bias.reshape(tile)] * heads
-    parts = jnp.split(bias.reshape(bias.shape[1], *tile), bias.shape[1], axis=0)
+    """Padded `[padded heads, block_q, block_k]` -> `heads` tiles `[block_q, block_k]`."""
+    tile = bias.shape[1:]
+    parts = jnp.split(bias, bias.shape[0], axis=0)
     return [part.reshape(tile) for part in parts[:heads]]
 
 
 def _kernel(
     q_pos_ref, k_pos_ref, k_valid_ref, q_ref, k_ref, v_ref, *refs,
-    bias_jaxpr, const_shapes: tuple, heads: int, k_len: int, block_k: int,
+    bias_tile_fn, param_shapes: tuple, heads: int, k_len: int, block_k: int,
 ):  # fmt: skip
     """One (query block, example) program; see the module docstring.
 
     Refs: q_pos `[block_q]`, k_pos and k_valid `[k_padded]` int32, q `[heads, block_q, dim]`,
-    k and v `[heads, k_padded, dim]`, the padded bias consts (whole), then the output
+    k and v `[heads, k_padded, dim]`, the padded bias params (whole), then the output
     `[heads, block_q, dim]`; dim is the padded head_dim.
     """
-    const_refs, o_ref = refs[:-1], refs[-1]
+    param_refs, o_ref = refs[:-1], refs[-1]
     q_pos = q_pos_ref[...]  # -> [block_q]
     block_q = q_pos.shape[0]
-    consts = [ref[...].reshape(shape) for ref, shape in zip(const_refs, const_shapes, strict=True)]
+    params = tuple(
+        ref[...].reshape(shape) for ref, shape in zip(param_refs, param_shapes, strict=True)
+    )
 
     def body(key_block, carry):
         start = pl.multiple_of(key_block * block_k, block_k)
@@ -100,10 +97,10 @@ def _kernel(
         k_pos = k_pos_ref[keys]  # -> [block_k]
         visible = (k_pos[None, :] <= q_pos[:, None]) & (k_valid_ref[keys] != 0)[None, :]
         real = start + jax.lax.broadcasted_iota(jnp.int32, (1, block_k), 1) < k_len
-        if bias_jaxpr is None:
+        if bias_tile_fn is None:
             biases = [None] * heads
         else:
-            (bias,) = padded_tile.evaluate(bias_jaxpr, consts, q_pos[None], k_pos[None])
+            bias = bias_tile_fn(params, q_pos, k_pos)  # -> [padded heads, block_q, block_k]
             biases = _split_heads(bias.astype(jnp.float32), heads)
         new_carry = []
         for head, (row_max, row_sum, acc) in enumerate(carry):
@@ -135,17 +132,17 @@ def _kernel(
         o_ref[head, :, :] = (acc / row_sum[:, None]).astype(o_ref.dtype)
 
 
-def forward(q, k, v, q_positions, k_positions, k_valid, bias_jaxpr, consts, *,
+def forward(q, k, v, q_positions, k_positions, k_valid, bias_tile_fn, params, *,
             block_q: int, block_k: int, interpret: bool) -> jax.Array:  # fmt: skip
-    """The Triton `pallas_call`; arguments as in `pallas_flash.attend`, the bias as
-    `tile_bias.hoist` gives it, block sizes from `block_size`.
+    """The Triton `pallas_call`; arguments as in `pallas_flash.attend`, the bias as a tile
+    hook's `fn` (None: no bias) and its `params` (unpadded), block sizes from `block_size`.
 
     Returns:
       `[batch, q_len, heads, head_dim]` in v's dtype.
     """
     batch, q_len, heads, head_dim = q.shape
     k_len = k.shape[1]
-    dim = padded_tile.padded_dim(head_dim)
+    dim = padded_dim(head_dim)
     q_padded, k_padded = pl.cdiv(q_len, block_q) * block_q, pl.cdiv(k_len, block_k) * block_k
 
     def pad(array, axis_sizes):
@@ -158,16 +155,16 @@ def forward(q, k, v, q_positions, k_positions, k_valid, bias_jaxpr, consts, *,
     q_pos = pad(q_positions.astype(jnp.int32), (batch, q_padded))
     k_pos = pad(k_positions.astype(jnp.int32), (batch, k_padded))
     k_ok = pad(k_valid.astype(jnp.int32), (batch, k_padded))
-    padded_consts = [padded_tile.pad_const(c) for c in consts]
+    padded_params = [pad_param(p) for p in params]
     # Scalars travel as [1]: a ref has at least one axis.
-    flat_consts = [c.reshape(1) if c.ndim == 0 else c for c in padded_consts]
+    flat_params = [p.reshape(1) if p.ndim == 0 else p for p in padded_params]
 
     def whole(array):
         return pl.BlockSpec(array.shape, lambda i, b: (0,) * array.ndim)
 
     kernel = functools.partial(
-        _kernel, bias_jaxpr=bias_jaxpr, heads=heads, k_len=k_len, block_k=block_k,
-        const_shapes=tuple(c.shape for c in padded_consts),
+        _kernel, bias_tile_fn=bias_tile_fn, heads=heads, k_len=k_len, block_k=block_k,
+        param_shapes=tuple(p.shape for p in padded_params),
     )  # fmt: skip
     tile_q = pl.BlockSpec((None, heads, block_q, dim), lambda i, b: (b, 0, i, 0))
     keys = pl.BlockSpec((None, heads, k_padded, dim), lambda i, b: (b, 0, 0, 0))
@@ -181,13 +178,13 @@ def forward(q, k, v, q_positions, k_positions, k_valid, bias_jaxpr, consts, *,
             tile_q,
             keys,
             keys,
-            *(whole(c) for c in flat_consts),
+            *(whole(p) for p in flat_params),
         ],  # fmt: skip
         out_specs=tile_q,
         out_shape=jax.ShapeDtypeStruct((batch, heads, q_padded, dim), v.dtype),
         compiler_params=plgpu.CompilerParams(num_warps=NUM_WARPS, num_stages=NUM_STAGES),
         interpret=interpret,
         name="pallas_flash_gpu",
-    )(q_pos, k_pos, k_ok, q_t, k_t, v_t, *flat_consts)
+    )(q_pos, k_pos, k_ok, q_t, k_t, v_t, *flat_params)
     out = out[:, :, :q_len, :head_dim]  # -> [batch, heads, q_len, head_dim]
     return jnp.einsum("bhqd->bqhd", out)  # -> [batch, q_len, heads, head_dim]

@@ -3,7 +3,7 @@
 The ground truth every other kernel is tested against. It materialises the
 `[batch, heads, q_len, k_len]` scores, which is fine for the paper's lengths.
 
-Conventions (facts.md, T5):
+Conventions (T5's; docs/paper.md "Model"):
   * NO 1/sqrt(head_dim) scaling of the logits: the query init absorbs it.
   * Causal BY POSITION: key j is visible to query i iff k_pos[j] <= q_pos[i] and key j is
     valid. This serves left-padded KV caches and randomized positions with no index arithmetic.
@@ -18,11 +18,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lenggen.model.positional.base import TileBias
+
 # Finite, and far below any real logit; -0.7 * max (as flax and the Pallas kernels use)
 # leaves headroom so subtracting the row max cannot overflow to -inf.
 MASK_VALUE = -0.7 * float(np.finfo(np.float32).max)
 
 BiasFn = Callable[[jax.Array, jax.Array], jax.Array | None]
+
+
+def check_dropout_rate(dropout_rate: float) -> None:
+    """Raises ValueError unless `dropout_rate` is in [0, 1) (1 would drop every weight)."""
+    if not 0.0 <= dropout_rate < 1.0:
+        raise ValueError(f"dropout_rate must be in [0, 1), got {dropout_rate}")
 
 
 def causal_mask(q_positions: jax.Array, k_positions: jax.Array, k_valid: jax.Array) -> jax.Array:
@@ -76,6 +84,7 @@ def attend(
     *,
     dropout_rate: float = 0.0,
     dropout_rng: jax.Array | None = None,
+    tile_bias: TileBias | None = None,
 ) -> jax.Array:
     """Attention with the PE's bias hook and the positional causal mask.
 
@@ -88,11 +97,13 @@ def attend(
       bias_fn: the PE's `bias` hook (may return None).
       dropout_rate: dropout on the attention probabilities (HF T5 places one there).
       dropout_rng: PRNG key; None means no dropout (evaluation).
+      tile_bias: the same bias in tile form (`positional.base.TileBias`); only fused kernels
+        (pallas_flash) read it, this one calls `bias_fn`.
     Returns:
       `[batch, q_len, heads, head_dim]` in v's dtype.
     """
-    if not 0.0 <= dropout_rate < 1.0:
-        raise ValueError(f"dropout_rate must be in [0, 1), got {dropout_rate}")
+    del tile_bias
+    check_dropout_rate(dropout_rate)
     weights = attention_weights(q, k, q_positions, k_positions, k_valid, bias_fn)
     if dropout_rng is not None and dropout_rate > 0.0:
         keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, weights.shape)

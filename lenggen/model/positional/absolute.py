@@ -1,9 +1,10 @@
 """APE: absolute position codes added to the token embeddings.
 
-facts.md: the paper used a fixed sinusoidal table ([sin..., cos...] halves, not interleaved)
-of 16,384 positions; frequencies 1 / 10000^(2i / d_model), i = 0 .. d_model/2 - 1 (as in the
-official code's FixedAbsolutePositionalEmbedding). A learned table exists in the official code
-(N(0, 1) init, PyTorch's nn.Embedding default) but was not in the paper; it is kept as an option.
+docs/paper.md ("Positional encodings"): the paper used a fixed sinusoidal table ([sin...,
+cos...] halves, not interleaved) of 16,384 positions; frequencies 1 / 10000^(2i / d_model), i =
+0 .. d_model/2 - 1 (as in the official code's FixedAbsolutePositionalEmbedding). A learned table
+exists in the official code (N(0, 1) init, PyTorch's nn.Embedding default) but was not in the
+paper; it is kept as an option.
 """
 
 import flax.linen as nn

@@ -1,7 +1,8 @@
 """ALiBi (Press et al. 2022): a fixed linear penalty on distance, one slope per head.
 
-facts.md: bias -m_h * (i - j) added in every layer; slopes are the ALiBi paper's geometric
-series (8 heads: 2^-1 .. 2^-8; 12 heads: 2^-1 .. 2^-8 then 2^-0.5, 2^-1.5, 2^-2.5, 2^-3.5).
+As in the paper (docs/paper.md, "Positional encodings"): bias -m_h * (i - j) added in every
+layer; slopes are the ALiBi paper's geometric series (8 heads: 2^-1 .. 2^-8; 12 heads: 2^-1 ..
+2^-8 then 2^-0.5, 2^-1.5, 2^-2.5, 2^-3.5).
 """
 
 import math
@@ -9,7 +10,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from lenggen.model.positional.base import PositionalEncoding
+from lenggen.model.positional.base import PositionalEncoding, TileBias
 
 
 def alibi_slopes(num_heads: int) -> tuple[float, ...]:
@@ -35,9 +36,14 @@ class ALiBi(PositionalEncoding):
     Future keys (j > i) get a positive value here; the causal mask removes them.
     """
 
-    def bias(self, q_positions: jax.Array, k_positions: jax.Array) -> jax.Array:
-        """`q_positions [batch, q_len]`, `k_positions [batch, k_len]`
-        -> `[batch, heads, q_len, k_len]` float32."""
+    def tile_bias(self) -> TileBias:
+        """`([slopes [heads]], q_positions [tq], k_positions [tk]) -> [heads, tq, tk]`."""
         slopes = jnp.asarray(alibi_slopes(self.num_heads), jnp.float32)  # -> [heads]
-        distance = (q_positions[:, :, None] - k_positions[:, None, :]).astype(jnp.float32)
-        return -jnp.einsum("h,bqk->bhqk", slopes, distance)
+        return TileBias(_alibi_tile, (slopes,))
+
+
+def _alibi_tile(params, q_positions: jax.Array, k_positions: jax.Array) -> jax.Array:
+    """-slope_h * (i - j) for one example's tile -> `[heads, tq, tk]` float32."""
+    (slopes,) = params
+    distance = (q_positions[:, None] - k_positions[None, :]).astype(jnp.float32)  # [tq, tk]
+    return -slopes[:, None, None] * distance[None]

@@ -1,16 +1,54 @@
 """The positional-encoding interface: three hooks, each a no-op unless a PE overrides it.
 
-DESIGN.md: a PE may act at any of three points of the decoder and does nothing at the others:
+A PE may act at any of three points of the decoder and does nothing at the others:
   1. `embed`  — add a position code to the token embeddings (absolute PEs);
   2. `rotate` — transform queries and keys by their positions (rotary);
-  3. `bias`   — an additive attention-logit bias b[h, i, j] from query/key positions (T5, ALiBi).
+  3. `bias`   — an additive attention-logit bias b[h, i, j] from query/key positions (T5, ALiBi,
+     FIRE), in two forms: `bias` over whole position arrays, and `tile_bias`, the same function
+     for one example's tile of positions, which a fused kernel (pallas_flash) evaluates inside
+     its tile.
 Positions are always explicit int32 arrays, never implied by array index, so training, padded
 batches, left-padded KV-cache decoding and randomized positions share one code path. Attention
 kernels receive these hooks, never a PE name.
 """
 
+import dataclasses
+from collections.abc import Callable
+
 import flax.linen as nn
 import jax
+
+
+@dataclasses.dataclass(frozen=True)
+class TileBias:
+    """A bias hook a kernel can call inside its tile: `fn(params, q_positions, k_positions)`.
+
+    `fn` maps the arrays `params` and one example's `q_positions [tq]`, `k_positions [tk]`
+    int32 to `[heads, tq, tk]` float32. A Pallas kernel may not capture arrays, so `params`
+    (parameters and constants) travel as explicit kernel inputs and `fn` gets them back, loaded
+    from the kernel's refs. What `fn` may use, so that it lowers in Mosaic (TPU) and Triton
+    (GPU) kernels: elementwise ops, broadcasts, iotas, reductions, transposes, reshapes that
+    merge or split leading axes, and 2-D `jnp.dot`; no gather (a small table is read as a
+    one-hot contraction) and no slicing.
+
+    Triton holds only power-of-two shapes, so the GPU kernel zero-pads every axis of every
+    array in `params` (`pallas_gpu`): `fn` must give the same first `heads` rows, `[:heads,
+    :tq, :tk]`, on params zero-padded along any axis. That holds when padded entries only
+    produce extra output heads or multiply into zeros (a padded table row no bucket selects,
+    a padded hidden unit whose weights are all zero).
+
+    Attributes:
+      fn: `(params, q_positions [tq], k_positions [tk]) -> [heads, tq, tk]` float32.
+      params: the arrays `fn` reads; gradients reach them through every kernel.
+    """
+
+    fn: Callable[[tuple[jax.Array, ...], jax.Array, jax.Array], jax.Array]
+    params: tuple[jax.Array, ...] = ()
+
+    def __call__(self, q_positions: jax.Array, k_positions: jax.Array) -> jax.Array:
+        """The dense form, `fn` per example: `q_positions [batch, q_len]`, `k_positions
+        [batch, k_len]` -> `[batch, heads, q_len, k_len]` float32."""
+        return jax.vmap(self.fn, in_axes=(None, 0, 0))(self.params, q_positions, k_positions)
 
 
 class PositionalEncoding(nn.Module):
@@ -55,13 +93,21 @@ class PositionalEncoding(nn.Module):
     def bias(self, q_positions: jax.Array, k_positions: jax.Array) -> jax.Array | None:
         """The additive attention-logit bias, or None when the PE adds none.
 
+        By default `tile_bias()` applied per example; a PE overrides it where a whole-array
+        form is cheaper (T5's gather, where the tile form contracts a one-hot).
+
         Args:
           q_positions: `[batch, q_len]` int32.
           k_positions: `[batch, k_len]` int32.
         Returns:
           `[batch, heads, q_len, k_len]` float32, or None.
         """
-        del q_positions, k_positions
+        tile = self.tile_bias()
+        return None if tile is None else tile(q_positions, k_positions)
+
+    def tile_bias(self) -> TileBias | None:
+        """The same bias as `bias`, in the form a fused kernel evaluates in its tile (see
+        `TileBias`), or None when the PE adds no bias."""
         return None
 
     def max_position(self) -> int | None:

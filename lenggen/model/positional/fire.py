@@ -26,7 +26,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lenggen.model.positional.base import PositionalEncoding
+from lenggen.model.positional.base import PositionalEncoding, TileBias
 
 
 def fire_psi(x: jax.Array, c: jax.Array) -> jax.Array:
@@ -45,17 +45,17 @@ def fire_normalized_distance(
     """psi(i - j) / (psi(max(|threshold|, i)) + eps).
 
     Args:
-      q_positions: `[batch, q_len]` int.
-      k_positions: `[batch, k_len]` int.
-      c, threshold: scalars (absolute values are taken).
+      q_positions: `[..., q_len]` int (leading batch axes optional).
+      k_positions: `[..., k_len]` int.
+      c, threshold: scalars or `[1]` (absolute values are taken).
       eps: added to the normaliser (keeps i = 0 finite).
     Returns:
-      `[batch, q_len, k_len]` float32, in [0, 1] for causal pairs (0 <= j <= i).
+      `[..., q_len, k_len]` float32, in [0, 1] for causal pairs (0 <= j <= i).
     """
     q = q_positions.astype(jnp.float32)
-    distance = q[:, :, None] - k_positions.astype(jnp.float32)[:, None, :]  # [b, q, k]
-    normalizer = fire_psi(jnp.maximum(q, jnp.abs(threshold)), c) + eps  # -> [batch, q_len]
-    return fire_psi(distance, c) / normalizer[:, :, None]
+    distance = q[..., :, None] - k_positions.astype(jnp.float32)[..., None, :]  # [.., q, k]
+    normalizer = fire_psi(jnp.maximum(q, jnp.abs(threshold)), c) + eps  # -> [..., q_len]
+    return fire_psi(distance, c) / normalizer[..., :, None]
 
 
 def _torch_linear_init(fan_in: int):
@@ -99,27 +99,43 @@ class FIRE(PositionalEncoding):
             raise ValueError(f"fire eps must be >= 0, got {self.eps}")
         super().__post_init__()
 
-    @nn.compact
-    def bias(self, q_positions: jax.Array, k_positions: jax.Array) -> jax.Array:
-        """`q_positions [batch, q_len]`, `k_positions [batch, k_len]`
-        -> `[batch, heads, q_len, k_len]` float32."""
+    def setup(self):
         width, heads = self.mlp_width, self.num_heads
 
         def param(name, init, shape, axes):
             return self.param(name, nn.with_logical_partitioning(init, axes), shape)
 
         # The scalars are stored as [1] (never sharded), like every other parameter at least 1-d.
-        c = param("c", nn.initializers.constant(self.init_c), (1,), (None,))[0]
-        multiplier = param("threshold_multiplier", nn.initializers.ones, (1,), (None,))[0]
-        w_hidden = param("hidden_kernel", _torch_linear_init(1), (width,), ("fire_mlp",))
-        b_hidden = param("hidden_bias", _torch_linear_init(1), (width,), ("fire_mlp",))
-        w_out = param(
+        self.c = param("c", nn.initializers.constant(self.init_c), (1,), (None,))
+        self.threshold_multiplier = param(
+            "threshold_multiplier", nn.initializers.ones, (1,), (None,)
+        )
+        self.hidden_kernel = param("hidden_kernel", _torch_linear_init(1), (width,), ("fire_mlp",))
+        self.hidden_bias = param("hidden_bias", _torch_linear_init(1), (width,), ("fire_mlp",))
+        self.output_kernel = param(
             "output_kernel", _torch_linear_init(width), (width, heads), ("fire_mlp", "heads")
         )
-        b_out = param("output_bias", _torch_linear_init(width), (heads,), ("heads",))
+        self.output_bias = param("output_bias", _torch_linear_init(width), (heads,), ("heads",))
 
-        x = fire_normalized_distance(
-            q_positions, k_positions, c, multiplier * self.init_threshold, self.eps
-        )  # -> [batch, q_len, k_len]
-        hidden = jax.nn.relu(jnp.einsum("bqk,w->bqkw", x, w_hidden) + b_hidden)
-        return jnp.einsum("bqkw,wh->bhqk", hidden, w_out) + b_out[None, :, None, None]
+    def tile_bias(self) -> TileBias:
+        """`(params, q_positions [tq], k_positions [tk]) -> [heads, tq, tk]`, params `(c [1],
+        threshold_multiplier [1], hidden_kernel [width], hidden_bias [width], output_kernel
+        [width, heads], output_bias [heads])`. Zero-padded hidden units stay 0 after the ReLU
+        and meet zero rows of output_kernel, so padding changes no head."""
+        init_threshold, eps = self.init_threshold, self.eps
+
+        def tile(params, q_positions, k_positions):
+            c, multiplier, w_hidden, b_hidden, w_out, b_out = params
+            (tq,), (tk,), (width, heads) = q_positions.shape, k_positions.shape, w_out.shape
+            x = fire_normalized_distance(
+                q_positions, k_positions, c, multiplier * init_threshold, eps
+            )  # -> [tq, tk]
+            hidden = jnp.maximum(x[:, :, None] * w_hidden + b_hidden, 0.0)  # ReLU; [tq, tk, width]
+            out = jnp.dot(hidden.reshape(tq * tk, width), w_out,
+                          preferred_element_type=jnp.float32)  # fmt: skip
+            # out: [tq * tk, heads]
+            return (out + b_out).T.reshape(heads, tq, tk)
+
+        params = (self.c, self.threshold_multiplier, self.hidden_kernel, self.hidden_bias,
+                  self.output_kernel, self.output_bias)  # fmt: skip
+        return TileBias(tile, params)

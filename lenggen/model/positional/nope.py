@@ -1,8 +1,8 @@
 """NoPE: no positional encoding at all.
 
-facts.md: "NoPE: q·k plus the causal mask, nothing else." Order information reaches the model
-only through the causal mask (Theorem 1 of the paper: the first layer can recover absolute
-positions from it). Every hook keeps the base class's no-op.
+docs/paper.md ("Positional encodings"): q·k under the causal mask, and nothing else. Order
+information reaches the model only through the causal mask (Theorem 1 of the paper: the first
+layer can recover absolute positions from it). Every hook keeps the base class's no-op.
 """
 
 from lenggen.model.positional.base import PositionalEncoding

@@ -1,10 +1,11 @@
 """Randomized positions (Ruoss et al. 2023): train on positions a longer sequence would have.
 
-facts.md: sample T sorted distinct positions from [0, M), M >= the longest test length, and use
-them in place of 0..T-1. Every position-based PE then meets, during training, the positions and
-distances of test lengths up to M. It is not a PE but a change of the position arrays, so it
-serves every PE through the explicit `positions` the model already takes (DESIGN.md); NoPE is
-unaffected by construction (its attention sees only the order of positions, which is kept).
+docs/paper.md ("Beyond the paper"): sample T sorted distinct positions from [0, M), M >= the
+longest test length, and use them in place of 0..T-1. Every position-based PE then meets, during
+training, the positions and distances of test lengths up to M. It is not a PE but a change of
+the position arrays, so it serves every PE through the explicit `positions` the model already
+takes (positional/base.py); NoPE is unaffected by construction (its attention sees only the
+order of positions, which is kept).
 
 Training (`sample_positions`), per example with n valid tokens: a uniformly random n-subset of
 [0, M), sorted, given to the valid tokens in order; a pad takes the position of the nearest valid
@@ -16,7 +17,7 @@ here each example draws its own, since a padded batch mixes lengths.
 Evaluation (`decoding_table`, `evaluation_positions`): the reference samples too (its models draw
 fresh positions on every call). Greedy decoding cannot draw n positions for a sequence whose
 length n it does not know yet, and teacher forcing must see the very positions greedy decoding
-gives each token, or the two would not agree on an example (DESIGN.md, "Evaluation"). So an
+gives each token, or the two would not agree on an example (docs/paper.md, "Evaluation"). So an
 example draws ONE sorted table of min(M, p + max_new_tokens) positions, p its prompt's valid
 tokens — the longest sequence decoding may write, as the reference's autoregressive sampling
 runs its model on the whole tape (input plus an output whose length its tasks fix) — and its
@@ -210,3 +211,40 @@ def evaluation_positions(
     """
     table = decoding_table(tokens, prompt_valid, max_position, max_new_tokens)
     return positions_from_table(table, valid)
+
+
+def model_positions(
+    pe_config: Mapping[str, Any], batch: dict, key: jax.Array | None, *,
+    max_new_tokens: int | None = None,
+) -> jax.Array:
+    """The positions the model sees: `batch["positions"]`, or randomized positions when the
+    PE config asks for them.
+
+    Args:
+      pe_config: the model's PE config (`model.pe`, holding `randomized_max_position`).
+      batch: `positions`, `valid` `[batch, length]`; for evaluation with randomized positions
+        also `tokens` `[batch, length]` and `source_length` `[batch]` (prompt tokens per row).
+      key: the training draw's key; None for evaluation: the positions greedy decoding with a
+        budget of `max_new_tokens` gives each token (`randomized.evaluation_positions`).
+      max_new_tokens: the decoding budget (`config.eval.max_new_tokens`); needed for
+        evaluation with randomized positions.
+    Returns:
+      `[batch, length]` int32.
+    """
+    max_position = max_position_of(pe_config)
+    if max_position == 0:
+        return batch["positions"]
+    if key is not None:
+        return sample_positions(key, batch["valid"], max_position)
+    if max_new_tokens is None or "source_length" not in batch:
+        raise ValueError(
+            f"Evaluating with randomized positions (M={max_position}) needs max_new_tokens "
+            f"(got {max_new_tokens!r}) and batch['source_length'] (batch keys: "
+            f"{sorted(batch)}): each token's position comes from the table greedy decoding "
+            "draws for its prompt and budget."
+        )
+    columns = jnp.arange(batch["valid"].shape[1])[None, :]  # -> [1, length]
+    prompt_valid = batch["valid"] & (columns < batch["source_length"][:, None])
+    return evaluation_positions(
+        batch["tokens"], batch["valid"], prompt_valid, max_position, max_new_tokens
+    )

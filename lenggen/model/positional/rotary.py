@@ -1,8 +1,8 @@
 """Rotary position embedding (Su et al. 2021), GPT-J style, on part of each head.
 
-facts.md: GPT-J style (rotate every two: interleaved pairs (x0, x1), (x2, x3), ...), base 10000,
-applied to the first 25% of each head's dimensions (16 of 64); the official code hard-coded the
-fraction, here it is an option.
+docs/paper.md ("Positional encodings"): GPT-J style (rotate every two: interleaved pairs (x0,
+x1), (x2, x3), ...), base 10000, applied to the first 25% of each head's dimensions (16 of 64);
+the official code hard-coded the fraction, here it is an option.
 """
 
 import jax

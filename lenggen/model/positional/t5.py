@@ -1,8 +1,9 @@
 """T5 relative position bias: one learned scalar per (distance bucket, head).
 
-facts.md: ONE table of 32 buckets x heads, shared by all layers; unidirectional (causal)
-buckets: distances 0..15 exact, then log-spaced up to max distance 128, every distance >= 128
-in the last bucket (how it reaches unseen lengths). Bucketing follows Mesh-TF / HF T5
+As in the paper (docs/paper.md, "Positional encodings"): ONE table of 32 buckets x heads,
+shared by all layers; unidirectional (causal) buckets: distances 0..15 exact, then log-spaced
+up to max distance 128, every distance >= 128 in the last bucket (how it reaches unseen
+lengths). Bucketing follows Mesh-TF / HF T5
 `_relative_position_bucket(bidirectional=False)`, computed in float32 like both.
 """
 
@@ -12,7 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lenggen.model.positional.base import PositionalEncoding
+from lenggen.model.positional.base import PositionalEncoding, TileBias
 
 
 def t5_relative_bucket(
@@ -62,22 +63,45 @@ class T5RelativeBias(PositionalEncoding):
             )
         super().__post_init__()
 
-    @nn.compact
-    def bias(self, q_positions: jax.Array, k_positions: jax.Array) -> jax.Array:
-        """`q_positions [batch, q_len]`, `k_positions [batch, k_len]`
-        -> `[batch, heads, q_len, k_len]` float32."""
+    def setup(self):
         if self.d_model is None:
             raise ValueError(
                 "t5 bias needs d_model (its table init is N(0, d_model^-0.5)), got None"
             )
-        table = self.param(
+        self.table = self.param(
             "rel_embedding",
             nn.with_logical_partitioning(
                 nn.initializers.normal(self.d_model**-0.5), ("relpos_buckets", "heads")
             ),
             (self.num_buckets, self.num_heads),
-        )
+        )  # -> [num_buckets, heads]
+
+    def bias(self, q_positions: jax.Array, k_positions: jax.Array) -> jax.Array:
+        """`q_positions [batch, q_len]`, `k_positions [batch, k_len]`
+        -> `[batch, heads, q_len, k_len]` float32; the table read by a gather."""
         relative = k_positions[:, None, :] - q_positions[:, :, None]  # -> [batch, q_len, k_len]
         buckets = t5_relative_bucket(relative, self.num_buckets, self.max_distance)
-        values = jnp.take(table, buckets, axis=0)  # -> [batch, q_len, k_len, heads]
+        values = jnp.take(self.table, buckets, axis=0)  # -> [batch, q_len, k_len, heads]
         return jnp.einsum("bqkh->bhqk", values).astype(jnp.float32)
+
+    def tile_bias(self) -> TileBias:
+        """`([table [num_buckets, heads]], q_positions [tq], k_positions [tk])
+        -> [heads, tq, tk]`: the table read as a one-hot over buckets (no gather)."""
+        num_buckets, max_distance = self.num_buckets, self.max_distance
+
+        def tile(params, q_positions, k_positions):
+            (table,) = params  # -> [rows >= num_buckets, heads]; padded rows are never selected
+            (tq,), (tk,), (rows, heads) = q_positions.shape, k_positions.shape, table.shape
+            relative = k_positions[None, :] - q_positions[:, None]  # -> [tq, tk]
+            buckets = t5_relative_bucket(relative, num_buckets, max_distance)
+            one_hot = buckets[:, :, None] == jax.lax.broadcasted_iota(jnp.int32, (tq, tk, rows), 2)
+            # One nonzero product per entry and HIGHEST precision: every entry is exact.
+            values = jnp.dot(
+                one_hot.astype(table.dtype).reshape(tq * tk, rows),
+                table,
+                precision=jax.lax.Precision.HIGHEST,
+                preferred_element_type=jnp.float32,
+            )  # -> [tq * tk, heads]
+            return values.T.reshape(heads, tq, tk)
+
+        return TileBias(tile, (self.table,))

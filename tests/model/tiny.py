@@ -1,0 +1,30 @@
+"""The all-PE config and tiny decoder sizes the model tests share.
+
+`pe_config(variant)` is shaped as the config a run gets (`config_schema.pe_section`: every PE's
+default options, randomized positions off), for every registered PE plus the variant
+"ape_learned" (the learned APE with 64 positions, whose outputs change with any position
+error); an unregistered name passes through, for the tests of its rejection.
+"""
+
+import ml_collections
+
+from lenggen.model import positional
+from lenggen.model.positional import randomized
+
+VARIANTS = positional.names() + ("ape_learned",)
+# Odd, unequal sizes so a transposed axis fails; 3 heads (not a power of two).
+SIZES = dict(num_layers=2, d_model=16, num_heads=3, d_kv=8, d_ff=24, dropout_rate=0.1)
+
+
+def pe_config(variant: str, *, max_position: int = 0, **options) -> ml_collections.ConfigDict:
+    """The PE config of `variant` (a PE name or "ape_learned"), with `options` overriding that
+    PE's defaults and randomized positions from [0, max_position) (0: off)."""
+    name = "ape" if variant == "ape_learned" else variant
+    sections = {pe: positional.default_options(pe) for pe in positional.names()}
+    if variant == "ape_learned":
+        sections["ape"].update(kind="learned", max_length=64)
+    if options:
+        sections[name].update(options)
+    return ml_collections.ConfigDict(
+        dict(name=name, **sections, **{randomized.CONFIG_KEY: max_position})
+    )
