@@ -355,9 +355,9 @@ def test_array_spec_writes_consecutive_indices_as_ranges(indices, spec):
 
 def test_slurm_mode_submits_an_array_of_the_pending_runs_only(tmp_path):
     runs = grid.select(grid.load_grid("configs/grids/cpu_mini.py"), "addition/*/256788")
-    _complete(runs[1], tmp_path / "addition/ape/256788")
-    _complete(runs[3], tmp_path / "addition/alibi/256788")
-    _complete(runs[4], tmp_path / "addition/rotary/256788", results=False)  # resumable
+    _complete(runs[1], tmp_path / runs[1].name)
+    _complete(runs[3], tmp_path / runs[3].name)
+    _complete(runs[4], tmp_path / runs[4].name, results=False)  # resumable
     result = _cli("--grid=configs/grids/cpu_mini.py", f"--runs_dir={tmp_path}", "--mode=slurm",
                   "--only=addition/*/256788", "--parallel=2")
     assert result.returncode == 0, result.stderr
@@ -392,7 +392,7 @@ def test_task_index_runs_one_run_of_the_array(tmp_path):
                                            *runs[2].override_flags()]
     complete = _cli(*selection, "--task_index=1", digest)  # mode local: would exec lenggen.main
     assert complete.returncode == 0, complete.stderr
-    assert complete.stdout == (f"addition/ape/256788: complete ({tmp_path}/addition/ape/256788/"
+    assert complete.stdout == (f"{runs[1].name}: complete ({tmp_path}/{runs[1].name}/"
                                "results.json); nothing to run.\n")
     for args, message in (
         (("--task_index=5",), r"--task_index=5: expected 0 <= index < 5"),
