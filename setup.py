@@ -9,7 +9,11 @@ setuptools.setup(
         "JAX/Flax reproduction of Kazemnejad et al. (NeurIPS 2023), 'The Impact of "
         "Positional Encoding on Length Generalization in Transformers', and beyond."
     ),
-    packages=setuptools.find_packages(include=["lenggen", "lenggen.*"]),
+    # configs/ ships inside the wheel as lenggen.configs (grids included), so an installed
+    # lenggen runs `--config=configs/quickstart.py` from any directory (lenggen/config_files.py).
+    packages=[*setuptools.find_packages(include=["lenggen", "lenggen.*"]), "lenggen.configs"],
+    package_dir={"lenggen.configs": "configs"},
+    package_data={"lenggen.configs": ["grids/*.py"]},
     # jax >= 0.11 needs Python >= 3.12; the launch scripts find a 3.12+ interpreter
     # (pyenv included) when the default python3 is older.
     python_requires=">=3.12",
@@ -28,10 +32,20 @@ setuptools.setup(
         "importlib_resources>=6.0",
         # Accuracy-vs-length plots next to results.json.
         "matplotlib>=3.8",
+        # TensorBoard event files in every workdir, written without TensorFlow (protobuf only;
+        # lenggen/train/metrics_log.py says why not tf.summary or clu).
+        "tensorboardX>=2.6",
     ],
     extras_require={
         # ruff is pinned: the test command lints, and a new ruff may add rules.
-        "test": ["pytest>=8.0", "pytest-xdist>=3.5", "hypothesis>=6.100", "ruff==0.17.6"],
+        # tensorboard reads the event files back; nbclient/nbformat/ipykernel execute
+        # docs/notebooks/quickstart.ipynb.
+        "test": ["pytest>=8.0", "pytest-xdist>=3.5", "hypothesis>=6.100", "ruff==0.17.6",
+                 "tensorboard>=2.18", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29"],
+        # `tensorboard --logdir runs` to view the event files.
+        "tensorboard": ["tensorboard>=2.18"],
+        # The notebook docs/notebooks/quickstart.ipynb, in Jupyter.
+        "notebook": ["jupyterlab>=4.0", "ipykernel>=6.29"],
         # The PyTorch baseline of benchmarks/train_throughput.py (or benchmarks/torch_env.sh).
         "bench": ["torch>=2.9"],
     },

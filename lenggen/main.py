@@ -24,7 +24,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from lenggen import checkpoint, config_schema, distributed
+from lenggen import checkpoint, config_files, config_schema, distributed
 from lenggen import workdir as workdir_lib
 from lenggen.train import loop, preemption
 
@@ -74,7 +74,8 @@ def _innermost_message(error: BaseException) -> str:
 def _parse_flags(argv: list[str]) -> list[str]:
     """absl's flag parsing, with config mistakes reported in one line instead of a traceback."""
     try:
-        return flags.FLAGS(argv)
+        # --config may name a shipped config (configs/quickstart.py from anywhere; config_files).
+        return flags.FLAGS(config_files.resolve_argv(argv, "config"))
     except flags.Error as error:
         text = str(error)
         if "Traceback" in text:

@@ -112,8 +112,12 @@ def _conflicts(workdir: str, current: dict, *, overwrite: bool) -> bool:
     return bool(differences)
 
 
-def claim(workdir: str, config: ml_collections.ConfigDict, *, overwrite: bool = False) -> None:
+def claim(workdir: str, config: ml_collections.ConfigDict, *, overwrite: bool = False,
+          provenance: dict | None = None) -> None:
     """Records `config` in `workdir`, refusing a workdir that trained another experiment.
+
+    `provenance` (lenggen.provenance.collect) is stored beside the config under "provenance";
+    the guard ignores it, so a resume on other code or devices is not refused.
 
     With `overwrite`, the other run's files are moved to WORKDIR/replaced-<time>/ rather than
     deleted, so nothing is lost.
@@ -125,6 +129,8 @@ def claim(workdir: str, config: ml_collections.ConfigDict, *, overwrite: bool = 
     current = json.loads(config.to_json())
     if _conflicts(workdir, current, overwrite=overwrite):
         _move_aside(workdir)
+    if provenance is not None:
+        current["provenance"] = provenance
     results.write_json_atomic(os.path.join(workdir, CONFIG_FILE), current)
 
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 from absl import app, flags
 
-from lenggen import results
+from lenggen import quiet_logs, results
 from lenggen.analysis import runs as runs_lib
 
 JSON_FILE = "attention_maps.json"
@@ -119,6 +119,7 @@ def _define_flags() -> None:
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    quiet_logs.warnings_only_unless_asked()  # Orbax and JAX log dozens of INFO lines.
     flag = flags.FLAGS
     payload = run(flag.workdir, flag.output_dir, split=flag.split, length=flag.length,
                   index=flag.index, checkpoint=flag.checkpoint)  # fmt: skip

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 from absl import app, flags
 
-from lenggen import results
+from lenggen import quiet_logs, results
 from lenggen.analysis import divergence
 from lenggen.analysis import runs as runs_lib
 
@@ -175,6 +175,7 @@ def _define_flags() -> None:
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    quiet_logs.warnings_only_unless_asked()  # Orbax and JAX log dozens of INFO lines.
     flag = flags.FLAGS
     payload = run(flag.reference, flag.compare, flag.output_dir, split=flag.split,
                   examples_per_length=flag.examples_per_length, batch_size=flag.batch_size,

@@ -10,6 +10,7 @@ the task's word-level vocabulary, exactly as the dataset builder stores them.
 import dataclasses
 import functools
 import json
+import logging
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -20,7 +21,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from lenggen import checkpoint as checkpoint_lib
-from lenggen import sharding, tasks
+from lenggen import quiet_logs, sharding, tasks
 from lenggen import workdir as workdir_lib
 from lenggen.data import dataset, loader
 from lenggen.data.tokenizer import Tokenizer
@@ -95,15 +96,18 @@ def _restore(workdir: str, which: str, target: Any) -> tuple[int, Any]:
         ("checkpoints", False)
     ]  # fmt: skip
     for name, with_metrics in candidates:
-        manager = _manager(os.path.join(workdir, name), with_metrics)
-        if manager is None:
-            continue
-        try:
-            step = manager.best_step() if with_metrics else manager.latest_step()
-            if step is not None:
-                return step, manager.restore(step, args=ocp.args.StandardRestore(target))
-        finally:
-            manager.close()
+        # Orbax warns that a read-only manager saves nothing, and that the directory is
+        # read-only: both are what this reader asked for.
+        with quiet_logs.below(logging.ERROR, "orbax"):
+            manager = _manager(os.path.join(workdir, name), with_metrics)
+            if manager is None:
+                continue
+            try:
+                step = manager.best_step() if with_metrics else manager.latest_step()
+                if step is not None:
+                    return step, manager.restore(step, args=ocp.args.StandardRestore(target))
+            finally:
+                manager.close()
     raise RunError(
         f"No checkpoint under {workdir}/best or {workdir}/checkpoints (asked for {which!r}); "
         "train the run first."

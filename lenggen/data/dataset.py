@@ -39,6 +39,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
+from lenggen import quiet_logs
 from lenggen.data.tokenizer import EOS_ID, Tokenizer
 from lenggen.tasks.base import SPLITS
 
@@ -186,16 +187,17 @@ class PreparedTask:
 
 def prepare(task, data_dir: str | os.PathLike) -> PreparedTask:
     """Generates `task`'s dataset under `data_dir` unless it is already there, then opens it."""
-    builder = LenggenTask(task=task, data_dir=data_dir)
-    if not builder.is_prepared():
-        try:
-            builder.download_and_prepare()
-        except OSError:
-            # Lost a race with another process preparing the same dataset (see the module
-            # docstring): its rename came first, so read its files instead.
-            if not builder.is_prepared():
-                raise
-            builder = LenggenTask(task=task, data_dir=data_dir)
+    with quiet_logs.tfds_preparation():  # TFDS's banner and warnings say nothing to act on.
+        builder = LenggenTask(task=task, data_dir=data_dir)
+        if not builder.is_prepared():
+            try:
+                builder.download_and_prepare()
+            except OSError:
+                # Lost a race with another process preparing the same dataset (see the module
+                # docstring): its rename came first, so read its files instead.
+                if not builder.is_prepared():
+                    raise
+                builder = LenggenTask(task=task, data_dir=data_dir)
     tokenizer = Tokenizer.from_task(task)
     metadata = builder.info.metadata
     stored = tuple(metadata["words"])

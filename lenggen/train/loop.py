@@ -4,6 +4,7 @@
 train (with validation and checkpoints), final evaluation on the best-validation checkpoint.
 """
 
+import contextlib
 import functools
 import math
 import os
@@ -17,15 +18,15 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from lenggen import checkpoint, config_schema, results, sharding, tasks
+from lenggen import checkpoint, config_schema, provenance, results, sharding, tasks
 from lenggen import workdir as workdir_lib
 from lenggen.data import dataset, loader
 from lenggen.data import tokenizer as tokenizer_lib
 from lenggen.evaluate import exact_match
 from lenggen.model import decoder, positional
 from lenggen.model.positional import randomized
+from lenggen.train import metrics_log, preemption
 from lenggen.train import optimizer as optimizer_lib
-from lenggen.train import preemption
 from lenggen.train import state as state_lib
 from lenggen.train import step as step_lib
 
@@ -65,9 +66,12 @@ class Experiment:
     def __init__(self, config: ml_collections.ConfigDict, workdir: str):
         self.config = config
         self.workdir = workdir
+        self.started = provenance.now()
 
         # ---- Mesh.
         self.mesh = sharding.make_mesh(config.mesh.shape)
+        # Code, versions, devices and command, for config.json and results.json.
+        self.provenance = provenance.collect(self.mesh, started=self.started)
 
         # ---- Data: the task's TFDS dataset, prepared once per (task, options).
         self.task = tasks.get(config.task.name, **config.task.options.to_dict())
@@ -192,9 +196,10 @@ class Experiment:
 
 
 def _event(experiment: Experiment, **record) -> None:
-    """Appends one event to WORKDIR/metrics.jsonl (process 0 writes)."""
+    """Appends one event, with its wall-clock time, to WORKDIR/metrics.jsonl (process 0)."""
     if jax.process_index() == 0:
-        results.append_jsonl(os.path.join(experiment.workdir, workdir_lib.METRICS_FILE), record)
+        results.append_jsonl(os.path.join(experiment.workdir, workdir_lib.METRICS_FILE),
+                             metrics_log.stamped(record))
 
 
 def _all_finite(tree: Any) -> jax.Array:
@@ -251,7 +256,7 @@ def train(experiment: Experiment, checkpoints: checkpoint.Checkpoints) -> dict:
         _event(experiment, event="preempted", step=done)
         raise preemption.Preempted(message, step=done)
 
-    with preemption.Watch() as watch:
+    with preemption.Watch() as watch, contextlib.ExitStack() as closing:
         # ---- Resume (SIGTERM from here on stops at a step boundary with a checkpoint).
         start_step, state = _resume(experiment, checkpoints)
         best = checkpoints.best()
@@ -265,9 +270,14 @@ def train(experiment: Experiment, checkpoints: checkpoint.Checkpoints) -> dict:
             process_count=jax.process_count(),
         )
         all_finite = jax.jit(_all_finite, out_shardings=sharding.replicated(experiment.mesh))
+        board = closing.enter_context(contextlib.closing(metrics_log.open_writer(
+            experiment.workdir, config, is_writer=jax.process_index() == 0,
+            provenance=experiment.provenance, purge_step=start_step,
+        )))  # fmt: skip
 
         # ---- Loop.
         window_start, window_steps = time.perf_counter(), 0
+        rate = metrics_log.SmoothedRate()
         for step in range(start_step, train_cfg.num_steps):
             batch = loader.to_global(batches.get(step), experiment.mesh)
             state, metrics = experiment.train_step(state, batch, experiment.dropout_key)
@@ -284,7 +294,8 @@ def train(experiment: Experiment, checkpoints: checkpoint.Checkpoints) -> dict:
             if should_log:
                 elapsed = time.perf_counter() - window_start
                 steps_per_second = window_steps / max(elapsed, 1e-9)
-                eta = (train_cfg.num_steps - done) / max(steps_per_second, 1e-9)
+                rate.update(steps_per_second)  # the ETA uses the smoothed rate
+                eta = rate.eta_seconds(train_cfg.num_steps - done)
                 _log(
                     f"step {done}/{train_cfg.num_steps}  loss {metrics['loss']:.4f}  "
                     f"token_acc {metrics['token_accuracy']:.3f}  "
@@ -293,6 +304,7 @@ def train(experiment: Experiment, checkpoints: checkpoint.Checkpoints) -> dict:
                 )
                 _event(experiment, event="train", step=done, steps_per_second=steps_per_second,
                        **metrics)
+                board.train(done, metrics, steps_per_second)
                 window_start, window_steps = time.perf_counter(), 0
 
             should_validate = done % train_cfg.eval_every == 0 or last
@@ -314,6 +326,7 @@ def train(experiment: Experiment, checkpoints: checkpoint.Checkpoints) -> dict:
                 )
                 _event(experiment, event="validation", step=done, exact_match=accuracy,
                        best=best_metric)
+                board.validation(done, validation.summary, best_metric)
                 window_start, window_steps = time.perf_counter(), 0
 
             if should_save or preempted:
@@ -353,9 +366,13 @@ def evaluate(experiment: Experiment, checkpoints: checkpoint.Checkpoints) -> dic
         pe=config.model.pe.name,
         seed=config.seed,
         metric=config.eval.metric,
+        provenance=provenance.finished(experiment.provenance),
     )
     if jax.process_index() == 0:
         workdir = experiment.workdir
+        with contextlib.closing(metrics_log.open_writer(
+                workdir, config, is_writer=True, provenance=payload["provenance"])) as board:
+            board.final(payload)
         # Each file is replaced atomically: a crash leaves the previous version whole.
         results.write_json_atomic(os.path.join(workdir, workdir_lib.RESULTS_FILE), payload)
         workdir_lib.write_lines_atomic(
@@ -385,6 +402,7 @@ def run(
     if mode not in MODES:
         raise ValueError(f"Unknown mode {mode!r}. Valid modes: {', '.join(MODES)}.")
     config_schema.validate(config, jax.device_count())
+    metrics_log.check(config)
     if mode != "evaluate":
         workdir_lib.check(workdir, config, overwrite=overwrite)
     # Builds data, model and state layout, and checks they fit, before the workdir is claimed:
@@ -392,7 +410,8 @@ def run(
     experiment = Experiment(config, workdir)
     if mode != "evaluate":
         if jax.process_index() == 0:  # Only process 0 writes the workdir's files.
-            workdir_lib.claim(workdir, config, overwrite=overwrite)
+            workdir_lib.claim(workdir, config, overwrite=overwrite,
+                              provenance=experiment.provenance)
         _barrier("lenggen_workdir_claimed")
     checkpoints = checkpoint.Checkpoints(workdir, keep=config.train.checkpoints_to_keep)
     try:
