@@ -113,3 +113,12 @@ def collect(mesh: Any = None, *, started: str | None = None,
 def finished(block: Mapping[str, Any]) -> dict[str, Any]:
     """`block` with its end time set to now."""
     return {**block, "ended": now()}
+
+
+def portable_path(path: str) -> str:
+    """`path` as a results file records it: relative to the current directory when it lies
+    under it (so shipped results name no machine's home or scratch directories), else as
+    given."""
+    absolute = os.path.abspath(path)
+    relative = os.path.relpath(absolute, os.getcwd())
+    return path if relative == os.pardir or relative.startswith(os.pardir + os.sep) else relative

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from lenggen import json_keys
+
 
 def write_json_atomic(path: str, payload: Any) -> None:
     directory = os.path.dirname(os.path.abspath(path))
@@ -23,7 +25,7 @@ def write_json_atomic(path: str, payload: Any) -> None:
     with tempfile.NamedTemporaryFile("w", dir=directory, delete=False, suffix=".tmp") as handle:
         temporary = handle.name
         try:
-            json.dump(payload, handle, indent=2, sort_keys=True)
+            json.dump(json_keys.natural_order(payload), handle, indent=2)
             handle.write("\n")
             handle.flush()
             os.fsync(handle.fileno())
@@ -35,7 +37,7 @@ def write_json_atomic(path: str, payload: Any) -> None:
 
 
 def json_line(record: Mapping[str, Any]) -> str:
-    return json.dumps(record, sort_keys=True) + "\n"
+    return json.dumps(json_keys.natural_order(record)) + "\n"
 
 
 def append_jsonl(path: str, record: Mapping[str, Any]) -> None:

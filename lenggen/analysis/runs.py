@@ -21,7 +21,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from lenggen import checkpoint as checkpoint_lib
-from lenggen import quiet_logs, sharding, tasks
+from lenggen import provenance, quiet_logs, sharding, tasks
 from lenggen import workdir as workdir_lib
 from lenggen.data import dataset, loader
 from lenggen.data.tokenizer import Tokenizer
@@ -42,7 +42,7 @@ class Run:
     """A trained model and what it was trained on.
 
     Attributes:
-      workdir: where it was read from.
+      workdir: where it was read from (relative to the current directory where possible).
       config: the run's config.
       task: the config's task.
       tokenizer: the task's vocabulary (the one the run trained with).
@@ -116,7 +116,7 @@ def _restore(workdir: str, which: str, target: Any) -> tuple[int, Any]:
 
 def load(workdir: str, checkpoint: str = "best") -> Run:
     """The run in `workdir`, its parameters from the `checkpoint` ('best' or 'latest')."""
-    workdir = os.path.abspath(workdir)  # Orbax refuses relative checkpoint paths.
+    given, workdir = workdir, os.path.abspath(workdir)  # Orbax refuses relative paths.
     config = _read_config(workdir)
     task = tasks.get(config.task.name, **config.task.options.to_dict())
     tokenizer = Tokenizer.from_task(task)
@@ -125,7 +125,9 @@ def load(workdir: str, checkpoint: str = "best") -> Run:
     mesh = sharding.make_mesh((1, 1), jax.devices()[:1])
     layout = state_lib.layout(model, optimizer_lib.make_optimizer(config.train), mesh, 8)
     step, state = _restore(workdir, checkpoint, layout.restore_target())
-    return Run(workdir, config, task, tokenizer, model, state["params"], int(step))
+    # Recorded in the analyses' JSON: relative to the current directory where it can be.
+    return Run(provenance.portable_path(given), config, task, tokenizer, model, state["params"],
+               int(step))
 
 
 def examples_per_length(
