@@ -5,9 +5,10 @@ Every workdir gets TensorBoard events (`WORKDIR/events.out.tfevents.*`), so
 
   train/loss, train/token_accuracy, train/learning_rate, train/steps_per_second
   validation/exact_match, validation/best_exact_match, validation/exact_match_by_length/<L>
-  test/exact_match, test/exact_match_by_length/<L>   (the final evaluation)
+  final/{validation,test}/exact_match[_by_length/<L>]   (the best checkpoint's final scores)
   results (text: the by-length table), provenance (text), and the HPARAMS tab: the config's
-  training keys with validation/test exact match as its metrics.
+  training keys with the final exact matches as its metrics.
+Lengths are zero-padded (`.../009`, `.../010`) so TensorBoard's alphabetical order is numeric.
 
 The writer is tensorboardX: it writes the event protocol with protobuf alone. TensorBoard's own
 `tf.summary` needs TensorFlow, and clu's metric writers write through `tf.summary` (or torch's
@@ -32,7 +33,7 @@ import ml_collections
 from lenggen import config_schema, results
 
 HPARAM_KEYS = ("seed", "task", "model", "train")
-HPARAM_METRICS = ("validation/exact_match", "test/exact_match")
+HPARAM_METRICS = ("final/test/exact_match", "final/validation/exact_match")
 
 
 class LoggingConfigError(config_schema.ConfigError):
@@ -129,7 +130,10 @@ class Writer(NullWriter):
         from tensorboardX import SummaryWriter
         from tensorboardX import summary as tbx_summary
 
-        self._tb = SummaryWriter(workdir, purge_step=purge_step or None, flush_secs=30)
+        # tensorboardX names the file by the second and truncates an existing one: the suffix
+        # keeps a resumed run, or the final evaluation, from overwriting an earlier file.
+        self._tb = SummaryWriter(workdir, purge_step=purge_step or None, flush_secs=30,
+                                 filename_suffix=f".{time.time_ns()}")
         params = hparams(config)
         for proto in tbx_summary.hparams(params, {m: 0.0 for m in HPARAM_METRICS}):
             self._tb.file_writer.add_summary(proto)
@@ -161,8 +165,8 @@ class Writer(NullWriter):
         step = int(payload["step"])
         values = {}
         for split, summary in payload["splits"].items():
-            values[f"{split}/exact_match"] = summary["overall"]
-            values.update(_by_length(split, summary))
+            values[f"final/{split}/exact_match"] = summary["overall"]
+            values.update(_by_length(f"final/{split}", summary))
         self._scalars(step, values)
         self._tb.add_text("results", _code_block(results.format_table(payload)), step)
         self._tb.flush()
