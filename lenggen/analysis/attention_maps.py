@@ -63,8 +63,17 @@ def tick_labels(tokens: Sequence[str], max_labels: int = 40) -> tuple[list[int],
 
 
 def plot(payload: dict, path: str) -> None:
+    """Writes `draw(payload)` to `path` (PNG)."""
+    import matplotlib.pyplot as plt
+
+    figure = draw(payload)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def draw(payload: dict):
     """A layers x heads grid of heatmaps (query down, key across, token labels on the outer
-    axes), the prompt/target boundary drawn on each, one shared colorbar."""
+    axes), the prompt/target boundary drawn on each, one shared colorbar. Returns the Figure."""
     import textwrap
 
     import matplotlib
@@ -104,8 +113,7 @@ def plot(payload: dict, path: str) -> None:
              f"{payload['source']} => {payload['target']}  (white lines: prompt | target)")
     width = max(40, int(12 * (size * heads + 1.6)))  # characters that fit the figure's width
     figure.suptitle(textwrap.fill(title, width), fontsize=9)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    return figure
 
 
 def run(

@@ -114,7 +114,16 @@ def _describe(run: runs_lib.Run) -> dict:
 
 
 def plot(payload: dict, path: str) -> None:
-    """One bar per comparison and metric (mean over layers and examples)."""
+    """Writes `draw(payload)` to `path` (PNG)."""
+    import matplotlib.pyplot as plt
+
+    figure = draw(payload)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def draw(payload: dict):
+    """One bar per comparison and metric (mean over layers and examples). Returns the Figure."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -135,8 +144,7 @@ def plot(payload: dict, path: str) -> None:
         axis.grid(axis="y", alpha=0.3)
     figure.suptitle(f"attention distance, {payload['task']['name']} ({payload['split']}, "
                     f"{payload['examples_per_length']} per length)")  # fmt: skip
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    return figure
 
 
 def run(
