@@ -6,6 +6,7 @@ import importlib.metadata
 import json
 import math
 import os
+import subprocess
 import sys
 import time
 import types
@@ -205,3 +206,17 @@ def test_wandb_without_the_package_is_refused_up_front(monkeypatch):
     with pytest.raises(metrics_log.LoggingConfigError,
                        match=r"config.log.wandb_project='p' needs the wandb package"):
         metrics_log.check(config)
+
+
+def test_analysis_command_prints_no_orbax_lines(run, tmp_path):
+    """The attention-map command restores the run's checkpoint; its output is its own line."""
+    _, workdir, _, _, _ = run
+    env = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+           "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "lenggen.analysis.attention_maps", f"--workdir={workdir}",
+         f"--output_dir={tmp_path}"], env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().endswith(os.path.join(str(tmp_path), "attention_maps.png"))
+    assert done.stderr == ""
