@@ -3,7 +3,7 @@ r"""Which XLA CPU configuration trains fastest here: 1 or 2 devices, with or wit
 XLA_FLAGS are read when JAX starts, so each variant is its own subprocess. On a shared machine
 timings drift with the load, so the variants are interleaved (each round runs every variant once,
 in a rotated order) and the report gives each variant's median over rounds and its ratio to the
-default configuration (1 device, no flags) of the same size.
+configuration listed first (by default: 1 device, XLA's default flags) of the same size.
 
   python -m benchmarks.cpu_flags --rounds=3          # writes benchmarks/results/cpu_flags.md
   python -m benchmarks.cpu_flags --sizes=quickstart --rounds=1 --out=/tmp/x.md
@@ -80,11 +80,12 @@ def report(times: dict, args, load: tuple) -> str:
         f"each cell: median over {args.rounds} rounds of the best of {args.repeats} windows of "
         f"{args.steps} steps. oneDNN flags: `{ONEDNN}`.",
         "",
-        "| size | variant | ms/step (median) | all rounds | speed-up vs 1 device |",
+        "| size | variant | ms/step (median) | all rounds | speed-up vs the size's first row |",
         "|---|---|---|---|---|",
     ]
     for size, by_variant in times.items():
-        base = statistics.median(by_variant[BASELINE])
+        baseline = BASELINE if BASELINE in by_variant else next(iter(by_variant))
+        base = statistics.median(by_variant[baseline])
         for name, values in by_variant.items():
             median = statistics.median(values)
             rounds = ", ".join(f"{v:.0f}" for v in values)
