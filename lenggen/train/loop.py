@@ -370,9 +370,6 @@ def evaluate(experiment: Experiment, checkpoints: checkpoint.Checkpoints) -> dic
     )
     if jax.process_index() == 0:
         workdir = experiment.workdir
-        with contextlib.closing(metrics_log.open_writer(
-                workdir, config, is_writer=True, provenance=payload["provenance"])) as board:
-            board.final(payload)
         # Each file is replaced atomically: a crash leaves the previous version whole.
         results.write_json_atomic(os.path.join(workdir, workdir_lib.RESULTS_FILE), payload)
         workdir_lib.write_lines_atomic(
@@ -387,6 +384,10 @@ def evaluate(experiment: Experiment, checkpoints: checkpoint.Checkpoints) -> dic
             title=f"{config.task.name}, {config.model.pe.name} (seed {config.seed}, step {step})",
         )
         os.replace(partial, plot)
+        # TensorBoard last: the results files above are what scripts and the report read.
+        with contextlib.closing(metrics_log.open_writer(
+                workdir, config, is_writer=True, provenance=payload["provenance"])) as board:
+            board.final(payload)
         print(results.format_table(payload), flush=True)
     return payload
 
