@@ -76,7 +76,8 @@ def report(times: dict, args, load: tuple) -> str:
         "at the end). Ratios compare variants measured in the same rounds.",
         "",
         f"Command: `python -m benchmarks.cpu_flags --sizes={args.sizes} --rounds={args.rounds} "
-        f"--steps={args.steps} --repeats={args.repeats}`. NoPE, batch 64 x 64, vocabulary 32; "
+        f"--steps={args.steps} --repeats={args.repeats} --variants=\"{args.variants}\"`. "
+        "NoPE, batch 64 x 64, vocabulary 32; "
         f"each cell: median over {args.rounds} rounds of the best of {args.repeats} windows of "
         f"{args.steps} steps. oneDNN flags: `{ONEDNN}`.",
         "",
