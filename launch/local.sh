@@ -6,10 +6,10 @@
 #   launch/local.sh --dry-run [CONFIG WORKDIR FLAGS...]   # print the command, run nothing
 #
 # On a CPU-only host it runs XLA's fastest measured CPU configuration: one device with oneDNN
-# matmuls (benchmarks/results/cpu_flags_quickstart.md and cpu_flags_4x256.md: faster than two
-# virtual devices, and than XLA's default matmuls, at the quickstart size and at 4 layers x 256
-# on a 2-core machine). Overrides: set XLA_FLAGS yourself (kept as it is), or
-# LENGGEN_CPU_DEFAULTS=0 for XLA's own defaults.
+# matmuls (benchmarks/results/README.md and cpu_flags_quickstart.md: faster than two virtual
+# devices, and than XLA's default matmuls, at the quickstart size and at 4 layers x 256 on a
+# 2-core machine). Overrides: set XLA_FLAGS yourself (kept as it is), or LENGGEN_CPU_DEFAULTS=0
+# for XLA's own defaults.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
