@@ -4,6 +4,7 @@ own flags."""
 
 import logging
 import os
+import re
 import subprocess
 import sys
 
@@ -66,3 +67,18 @@ def test_every_command_help_lists_its_own_flags():
         assert process.returncode in (0, 1) and "Traceback" not in out, (module, out[-2000:])
         missing = [flag for flag in COMMANDS[module] if flag not in out]
         assert missing == [], (module, out[-2000:])
+
+
+def test_shipped_results_name_no_absolute_paths():
+    """docs/ and benchmarks/results/ are read on other machines: no /home, /root, /work, /tmp."""
+    pattern = re.compile(r"/(home|root|work|tmp)/[A-Za-z]")
+    found = []
+    for top in ("docs", os.path.join("benchmarks", "results")):
+        for directory, _, names in os.walk(os.path.join(REPO, top)):
+            for name in names:
+                if name.endswith((".md", ".json", ".jsonl", ".sh", ".ipynb", ".txt")):
+                    path = os.path.join(directory, name)
+                    with open(path, encoding="utf-8") as handle:
+                        found += [f"{os.path.relpath(path, REPO)}:{n}" for n, line in
+                                  enumerate(handle, 1) if pattern.search(line)]
+    assert found == []
