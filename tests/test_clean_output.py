@@ -17,7 +17,7 @@ from tests.data import fake_task
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # module -> flags its --help must list
 COMMANDS = {
-    "lenggen.main": ("--config", "--workdir", "--mode", "--overwrite"),
+    "lenggen.main": ("--config", "--workdir", "--mode", "--[no]overwrite"),
     "lenggen.report": ("--out",),
     "lenggen.tasks.describe": ("--tasks", "--examples", "--options"),
     "lenggen.analysis.theorems": ("--max_position", "--num_heads"),
