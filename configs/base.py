@@ -76,6 +76,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.mesh = ml_collections.ConfigDict(dict(shape=(-1, 1)))
     # Where the TFDS datasets are prepared; empty means ~/.cache/lenggen/datasets.
     config.data = ml_collections.ConfigDict(dict(dir=""))
+    # Metrics sinks besides stdout and metrics.jsonl: TensorBoard events in the workdir, and
+    # W&B when a project is named (needs `pip install wandb`; mirrors the TensorBoard scalars).
+    config.log = ml_collections.ConfigDict(dict(tensorboard=True, wandb_project=""))
     if args["smoke"]:
         config_schema.shrink_for_smoke_run(config)
     return config

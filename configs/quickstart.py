@@ -7,6 +7,12 @@ tested on 9-14, with a learning rate suited to so small a model and so few steps
   launch/local.sh                   # sets up .venv, then runs this config
   python -m lenggen.main --config=configs/quickstart.py --workdir=runs/quickstart
 
+launch/local.sh runs it with XLA's fastest CPU setting measured here (one device, oneDNN
+matmuls; benchmarks/results/cpu_flags_quickstart.md). To get the same when calling lenggen.main
+yourself: XLA_FLAGS="--xla_cpu_experimental_ynn_fusion_type= --xla_cpu_use_onednn=true
+--xla_cpu_experimental_onednn_custom_call=true". An installed lenggen finds this file by the
+same --config from any directory (lenggen/config_files.py).
+
 Arguments: pe (default nope), seed. E.g. --config=configs/quickstart.py:pe=alibi.
 """
 

@@ -3,19 +3,38 @@
 #
 #   launch/local.sh                                   # the quickstart: tiny NoPE decoder on copy
 #   launch/local.sh configs/base.py:task=reverse_2x,pe=t5 runs/reverse_2x-t5 --config.train.num_steps=100
+#   launch/local.sh --dry-run [CONFIG WORKDIR FLAGS...]   # print the command, run nothing
 #
-# On a CPU-only host the CPU is split into 2 virtual devices (data parallel), which uses both
-# cores better than one device; set XLA_FLAGS yourself to override.
+# On a CPU-only host it runs XLA's fastest measured CPU configuration: one device with oneDNN
+# matmuls (benchmarks/results/README.md and cpu_flags_quickstart.md: faster than two virtual
+# devices, and than XLA's default matmuls, at the quickstart size and at 4 layers x 256 on a
+# 2-core machine). Overrides: set XLA_FLAGS yourself (kept as it is), or LENGGEN_CPU_DEFAULTS=0
+# for XLA's own defaults.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+dry_run=0
+if [ "${1:-}" = "--dry-run" ]; then
+  dry_run=1
+  shift
+fi
 source launch/env.sh
 
 config="${1:-configs/quickstart.py}"
 workdir="${2:-runs/quickstart}"
 shift $(( $# > 2 ? 2 : $# ))
 
-if [ -z "${XLA_FLAGS:-}" ] \
+CPU_XLA_FLAGS="--xla_cpu_experimental_ynn_fusion_type= --xla_cpu_use_onednn=true"
+CPU_XLA_FLAGS+=" --xla_cpu_experimental_onednn_custom_call=true"
+if [ -z "${XLA_FLAGS:-}" ] && [ "${LENGGEN_CPU_DEFAULTS:-1}" != 0 ] \
     && python -c 'import jax, sys; sys.exit(jax.default_backend() != "cpu")' 2>/dev/null; then
-  export XLA_FLAGS=--xla_force_host_platform_device_count=2
+  export XLA_FLAGS="$CPU_XLA_FLAGS"
 fi
-exec python -m lenggen.main --config="$config" --workdir="$workdir" "$@"
+command=(python -m lenggen.main --config="$config" --workdir="$workdir" "$@")
+if [ "$dry_run" = 1 ]; then
+  printf 'XLA_FLAGS=%q' "${XLA_FLAGS:-}"
+  printf ' %q' "${command[@]}"
+  printf '\n'
+  exit 0
+fi
+exec "${command[@]}"

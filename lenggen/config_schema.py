@@ -175,3 +175,14 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
             f"config.{section}.batch_size={batch} is not divisible by the mesh's data axis "
             f"({data} devices). Use a multiple of {data} or change config.mesh.shape.",
         )
+
+    # Metrics sinks (lenggen/train/metrics_log.py).
+    _require(
+        isinstance(config.log.tensorboard, bool),
+        f"config.log.tensorboard={config.log.tensorboard!r}: expected true or false.",
+    )
+    _require(
+        isinstance(config.log.wandb_project, str),
+        f"config.log.wandb_project={config.log.wandb_project!r}: expected a W&B project name, "
+        "or '' for none.",
+    )

@@ -26,7 +26,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from lenggen import checkpoint, config_schema, distributed, rundir
+from lenggen import checkpoint, config_files, config_schema, distributed, rundir
 from lenggen.rundir import shared
 from lenggen.train import loop, preemption
 
@@ -76,7 +76,8 @@ def _innermost_message(error: BaseException) -> str:
 def _parse_flags(argv: list[str]) -> list[str]:
     """absl's flag parsing, with config mistakes reported in one line instead of a traceback."""
     try:
-        return flags.FLAGS(argv)
+        # --config may name a shipped config (configs/quickstart.py from anywhere; config_files).
+        return flags.FLAGS(config_files.resolve_argv(argv, "config"))
     except flags.Error as error:
         text = str(error)
         if "Traceback" in text:

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from lenggen import json_keys
 from lenggen.rundir import storage
 
 
@@ -25,7 +26,7 @@ def write_json_atomic(path: str, payload: Any) -> None:
 
 
 def json_line(record: Mapping[str, Any]) -> str:
-    return json.dumps(record, sort_keys=True) + "\n"
+    return json.dumps(json_keys.natural_order(record)) + "\n"
 
 
 def append_jsonl(path: str, record: Mapping[str, Any]) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 from absl import app, flags
 
-from lenggen import results
+from lenggen import quiet_logs, results
 from lenggen.analysis import runs as runs_lib
 
 JSON_FILE = "attention_maps.json"
@@ -54,8 +54,28 @@ def _text(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def tick_labels(tokens: Sequence[str], max_labels: int = 40) -> tuple[list[int], list[str]]:
+    """Tick positions and token labels for one axis: every token up to `max_labels`, else every
+    k-th (k = ceil(n / max_labels)) so the labels stay legible."""
+    step = max(1, -(-len(tokens) // max_labels))
+    ticks = list(range(0, len(tokens), step))
+    return ticks, [tokens[i] for i in ticks]
+
+
 def plot(payload: dict, path: str) -> None:
-    """A layers x heads grid of heatmaps, the prompt/target boundary drawn on each."""
+    """Writes `draw(payload)` to `path` (PNG)."""
+    import matplotlib.pyplot as plt
+
+    figure = draw(payload)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def draw(payload: dict):
+    """A layers x heads grid of heatmaps (query down, key across, token labels on the outer
+    axes), the prompt/target boundary drawn on each, one shared colorbar. Returns the Figure."""
+    import textwrap
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -63,28 +83,37 @@ def plot(payload: dict, path: str) -> None:
 
     weights = np.asarray(payload["weights"])  # [layers, heads, n, n]
     layers, heads, n, _ = weights.shape
-    size = 1.6 if n > 24 else 1.2
+    tokens = payload.get("tokens") or [str(i) for i in range(n)]
+    ticks, labels = tick_labels(tokens)
+    size = max(2.2, 0.11 * n)  # inches per heatmap: room for one label per token
     figure, axes = plt.subplots(
-        layers, heads, figsize=(size * heads + 1, size * layers + 1), squeeze=False
-    )
+        layers, heads, figsize=(size * heads + 1.6, size * layers + 1.4), squeeze=False,
+        layout="constrained",
+    )  # fmt: skip
     boundary = payload["source_length"] - 0.5
+    font = 6 if n > 16 else 7
+    image = None
     for layer in range(layers):
         for head in range(heads):
             axis = axes[layer, head]
-            axis.imshow(weights[layer, head], cmap="viridis", vmin=0.0, vmax=1.0)
-            axis.axhline(boundary, color="white", linewidth=0.5)
-            axis.axvline(boundary, color="white", linewidth=0.5)
-            axis.set_xticks([])
-            axis.set_yticks([])
+            image = axis.imshow(weights[layer, head], cmap="viridis", vmin=0.0, vmax=1.0)
+            axis.axhline(boundary, color="white", linewidth=0.6)
+            axis.axvline(boundary, color="white", linewidth=0.6)
+            axis.set_xticks(ticks, labels if layer == layers - 1 else [], rotation=90,
+                            fontsize=font)  # fmt: skip
+            axis.set_yticks(ticks, labels if head == 0 else [], fontsize=font)
             if layer == 0:
-                axis.set_title(f"head {head}", fontsize=8)
+                axis.set_title(f"head {head}", fontsize=9)
             if head == 0:
-                axis.set_ylabel(f"layer {layer}", fontsize=8)
-    figure.suptitle(f"{payload['label']}, step {payload['step']}, length {payload['length']}: "
-                    f"{payload['source']} => {payload['target']}"[:150], fontsize=9)  # fmt: skip
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+                axis.set_ylabel(f"layer {layer}\nquery", fontsize=9)
+            if layer == layers - 1:
+                axis.set_xlabel("key", fontsize=9)
+    figure.colorbar(image, ax=axes, shrink=0.8, label="attention weight")
+    title = (f"{payload['label']}, step {payload['step']}, length {payload['length']}: "
+             f"{payload['source']} => {payload['target']}  (white lines: prompt | target)")
+    width = max(40, int(12 * (size * heads + 1.6)))  # characters that fit the figure's width
+    figure.suptitle(textwrap.fill(title, width), fontsize=9)
+    return figure
 
 
 def run(
@@ -119,6 +148,7 @@ def _define_flags() -> None:
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    quiet_logs.warnings_only_unless_asked()  # Orbax and JAX log dozens of INFO lines.
     flag = flags.FLAGS
     payload = run(flag.workdir, flag.output_dir, split=flag.split, length=flag.length,
                   index=flag.index, checkpoint=flag.checkpoint)  # fmt: skip

@@ -23,12 +23,13 @@ from collections.abc import Sequence
 import numpy as np
 from absl import app, flags
 
-from lenggen import results
+from lenggen import quiet_logs, results
 from lenggen.analysis import divergence
 from lenggen.analysis import runs as runs_lib
 
 JSON_FILE = "attention_similarity.json"
 PLOT_FILE = "attention_similarity.png"
+AXIS_NAMES = {"jsd": "Jensen-Shannon divergence", "symmetric_kl": "symmetric KL divergence"}
 
 
 def _check_comparable(reference: runs_lib.Run, other: runs_lib.Run) -> None:
@@ -114,7 +115,16 @@ def _describe(run: runs_lib.Run) -> dict:
 
 
 def plot(payload: dict, path: str) -> None:
-    """One bar per comparison and metric (mean over layers and examples)."""
+    """Writes `draw(payload)` to `path` (PNG)."""
+    import matplotlib.pyplot as plt
+
+    figure = draw(payload)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def draw(payload: dict):
+    """One bar per comparison and metric (mean over layers and examples). Returns the Figure."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -122,18 +132,20 @@ def plot(payload: dict, path: str) -> None:
 
     metrics = tuple(divergence.METRICS)
     labels = [c["label"] for c in payload["comparisons"]]
-    figure, axes = plt.subplots(1, len(metrics), figsize=(4 + 1.2 * len(labels), 4))
+    figure, axes = plt.subplots(1, len(metrics), figsize=(4 + 1.2 * len(labels), 4.4),
+                                layout="constrained")
     for axis, metric in zip(np.atleast_1d(axes), metrics, strict=True):
         values = [c[metric]["overall"] for c in payload["comparisons"]]
         axis.bar(range(len(labels)), values, color="tab:blue")
         axis.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
         axis.set_title(f"{metric} to {payload['reference']['label']}")
+        # Each example's distance: per layer the closest head pair, averaged over layers.
+        axis.set_ylabel(f"{AXIS_NAMES.get(metric, metric)}\n(closest head pair; mean over "
+                        "layers and examples)", fontsize=9)  # fmt: skip
         axis.grid(axis="y", alpha=0.3)
     figure.suptitle(f"attention distance, {payload['task']['name']} ({payload['split']}, "
                     f"{payload['examples_per_length']} per length)")  # fmt: skip
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    return figure
 
 
 def run(
@@ -176,6 +188,7 @@ def _define_flags() -> None:
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    quiet_logs.warnings_only_unless_asked()  # Orbax and JAX log dozens of INFO lines.
     flag = flags.FLAGS
     payload = run(flag.reference, flag.compare, flag.output_dir, split=flag.split,
                   examples_per_length=flag.examples_per_length, batch_size=flag.batch_size,

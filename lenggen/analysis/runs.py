@@ -10,6 +10,7 @@ the task's word-level vocabulary, exactly as the dataset builder stores them.
 
 import dataclasses
 import functools
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,7 +19,7 @@ import ml_collections
 import numpy as np
 
 from lenggen import checkpoint as checkpoint_lib
-from lenggen import rundir, sharding, tasks
+from lenggen import provenance, quiet_logs, rundir, sharding, tasks
 from lenggen.data import dataset, loader
 from lenggen.data.tokenizer import Tokenizer
 from lenggen.model.decoder import Decoder
@@ -38,7 +39,7 @@ class Run:
     """A trained model and what it was trained on.
 
     Attributes:
-      workdir: where it was read from.
+      workdir: where it was read from (relative to the current directory where possible).
       config: the run's config.
       task: the config's task.
       tokenizer: the task's vocabulary (the one the run trained with).
@@ -79,16 +80,19 @@ def _restore(workdir: str, which: str, target: Any) -> tuple[int, Any]:
     opened read-only and verified against the run's checksums.json."""
     if which not in CHECKPOINTS:
         raise ValueError(f"checkpoint must be one of {CHECKPOINTS}, got {which!r}")
-    checkpoints = checkpoint_lib.Checkpoints(workdir, keep=1, read_only=True)
-    try:
-        best = checkpoints.best() if which == "best" else None
-        if best is not None:
-            return best[0], checkpoints.restore_best(target)
-        step = checkpoints.latest_step()
-        if step is not None:
-            return step, checkpoints.restore_step(step, target)
-    finally:
-        checkpoints.close()
+    # Orbax warns that a read-only manager saves nothing, and that the directory is read-only:
+    # both are what this reader asked for.
+    with quiet_logs.below(logging.ERROR, "orbax"):
+        checkpoints = checkpoint_lib.Checkpoints(workdir, keep=1, read_only=True)
+        try:
+            best = checkpoints.best() if which == "best" else None
+            if best is not None:
+                return best[0], checkpoints.restore_best(target)
+            step = checkpoints.latest_step()
+            if step is not None:
+                return step, checkpoints.restore_step(step, target)
+        finally:
+            checkpoints.close()
     raise RunError(
         f"No checkpoint under {workdir}/best or {workdir}/checkpoints (asked for {which!r}); "
         "train the run first."
@@ -98,7 +102,7 @@ def _restore(workdir: str, which: str, target: Any) -> tuple[int, Any]:
 def load(workdir: str, checkpoint: str = "best") -> Run:
     """The run in `workdir` (local or gs://), its parameters from the `checkpoint` ('best' or
     'latest'). Read-only: nothing in the workdir is created or changed."""
-    run_dir = rundir.RunDir(workdir)
+    given, run_dir = workdir, rundir.RunDir(workdir)
     workdir = str(run_dir)  # Absolute when local: Orbax refuses relative checkpoint paths.
     config = _read_config(run_dir)
     task = tasks.get(config.task.name, **config.task.options.to_dict())
@@ -108,7 +112,9 @@ def load(workdir: str, checkpoint: str = "best") -> Run:
     mesh = sharding.make_mesh((1, 1), jax.devices()[:1])
     layout = state_lib.layout(model, optimizer_lib.make_optimizer(config.train), mesh, 8)
     step, state = _restore(workdir, checkpoint, layout.restore_target())
-    return Run(workdir, config, task, tokenizer, model, state["params"], int(step))
+    # Recorded in the analyses' JSON: relative to the current directory where it can be.
+    return Run(provenance.portable_path(given), config, task, tokenizer, model, state["params"],
+               int(step))
 
 
 def examples_per_length(

@@ -37,6 +37,7 @@ import ml_collections
 import numpy as np
 from absl import app, flags
 
+from lenggen import quiet_logs
 from lenggen.model import positional
 from lenggen.model.decoder import Decoder
 
@@ -222,6 +223,7 @@ def _define_flags() -> None:
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    quiet_logs.warnings_only_unless_asked()  # Orbax and JAX log dozens of INFO lines.
     construction = build(flags.FLAGS.max_position, flags.FLAGS.num_heads)
     length = construction.max_position + 1
     trace = run(construction, example_tokens(length))

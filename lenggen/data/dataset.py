@@ -39,6 +39,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
+from lenggen import quiet_logs
 from lenggen.data.tokenizer import EOS_ID, Tokenizer
 from lenggen.rundir import storage
 from lenggen.tasks.base import SPLITS
@@ -195,9 +196,10 @@ def prepare(task, data_dir: str | os.PathLike, *,
 
     A gs:// `data_dir` is mirrored through a local `staging_dir` (see `_prepare_on_gcs`).
     """
-    if storage.is_gcs(data_dir):
-        return _prepare_on_gcs(task, os.fspath(data_dir), os.path.expanduser(staging_dir))
-    return _prepare_local(task, data_dir)
+    with quiet_logs.tfds_preparation():  # TFDS's banner and warnings say nothing to act on.
+        if storage.is_gcs(data_dir):
+            return _prepare_on_gcs(task, os.fspath(data_dir), os.path.expanduser(staging_dir))
+        return _prepare_local(task, data_dir)
 
 
 def _prepare_on_gcs(task, data_dir: str, staging_dir: str) -> PreparedTask:

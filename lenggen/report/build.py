@@ -2,7 +2,7 @@
 
 import os
 
-from lenggen import results
+from lenggen import provenance, results
 from lenggen.report import aggregate, markdown, paper, plots
 from lenggen.report.collect import ReportError, collect
 from lenggen.rundir import storage
@@ -41,7 +41,7 @@ def build_report(runs_dir: str, out_dir: str | None = None) -> dict:
     paper_pes = [pe for pe in pes if pe in paper.PAPER_PE_ORDER] or pes
     mrr = aggregate.mean_reciprocal_rank(runs, paper_pes)
     payload = {
-        "runs_dir": runs_dir if storage.is_gcs(runs_dir) else os.path.abspath(runs_dir),
+        "runs_dir": provenance.portable_path(runs_dir),
         "num_runs": len(runs),
         "tasks": tasks,
         "pes": pes,

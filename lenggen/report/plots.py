@@ -14,6 +14,7 @@ from lenggen.report.paper import PAPER_PE_ORDER, pe_label, task_label
 
 # One fixed colour per PE across every figure (matplotlib's tab10), the paper's PEs first.
 _PALETTE = matplotlib.colormaps["tab10"].colors
+STD_BAND_LABEL = "band: mean ± 1 std over seeds"
 
 
 def pe_colours(pes: Sequence[str]) -> dict[str, tuple]:
@@ -47,6 +48,8 @@ def draw_task(axes, curves: Mapping[str, Mapping[int, dict]], train_max_length: 
         axes.fill_between(xs, [max(m - s, 0.0) for m, s in zip(means, stds, strict=True)],
                           [min(m + s, 1.0) for m, s in zip(means, stds, strict=True)],
                           color=colours[pe], alpha=0.18, linewidth=0)
+    # An empty band whose only job is the legend entry that says what the bands are.
+    axes.fill_between([], [], [], color="0.55", alpha=0.35, linewidth=0, label=STD_BAND_LABEL)
     axes.set_xlim(min(lengths) - 0.5, max(lengths) + 0.5)
     axes.set_ylim(-0.02, 1.02)
     axes.set_title(title)

@@ -22,6 +22,7 @@ from typing import Any
 import ml_collections
 from etils import epath
 
+from lenggen import json_keys
 from lenggen.rundir import lock, storage
 
 CONFIG_FILE = "config.json"
@@ -62,7 +63,7 @@ def differing_keys(saved: dict, current: dict) -> list[str]:
 
 
 def json_line(record: Any) -> str:
-    return json.dumps(record, sort_keys=True) + "\n"
+    return json.dumps(json_keys.natural_order(record)) + "\n"
 
 
 class RunDir:
@@ -157,8 +158,12 @@ class RunDir:
             )
         return bool(differences)
 
-    def claim(self, config: ml_collections.ConfigDict, *, overwrite: bool = False) -> None:
+    def claim(self, config: ml_collections.ConfigDict, *, overwrite: bool = False,
+              provenance: dict | None = None) -> None:
         """Records `config`, refusing a directory that trained another experiment.
+
+        `provenance` (lenggen.provenance.collect) is stored beside the config under
+        "provenance"; the guard ignores it, so a resume on other code or devices is not refused.
 
         With `overwrite`, the other run's files are moved to WORKDIR/replaced-<time>/ rather
         than deleted, so nothing is lost.
@@ -169,6 +174,8 @@ class RunDir:
         current = json.loads(config.to_json())
         if self._conflicts(current, overwrite=overwrite):
             self.move_aside()
+        if provenance is not None:
+            current["provenance"] = provenance
         self.write_json(CONFIG_FILE, current)
 
     def move_aside(self) -> epath.Path:
@@ -187,8 +194,9 @@ def check(workdir: str, config: ml_collections.ConfigDict, *, overwrite: bool = 
     RunDir(workdir).check(config, overwrite=overwrite)
 
 
-def claim(workdir: str, config: ml_collections.ConfigDict, *, overwrite: bool = False) -> None:
-    RunDir(workdir).claim(config, overwrite=overwrite)
+def claim(workdir: str, config: ml_collections.ConfigDict, *, overwrite: bool = False,
+          provenance: dict | None = None) -> None:
+    RunDir(workdir).claim(config, overwrite=overwrite, provenance=provenance)
 
 
 def trim_metrics(workdir: str, step: int) -> None:

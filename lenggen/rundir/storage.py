@@ -25,6 +25,8 @@ from typing import Any
 
 from etils import epath
 
+from lenggen import json_keys
+
 GCS_SCHEME = "gs://"
 
 
@@ -187,7 +189,7 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 
 def json_text(payload: Any) -> str:
-    return json.dumps(payload, indent=2, sort_keys=True) + "\n"
+    return json.dumps(json_keys.natural_order(payload), indent=2) + "\n"
 
 
 def write_json(path: str | os.PathLike, payload: Any) -> None:

@@ -4,6 +4,7 @@
 train (with validation and checkpoints), final evaluation on the best-validation checkpoint.
 """
 
+import contextlib
 import functools
 import math
 import os
@@ -17,7 +18,7 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from lenggen import checkpoint, config_schema, results, rundir, sharding, tasks
+from lenggen import checkpoint, config_schema, provenance, results, rundir, sharding, tasks
 from lenggen.data import dataset, loader
 from lenggen.data import tokenizer as tokenizer_lib
 from lenggen.evaluate import exact_match
@@ -26,8 +27,8 @@ from lenggen.model import decoder, decoding, positional
 from lenggen.model.positional import randomized
 from lenggen.rundir import shared as shared_lib
 from lenggen.rundir import storage
+from lenggen.train import metrics_log, preemption
 from lenggen.train import optimizer as optimizer_lib
-from lenggen.train import preemption
 from lenggen.train import state as state_lib
 
 MODES = ("train", "evaluate", "train_and_evaluate")
@@ -67,9 +68,12 @@ class Experiment:
         self.config = config
         self.workdir = workdir
         self.rundir = rundir.RunDir(workdir)
+        self.started = provenance.now()
 
         # ---- Mesh.
         self.mesh = sharding.make_mesh(config.mesh.shape)
+        # Code, versions, devices and command, for config.json and results.json.
+        self.provenance = provenance.collect(self.mesh, started=self.started)
 
         # ---- Data: the task's TFDS dataset, prepared once per (task, options).
         self.task = tasks.get(config.task.name, **config.task.options.to_dict())
@@ -194,9 +198,9 @@ class Experiment:
 
 
 def _event(experiment: Experiment, **record) -> None:
-    """Appends one event to WORKDIR/metrics.jsonl (process 0 writes)."""
+    """Appends one event, with its wall-clock time, to WORKDIR/metrics.jsonl (process 0)."""
     if jax.process_index() == 0:
-        experiment.rundir.append_event(record)
+        experiment.rundir.append_event(metrics_log.stamped(record))
 
 
 def _all_finite(tree: Any) -> jax.Array:
@@ -253,7 +257,7 @@ def train(experiment: Experiment, checkpoints: checkpoint.Checkpoints) -> dict:
         _event(experiment, event="preempted", step=done)
         raise preemption.Preempted(message, step=done)
 
-    with preemption.Watch() as watch:
+    with preemption.Watch() as watch, contextlib.ExitStack() as closing:
         # ---- Resume (SIGTERM from here on stops at a step boundary with a checkpoint).
         start_step, state = _resume(experiment, checkpoints)
         best = checkpoints.best()
@@ -267,9 +271,14 @@ def train(experiment: Experiment, checkpoints: checkpoint.Checkpoints) -> dict:
             process_count=jax.process_count(),
         )
         all_finite = jax.jit(_all_finite, out_shardings=sharding.replicated(experiment.mesh))
+        board = closing.enter_context(contextlib.closing(metrics_log.open_writer(
+            experiment.workdir, config, is_writer=jax.process_index() == 0,
+            provenance=experiment.provenance, purge_step=start_step,
+        )))  # fmt: skip
 
         # ---- Loop.
         window_start, window_steps = time.perf_counter(), 0
+        rate = metrics_log.SmoothedRate()
         for step in range(start_step, train_cfg.num_steps):
             batch = loader.to_global(batches.get(step), experiment.mesh)
             state, metrics = experiment.train_step(state, batch, experiment.dropout_key)
@@ -286,7 +295,8 @@ def train(experiment: Experiment, checkpoints: checkpoint.Checkpoints) -> dict:
             if should_log:
                 elapsed = time.perf_counter() - window_start
                 steps_per_second = window_steps / max(elapsed, 1e-9)
-                eta = (train_cfg.num_steps - done) / max(steps_per_second, 1e-9)
+                rate.update(steps_per_second)  # the ETA uses the smoothed rate
+                eta = rate.eta_seconds(train_cfg.num_steps - done)
                 _log(
                     f"step {done}/{train_cfg.num_steps}  loss {metrics['loss']:.4f}  "
                     f"token_acc {metrics['token_accuracy']:.3f}  "
@@ -295,6 +305,7 @@ def train(experiment: Experiment, checkpoints: checkpoint.Checkpoints) -> dict:
                 )
                 _event(experiment, event="train", step=done, steps_per_second=steps_per_second,
                        **metrics)
+                board.train(done, metrics, steps_per_second)
                 window_start, window_steps = time.perf_counter(), 0
 
             should_validate = done % train_cfg.eval_every == 0 or last
@@ -316,6 +327,7 @@ def train(experiment: Experiment, checkpoints: checkpoint.Checkpoints) -> dict:
                 )
                 _event(experiment, event="validation", step=done, exact_match=accuracy,
                        best=best_metric)
+                board.validation(done, validation.summary, best_metric)
                 window_start, window_steps = time.perf_counter(), 0
 
             if should_save or preempted:
@@ -355,6 +367,7 @@ def evaluate(experiment: Experiment, checkpoints: checkpoint.Checkpoints) -> dic
         pe=config.model.pe.name,
         seed=config.seed,
         metric=config.eval.metric,
+        provenance=provenance.finished(experiment.provenance),
     )
     if jax.process_index() == 0:
         run_dir = experiment.rundir
@@ -369,6 +382,11 @@ def evaluate(experiment: Experiment, checkpoints: checkpoint.Checkpoints) -> dic
             title=f"{config.task.name}, {config.model.pe.name} (seed {config.seed}, step {step})",
         )
         storage.move(partial, run_dir.file(rundir.PLOT_FILE))
+        # TensorBoard last: the results files above are what scripts and the report read.
+        with contextlib.closing(metrics_log.open_writer(
+                experiment.workdir, config, is_writer=True,
+                provenance=payload["provenance"])) as board:
+            board.final(payload)
         print(results.format_table(payload), flush=True)
     return payload
 
@@ -389,6 +407,7 @@ def run(
     storage.check_reachable(workdir)
     storage.check_reachable(data_dir_of(config))
     shared_lib.check(workdir)
+    metrics_log.check(config)
     run_dir = rundir.RunDir(workdir)
     if mode != "evaluate":
         run_dir.check(config, overwrite=overwrite)
@@ -399,7 +418,7 @@ def run(
     try:
         if mode != "evaluate":
             if jax.process_index() == 0:  # Only process 0 writes the workdir's files.
-                run_dir.claim(config, overwrite=overwrite)
+                run_dir.claim(config, overwrite=overwrite, provenance=experiment.provenance)
             _barrier("lenggen_workdir_claimed")
         checkpoints = checkpoint.Checkpoints(workdir, keep=config.train.checkpoints_to_keep)
         try:

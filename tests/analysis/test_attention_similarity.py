@@ -80,7 +80,8 @@ def test_load_accepts_a_relative_workdir(workdirs, monkeypatch):
     parent, name = os.path.split(workdirs["t5"])
     monkeypatch.chdir(parent)
     run = runs_lib.load(name)
-    assert run.workdir == workdirs["t5"] and run.step == 7
+    # Restored from the absolute path; recorded as typed (results name no machine's paths).
+    assert run.workdir == name and run.step == 7
 
 
 def test_examples_per_length():

@@ -50,10 +50,15 @@ def events(workdir: str, kind: str | None = None) -> list[dict]:
     return [r for r in records if kind is None or r["event"] == kind]
 
 
+def scores(payload: dict) -> dict:
+    """A results payload without its provenance (times and command differ between runs)."""
+    return {k: v for k, v in payload.items() if k != "provenance"}
+
+
 def training_curve(workdir: str) -> list[tuple]:
     """Every train and validation event without its timing: equal for equal training."""
     return [
-        tuple(sorted((k, v) for k, v in r.items() if k != "steps_per_second"))
+        tuple(sorted((k, v) for k, v in r.items() if k not in ("steps_per_second", "wall_time")))
         for r in events(workdir) if r["event"] in ("train", "validation")
     ]
 
