@@ -16,6 +16,9 @@ time, records each run's CPU time and exact match by length, and summarises:
   nice -n 19 python experiments/scale_study.py run --runs_dir=runs/scale_study
   python experiments/scale_study.py summarize
 
+On a 2-core machine, one runner per PE (`--grid_arg=pes=t5` and `--grid_arg=pes=nope`, started
+together) keeps the two PEs of a point finishing together.
+
 Grid arguments: `pes=` ('+'-joined, default t5+nope), `points=` (a count: the first N points),
 `seeds=` (1-3 of the paper's seeds). `lenggen.sweep` runs it too (without the CPU-time records):
 
@@ -67,19 +70,23 @@ class Point:
         return f"m{self.size}_s{self.num_steps}_lr{mantissa}em{-int(exponent)}"
 
 
-# Cheapest first (cost ~ steps x size). Per size its base learning rate (smaller for bigger
-# models), then more steps, then the learning rate around the base.
+# Cheapest first (cost ~ steps x size): per size its base learning rate (smaller for bigger
+# models), then more steps, then the learning rate around the base. 2x128 at 1,000 steps is
+# cpu_mini's Copy-Repeat budget.
 POINTS = (
+    Point("2x128", 1_000, 1e-3),
     Point("2x128", 2_000, 1e-3),
+    Point("4x256", 1_000, 5e-4),
     Point("2x128", 4_000, 1e-3),
     Point("4x256", 2_000, 5e-4),
     Point("2x128", 2_000, 3e-4),
-    Point("2x128", 8_000, 1e-3),
+    Point("6x384", 1_000, 3e-4),
     Point("4x256", 4_000, 5e-4),
+    Point("2x128", 8_000, 1e-3),
     Point("6x384", 2_000, 3e-4),
     Point("4x256", 2_000, 1e-3),
-    Point("4x256", 8_000, 5e-4),
     Point("6x384", 4_000, 3e-4),
+    Point("4x256", 8_000, 5e-4),
     Point("6x384", 8_000, 3e-4),
 )
 
