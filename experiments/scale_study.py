@@ -16,7 +16,7 @@ not see end is lost, which the record says (`timing_complete`).
 
 `summarize` reads every record in OUT/runs and writes OUT/summary.csv, OUT/summary.md (one row
 per run) and OUT/scale_study.png (exact match beyond the training lengths against model size and
-against training steps, one line per PE).
+against training steps, one line per PE; other tasks or numbers of symbols get their own plot).
 
 Exit status: 0 done; 1 some run failed (the others still ran); 2 bad input, nothing ran.
 """
@@ -42,9 +42,9 @@ GRID = os.path.join(REPO, "configs", "grids", "scale_study.py")
 OUT = os.path.join(REPO, "docs", "results", "scale_study")
 LOG_FILE = "study.log"
 ATTEMPTS_FILE = "study_attempts.jsonl"
-CSV_FIELDS = ("name", "pe", "point", "size", "parameters", "num_steps", "learning_rate",
-              "examples_seen", "in_distribution", "beyond", "cpu_seconds", "wall_seconds",
-              "timing_complete")  # fmt: skip
+CSV_FIELDS = ("name", "task", "num_symbols", "pe", "point", "size", "parameters", "num_steps",
+              "learning_rate", "examples_seen", "in_distribution", "beyond", "cpu_seconds",
+              "wall_seconds", "timing_complete")  # fmt: skip
 
 
 class StudyError(ValueError):
@@ -108,6 +108,8 @@ def make_record(name: str, workdir: str, overrides: dict[str, Any]) -> dict:
     splits = results["splits"]
     return {
         "name": name,
+        "task": config["task"]["name"],
+        "num_symbols": config["task"]["options"].get("num_symbols"),
         "pe": model["pe"]["name"],
         "point": _point_of(name),
         "size": f"{model['num_layers']}x{model['d_model']}",
@@ -197,39 +199,55 @@ def load_records(out: str) -> list[dict]:
     for name in sorted(os.listdir(folder)):
         if name.endswith(".json"):
             with open(os.path.join(folder, name)) as handle:
-                records.append(json.load(handle))
+                record = json.load(handle)
+            # Records of runners older than the task and symbols fields: read from the config.
+            record.setdefault("task", record["config"]["task"]["name"])
+            record.setdefault("num_symbols", record["config"]["task"]["options"].get("num_symbols"))
+            records.append(record)
     if not records:
         raise StudyError(f"No records in {folder}: run `experiments/scale_study.py run` first.")
     return records
 
 
 def write_summary(records: list[dict], out: str) -> None:
-    """OUT/summary.csv, OUT/summary.md and OUT/scale_study.png from `records`."""
-    rows = sorted(records, key=lambda r: (r["parameters"] or 0, r["num_steps"],
-                                          r["learning_rate"], r["pe"]))  # fmt: skip
+    """OUT/summary.csv and OUT/summary.md (one row per record), and one plot per (task, number
+    of symbols), named by `plot_name`."""
+    rows = sorted(records, key=lambda r: (r["task"], r["num_symbols"] or 0, r["parameters"],
+                                          r["num_steps"], r["learning_rate"], r["pe"]))  # fmt: skip
     with open(os.path.join(out, "summary.csv"), "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
     lines = [
-        "| size | params | steps | lr | PE | in distribution (2-20) | beyond (21-40) | "
-        "CPU min | wall min |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| task | symbols | size | params | steps | lr | PE | in distribution (2-20) | "
+        "beyond (21-40) | CPU min | wall min |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         timing = "" if r["timing_complete"] else " (partial)"
         lines.append(
-            f"| {r['size']} | {r['parameters'] or '?'} | {r['num_steps']} | "
+            f"| {r['task']} | {r['num_symbols']} | {r['size']} | {r['parameters']} | "
+            f"{r['num_steps']} | "
             f"{r['learning_rate']:g} | {r['pe']} | {r['in_distribution']:.3f} | "
             f"{r['beyond']:.3f} | {r['cpu_seconds'] / 60:.1f}{timing} | "
             f"{r['wall_seconds'] / 60:.1f} |"
         )
     with open(os.path.join(out, "summary.md"), "w") as handle:
         handle.write("\n".join(lines) + "\n")
-    plot(rows, os.path.join(out, "scale_study.png"))
+    for task in sorted({r["task"] for r in rows}):
+        for symbols in sorted({r["num_symbols"] for r in rows if r["task"] == task}):
+            mine = [r for r in rows if r["task"] == task and r["num_symbols"] == symbols]
+            plot(mine, os.path.join(out, plot_name(task, symbols)), f"{task}, {symbols} symbols")
 
 
-def plot(rows: list[dict], path: str) -> None:
+def plot_name(task: str, symbols: int) -> str:
+    """`scale_study.png` for Copy-Repeat with the grid's 512 symbols, else named by both."""
+    if (task, symbols) == ("copy_repeat", 512):
+        return "scale_study.png"
+    return f"scale_study_{task}_v{symbols}.png"
+
+
+def plot(rows: list[dict], path: str, title: str) -> None:
     """Left: exact match beyond the training lengths vs parameters (each size at its fewest
     steps and that size's most common learning rate); right: vs training steps, one line per
     (PE, size). One colour per PE."""
@@ -268,7 +286,7 @@ def plot(rows: list[dict], path: str) -> None:
     left.set_xscale("log")
     left.set_xlabel("parameters (PE table excluded)")
     left.set_ylabel("exact match, lengths 21-40 (trained on 2-20)")
-    left.set_title("Copy-Repeat: vs model size")
+    left.set_title(f"{title}: vs model size")
     right.set_xscale("log", base=2)
     right.set_xlabel("training steps (batch 64)")
     right.set_title("vs training steps (lines: PE x size)")

@@ -56,6 +56,21 @@ def test_grid_pairs_t5_and_nope_per_point_at_the_papers_lengths():
         sweep.load_grid("configs/grids/scale_study.py:points=99")
 
 
+def test_reverse_2x_and_the_number_of_symbols_are_grid_arguments():
+    runs = sweep.load_grid("configs/grids/scale_study.py:task=reverse_2x,symbols=16,points=1")
+    assert [r.name for r in runs] == ["reverse_2x/t5+m2x128_s1000_lr1em3_v16/256788",
+                                      "reverse_2x/nope+m2x128_s1000_lr1em3_v16/256788"]
+    config = sweep.resolve_config(runs[1])
+    assert (config.task.name, config.task.options.num_symbols) == ("reverse_2x", 16)
+    default = sweep.resolve_config(sweep.load_grid(
+        "configs/grids/scale_study.py:task=reverse_2x,points=1")[0])
+    assert default.task.options.num_symbols == 100  # the paper's
+    assert study.plot_name("reverse_2x", 16) == "scale_study_reverse_2x_v16.png"
+    assert study.plot_name("copy_repeat", 512) == "scale_study.png"
+    with pytest.raises(sweep.SweepError, match="task='copy': expected one of copy_repeat"):
+        sweep.load_grid("configs/grids/scale_study.py:task=copy")
+
+
 def test_point_names():
     assert grid.Point("4x256", 8_000, 5e-4).name == "m4x256_s8000_lr5em4"
     assert grid.Point("2x128", 1_000, 1e-3).name == "m2x128_s1000_lr1em3"
@@ -123,8 +138,10 @@ def test_records_summary_and_plot(tmp_path):
     rows = list(csv.DictReader(open(out / "summary.csv")))
     assert [(r["pe"], float(r["beyond"])) for r in rows] == [("nope", 0.8), ("t5", 0.05)]
     table = (out / "summary.md").read_text().splitlines()
-    assert len(table) == 4 and "| 2x128 |" in table[2] and "(partial)" in table[2]
+    assert len(table) == 4 and "| copy_repeat | 512 | 2x128 |" in table[2]
+    assert "(partial)" in table[2]
     assert os.path.getsize(out / "scale_study.png") > 5000
+    assert by_pe["t5"]["task"] == "copy_repeat" and by_pe["t5"]["num_symbols"] == 512
     with pytest.raises(study.StudyError, match="No records"):
         study.load_records(str(tmp_path / "empty"))
 

@@ -20,7 +20,9 @@ On a 2-core machine, one runner per PE (`--grid_arg=pes=t5` and `--grid_arg=pes=
 together) keeps the two PEs of a point finishing together.
 
 Grid arguments: `pes=` ('+'-joined, default t5+nope), `points=` (a count: the first N points),
-`seeds=` (1-3 of the paper's seeds). `lenggen.sweep` runs it too (without the CPU-time records):
+`seeds=` (1-3 of the paper's seeds), `task=` (copy_repeat, default, or reverse_2x: whether NoPE
+fits Reverse 2x in distribution as the model grows), `symbols=` (the number of symbols; runs
+named `..._v<symbols>`). `lenggen.sweep` runs it too (without the CPU-time records):
 
   python -m lenggen.sweep --grid=configs/grids/scale_study.py --runs_dir=runs/scale_study
 """
@@ -99,25 +101,34 @@ COMMON = {
     "task.options.min_length": 2,
     "task.options.max_train_length": 20,
     "task.options.max_test_length": 40,
-    # 512 symbols x 19 training lengths: 8,000 training examples (421 per length) and 320 for
-    # validation fit in the 512 distinct examples each length has.
-    "task.options.num_symbols": 512,
-    "task.options.num_train": 8_000,
     "task.options.num_validation": 320,
     "task.options.num_test_per_length": 64,
     "eval.batch_size": 64,
     # The whole target is the answer: teacher-forced exact match is the paper's greedy one.
     "eval.metric": "teacher_forced",
-    "eval.max_new_tokens": 48,
     "eval.num_samples": 8,
+}
+# Per task (`task=`): its data and decoding budget (the longest test target, EOS included,
+# rounded up to 16: Copy-Repeat 41, Reverse 2x 82).
+TASKS = {
+    # 512 symbols x 19 training lengths: 8,000 training examples (421 per length) and 320 for
+    # validation fit in the 512 distinct examples each length has.
+    "copy_repeat": {"task.options.num_symbols": 512, "task.options.num_train": 8_000,
+                    "eval.max_new_tokens": 48},
+    # The paper's 100 symbols (cpu_mini: 16), 20,000 examples (the paper: 100,000).
+    "reverse_2x": {"task.options.num_symbols": 100, "task.options.num_train": 20_000,
+                   "eval.max_new_tokens": 96},
 }
 
 
-def point_overrides(point: Point) -> dict:
-    """The overrides of one point, on top of COMMON."""
+def point_overrides(point: Point, task: str = TASK, num_symbols: int = 0) -> dict:
+    """The overrides of one point of `task` (0 symbols: TASKS' number)."""
     size = SIZES[point.size]
+    symbols = {"task.options.num_symbols": num_symbols} if num_symbols else {}
     return {
         **COMMON,
+        **TASKS[task],
+        **symbols,
         "model.num_layers": size.num_layers,
         "model.d_model": size.d_model,
         "model.num_heads": size.num_heads,
@@ -136,7 +147,16 @@ def _paper_seeds() -> tuple[int, ...]:
 
 def get_grid(arg: str | None = None) -> list[sweep.Run]:
     args = config_args.parse(arg, pes="+".join(PES), points=len(POINTS), seeds=1,
-                             randomized="")  # fmt: skip
+                             randomized="", task=TASK, symbols=0)  # fmt: skip
+    if args["task"] not in TASKS:
+        raise config_args.ConfigArgumentError(
+            f"Grid argument task={args['task']!r}: expected one of {', '.join(TASKS)}."
+        )
+    if args["symbols"] < 0:
+        raise config_args.ConfigArgumentError(
+            f"Grid argument symbols={args['symbols']}: expected a positive number of symbols "
+            "(0: the task's default in TASKS)."
+        )
     seeds = _paper_seeds()
     if not 1 <= args["seeds"] <= len(seeds):
         raise config_args.ConfigArgumentError(
@@ -154,7 +174,10 @@ def get_grid(arg: str | None = None) -> list[sweep.Run]:
             "Grid argument randomized= is not supported by the scale study; use pes=."
         )
     runs = []
+    # A number of symbols other than the task's default names the runs `..._v<symbols>`.
+    suffix = f"_v{args['symbols']}" if args["symbols"] else ""
     for point in POINTS[: args["points"]]:
-        runs += sweep.product(CONFIG, (TASK,), pes, seeds[: args["seeds"]],
-                              overrides=point_overrides(point), variant=point.name)  # fmt: skip
+        overrides = point_overrides(point, args["task"], args["symbols"])
+        runs += sweep.product(CONFIG, (args["task"],), pes, seeds[: args["seeds"]],
+                              overrides=overrides, variant=point.name + suffix)  # fmt: skip
     return runs
