@@ -37,6 +37,7 @@ if REPO not in sys.path:  # run as a script: the grid file imports lenggen from 
 
 from lenggen import config_args, tasks  # noqa: E402
 from lenggen.data import tokenizer  # noqa: E402
+from lenggen.report import paper  # noqa: E402
 
 GRID = os.path.join(REPO, "configs", "grids", "scale_study.py")
 OUT = os.path.join(REPO, "docs", "results", "scale_study")
@@ -237,7 +238,8 @@ def write_summary(records: list[dict], out: str) -> None:
     for task in sorted({r["task"] for r in rows}):
         for symbols in sorted({r["num_symbols"] for r in rows if r["task"] == task}):
             mine = [r for r in rows if r["task"] == task and r["num_symbols"] == symbols]
-            plot(mine, os.path.join(out, plot_name(task, symbols)), f"{task}, {symbols} symbols")
+            plot(mine, os.path.join(out, plot_name(task, symbols)), f"{task}, {symbols} symbols",
+                 paper.HEADLINE.get(task, {}))
 
 
 def plot_name(task: str, symbols: int) -> str:
@@ -247,10 +249,10 @@ def plot_name(task: str, symbols: int) -> str:
     return f"scale_study_{task}_v{symbols}.png"
 
 
-def plot(rows: list[dict], path: str, title: str) -> None:
+def plot(rows: list[dict], path: str, title: str, reference: dict[str, float]) -> None:
     """Left: exact match beyond the training lengths vs parameters (each size at its fewest
     steps and that size's most common learning rate); right: vs training steps, one line per
-    (PE, size). One colour per PE."""
+    (PE, size). One colour per PE; `reference` (PE -> the paper's number) dotted."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -264,6 +266,10 @@ def plot(rows: list[dict], path: str, title: str) -> None:
         by_size.setdefault(r["size"], []).append(r)
     for pe in sorted({r["pe"] for r in rows}):
         colour = colours.get(pe, "black")
+        if pe in reference:
+            for axis in (left, right):
+                axis.axhline(reference[pe], color=colour, linestyle=":", linewidth=1,
+                             label=f"{pe}, paper (12x768, 40k steps)")  # fmt: skip
         points = []
         for entries in by_size.values():
             mine = [r for r in entries if r["pe"] == pe]
