@@ -2,8 +2,9 @@ r"""The paper's base recipe (Kazemnejad et al. 2023; docs/paper.md).
 
 A decoder-only stack of T5 blocks (12 layers, d_model 768, 12 heads, d_kv 64, d_ff 3072, ReLU,
 pre-norm RMSNorm, no biases, dropout 0.1, tied embeddings, no 1/sqrt(d) logit scaling) trained with
-AdamW (lr 3e-5, weight decay 0.05, 6% warmup, linear decay to 1e-7, clip 1.0), batch 64, 40k steps,
-fp32; validation every 2,000 steps; the test split is scored with the best-validation checkpoint.
+AdamW (lr 3e-5, weight decay 0.05 on the parameters HF Trainer 4.16 decayed, 6% warmup, linear
+decay to 1e-7, clip 1.0), batch 64, 40k steps, fp32; validation every 2,000 steps; the test
+split is scored with the best-validation checkpoint.
 
 Arguments (after the colon): task, pe, seed (the paper's seeds are 256788, 234054, 146317) and
 smoke=true, which shrinks any experiment to a CPU run of a few seconds (big_vision's `runlocal`).
@@ -45,6 +46,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             end_learning_rate=1e-7,
             warmup_fraction=0.06,
             weight_decay=0.05,
+            # Which parameters decay: as HF Trainer 4.16 did in the official runs (norm scales
+            # yes, T5's relative table no); "norms_and_biases" is the usual modern choice.
+            weight_decay_mask="hf_trainer_4_16",
             adam_b1=0.9,
             adam_b2=0.999,
             adam_eps=1e-8,

@@ -15,6 +15,7 @@ from lenggen.model import attention, positional
 from lenggen.model.attention import reference
 from lenggen.model.decoder import DTYPES
 from lenggen.model.positional import randomized
+from lenggen.train import optimizer
 
 
 class ConfigError(ValueError):
@@ -146,6 +147,11 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
     _require(
         0.0 <= train.warmup_fraction < 1.0,
         f"config.train.warmup_fraction={train.warmup_fraction!r}: expected a value in [0, 1).",
+    )
+    _require(
+        train.weight_decay_mask in optimizer.DECAY_RULES,
+        f"config.train.weight_decay_mask={train.weight_decay_mask!r}: expected one of "
+        f"{', '.join(optimizer.DECAY_RULES)}.",
     )
     _require(
         train.grad_clip_norm > 0,

@@ -23,8 +23,16 @@ gives only the FIRE runs, to add to a sweep directory that holds the paper's.
 
 Each run is `python -m lenggen.main --config=configs/base.py:task=T,pe=P,seed=S
 --workdir=RUNS_DIR/T/P/S`; the report ranks the PEs as the paper does (mean reciprocal rank).
+PCFG is the exception: its runs also get `--config.train.num_steps=N`, the steps of the official
+run of that (PE, seed) (PCFG_STEPS), not the base 40k. The official PCFG data config
+(configs/data/pcfg.jsonnet) sets 100,000 steps, and its logged final runs (the `best_run_seed_exp`
+jobs of results/classic.jsonl, PCFG productivity split) trained 60,000 or 100,000 steps per
+(PE, seed), with no rule by PE; the paper reports 40k for every task. So each paper run trains
+what its official counterpart did; PEs beyond the paper's and randomized runs get the data
+config's 100,000. `smoke=true` keeps the smoke config's steps.
 """
 
+import dataclasses
 import os
 
 from lenggen import config_args, grid
@@ -42,6 +50,27 @@ TEST_LENGTHS = {
     "sort_multi_digit": (86, 87), "summation": (34, 6), "parity": (43, 6), "lego": (89, 6),
     "lego_shuffled": (89, 6),
 }
+
+
+# The official PCFG productivity runs' trainer.max_steps per (PE, seed) (their logged configs).
+PCFG_STEPS = {
+    ("nope", 256788): 100_000, ("nope", 234054): 100_000, ("nope", 146317): 100_000,
+    ("ape", 256788): 60_000, ("ape", 234054): 60_000, ("ape", 146317): 100_000,
+    ("t5", 256788): 100_000, ("t5", 234054): 100_000, ("t5", 146317): 60_000,
+    ("alibi", 256788): 60_000, ("alibi", 234054): 60_000, ("alibi", 146317): 60_000,
+    ("rotary", 256788): 60_000, ("rotary", 234054): 100_000, ("rotary", 146317): 100_000,
+}
+# The official PCFG data config's steps, for runs without an official counterpart.
+PCFG_CONFIG_STEPS = 100_000
+
+
+def _with_pcfg_steps(run: grid.Run) -> grid.Run:
+    """`run` with PCFG's official training steps added to its overrides (other tasks as is)."""
+    task, pe, seed = run.name.split("/")
+    if task != "pcfg":
+        return run
+    steps = PCFG_STEPS.get((pe, int(seed)), PCFG_CONFIG_STEPS)
+    return dataclasses.replace(run, overrides=(*run.overrides, ("train.num_steps", steps)))
 
 
 def _base():
@@ -67,4 +96,4 @@ def get_grid(arg: str | None = None) -> list[grid.Run]:
         budget = base.get_config(f"smoke={args['smoke']}").eval.max_new_tokens
         runs += grid.randomized_product(CONFIG, tasks, randomized, seeds, TEST_LENGTHS, budget,
                                          args=extra_args)  # fmt: skip
-    return runs
+    return runs if args["smoke"] else [_with_pcfg_steps(run) for run in runs]

@@ -14,7 +14,11 @@ comparison: the mean over examples, per layer and per length bucket.
       --compare=runs/scan/nope/234054,runs/scan/t5/256788,runs/scan/alibi/256788 \
       --output_dir=runs/scan/analysis
 
-Writes OUTPUT_DIR/attention_similarity.json and attention_similarity.png.
+Writes OUTPUT_DIR/attention_similarity.json and attention_similarity.png. `--variant=official`
+computes what the official code did instead (head pairs i < j only, its own "JSD" with the
+mixture first, validation and test lengths averaged together; `divergence.official_jsd`), and
+`--variant=both` both, so numbers can be set next to the paper's: the official variant's absolute
+values differ from the standard ones, the order of the PEs is what compares.
 """
 
 import os
@@ -57,31 +61,17 @@ def _summary(per_example: np.ndarray, lengths: np.ndarray) -> dict:
     )
 
 
-def compare(
-    reference: runs_lib.Run,
-    others: Sequence[runs_lib.Run],
-    *,
-    split: str = "test",
-    examples_per_length: int = 10,
-    batch_size: int = 16,
-) -> dict:
-    """Distances between the reference's attention and each other run's, on the same examples.
+VARIANTS = ("standard", "official", "both")
+# The official analysis compares attention on the validation and the test lengths together.
+OFFICIAL_SPLITS = ("validation", "test")
 
-    Returns:
-      The JSON payload: the reference and, per comparison, `{metric: {overall, by_layer,
-      by_length}}` for each metric of `divergence.METRICS`.
-    """
-    for other in others:
-        _check_comparable(reference, other)
-    records = runs_lib.examples_per_length(
-        reference.task, reference.tokenizer, split, examples_per_length
-    )
-    lengths = np.array([int(r["length"]) for r in records])
+
+def _distances(reference, others, records, batch_size, batch_fn, metrics) -> dict:
+    """{(comparison index, metric): [examples, layers]} of `batch_fn` on `records`."""
     layers = reference.model.num_layers
-    # [comparison, metric] -> [examples, layers]
     distances = {
         (c, metric): np.zeros((len(records), layers))
-        for c in range(len(others)) for metric in divergence.METRICS
+        for c in range(len(others)) for metric in metrics
     }  # fmt: skip
     for batch in runs_lib.batches(records, batch_size):
         rows = np.flatnonzero(batch["example_mask"])
@@ -90,23 +80,63 @@ def compare(
         for c, other in enumerate(others):
             theirs = runs_lib.attention(other, batch)
             for layer in range(layers):
-                found = divergence.batch_layer_distances(ours[layer], theirs[layer], batch["valid"])
+                found = batch_fn(ours[layer], theirs[layer], batch["valid"])
                 for metric, values in found.items():
                     distances[c, metric][examples, layer] = np.asarray(values)[rows]
-    return dict(
-        task=reference.config.task.to_dict(),
-        split=split,
-        examples_per_length=examples_per_length,
-        num_examples=len(records),
-        reference=_describe(reference),
-        comparisons=[
-            dict(
-                _describe(other),
-                **{m: _summary(distances[c, m], lengths) for m in divergence.METRICS},
-            )
-            for c, other in enumerate(others)
-        ],
-    )
+    return distances
+
+
+def compare(
+    reference: runs_lib.Run,
+    others: Sequence[runs_lib.Run],
+    *,
+    split: str = "test",
+    examples_per_length: int = 10,
+    batch_size: int = 16,
+    variant: str = "standard",
+) -> dict:
+    """Distances between the reference's attention and each other run's, on the same examples.
+
+    Args:
+      variant: "standard": `divergence.METRICS`, every head pair, on `split`. "official": the
+        official code's computation (`divergence.official_layer_distance`: head pairs i < j
+        only, its own "JSD"), on the validation and test lengths together (`split` unused),
+        reported as `official_jsd` and `official_symmetric_kl`; their absolute values are not
+        comparable with the standard ones, their order is. "both": both sets of metrics.
+    Returns:
+      The JSON payload: the reference, `metrics` (the names computed) and, per comparison,
+      `{metric: {overall, by_layer, by_length}}`.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"variant={variant!r}: expected one of {', '.join(VARIANTS)}.")
+    for other in others:
+        _check_comparable(reference, other)
+    summaries: list[dict] = [{} for _ in others]
+    payload = dict(task=reference.config.task.to_dict(), split=split,
+                   examples_per_length=examples_per_length)  # fmt: skip
+    jobs = []
+    if variant in ("standard", "both"):
+        jobs.append(("", (split,), divergence.batch_layer_distances, divergence.METRICS))
+    if variant in ("official", "both"):
+        jobs.append(("official_", OFFICIAL_SPLITS, divergence.batch_official_layer_distances,
+                     divergence.OFFICIAL_METRICS))  # fmt: skip
+    for prefix, splits, batch_fn, metrics in jobs:
+        records = [
+            record for name in splits
+            for record in runs_lib.examples_per_length(
+                reference.task, reference.tokenizer, name, examples_per_length)
+        ]  # fmt: skip
+        lengths = np.array([int(r["length"]) for r in records])
+        distances = _distances(reference, others, records, batch_size, batch_fn, metrics)
+        for c in range(len(others)):
+            for metric in metrics:
+                summaries[c][prefix + metric] = _summary(distances[c, metric], lengths)
+        payload[f"{prefix}num_examples" if prefix else "num_examples"] = len(records)
+    payload["metrics"] = list(summaries[0]) if others else []
+    payload["reference"] = _describe(reference)
+    payload["comparisons"] = [dict(_describe(other), **summaries[c])
+                              for c, other in enumerate(others)]  # fmt: skip
+    return payload
 
 
 def _describe(run: runs_lib.Run) -> dict:
@@ -130,7 +160,7 @@ def draw(payload: dict):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    metrics = tuple(divergence.METRICS)
+    metrics = tuple(payload.get("metrics", divergence.METRICS))
     labels = [c["label"] for c in payload["comparisons"]]
     figure, axes = plt.subplots(1, len(metrics), figsize=(4 + 1.2 * len(labels), 4.4),
                                 layout="constrained")
@@ -157,6 +187,7 @@ def run(
     examples_per_length: int = 10,
     batch_size: int = 16,
     checkpoint: str = "best",
+    variant: str = "standard",
 ) -> dict:
     """Loads the workdirs, compares them and writes the JSON and PNG into `output_dir`."""
     if not compare_with:
@@ -165,6 +196,7 @@ def run(
         runs_lib.load(reference, checkpoint),
         [runs_lib.load(workdir, checkpoint) for workdir in compare_with],
         split=split, examples_per_length=examples_per_length, batch_size=batch_size,
+        variant=variant,
     )  # fmt: skip
     os.makedirs(output_dir, exist_ok=True)
     results.write_json_atomic(os.path.join(output_dir, JSON_FILE), payload)
@@ -182,6 +214,9 @@ def _define_flags() -> None:
     flags.DEFINE_integer("examples_per_length", 10, "Examples per length bucket.")
     flags.DEFINE_integer("batch_size", 16, "Examples per forward pass.")
     flags.DEFINE_enum("checkpoint", "best", runs_lib.CHECKPOINTS, "Which checkpoint.")
+    flags.DEFINE_enum("variant", "standard", VARIANTS, "standard: JSD and symmetric KL over "
+                      "all head pairs on --split; official: the official code's computation "
+                      "(pairs i<j, its 'JSD', validation + test lengths); both.")  # fmt: skip
     flags.mark_flags_as_required(["reference", "compare", "output_dir"])
 
 
@@ -192,11 +227,11 @@ def main(argv: Sequence[str]) -> None:
     flag = flags.FLAGS
     payload = run(flag.reference, flag.compare, flag.output_dir, split=flag.split,
                   examples_per_length=flag.examples_per_length, batch_size=flag.batch_size,
-                  checkpoint=flag.checkpoint)  # fmt: skip
+                  checkpoint=flag.checkpoint, variant=flag.variant)  # fmt: skip
     for comparison in payload["comparisons"]:
         print(
             f"{comparison['label']:<28} "
-            + "  ".join(f"{m} {comparison[m]['overall']:.4f}" for m in divergence.METRICS)
+            + "  ".join(f"{m} {comparison[m]['overall']:.4f}" for m in payload["metrics"])
         )
 
 

@@ -18,8 +18,9 @@ mapping from the official strings is: the words are the same, runs of spaces are
 "," "." "?" glued to a word are their own words ("7, 8" -> "7 , 8", "Thus," -> "Thus ,",
 "5 6 5." -> "5 6 5 ."); ":" stays on its word ("step:", "carry:"), as in "Copy:" and "Solve:".
 
-Configurations (docs/paper.md: eight; names of the official configs/data/unified_scratchpad_configs
-files in brackets, i=input c=computation o=output v=intermediate variables r=remaining input):
+Configurations (docs/paper.md: the paper's eight, and the official code's ninth; names of the
+official configs/data/unified_scratchpad_configs files in brackets, i=input c=computation
+o=output v=intermediate variables r=remaining input):
   none             no scratchpad: the target is the answer sentence alone
   full             every part                      [i1_c1_o1_v1_r1]
   minimal          computation and output only     [i0_c1_o1_v0_r0]
@@ -28,6 +29,11 @@ files in brackets, i=input c=computation o=output v=intermediate variables r=rem
   no_output        all but the output              [i1_c1_o0_v1_r1]
   no_intermediate  all but the intermediate vars   [i1_c1_o1_v0_r1]
   no_remaining     all but the remaining input     [i1_c1_o1_v1_r0]
+  all_parts_off    the wrapping and one empty step per step, no part [i0_c0_o0_v0_r0]: the
+                   official runs trained it on every maths task (scripts/scratchpad_stats.json
+                   lists it for each), and the official renderer still writes the wrapping and
+                   the separators, so the target is "Thinking step by step: # # . Thus , <answer>"
+                   (one "#" between consecutive steps): a scratchpad that only counts the steps.
 Sorting and LEGO steps have no intermediate variables (the official processors refuse
 include_intermediate_variables for them, and scripts/scratchpad_stats.json lists no v1 run for
 them), so for those tasks "full" is i1_c1_o1_v0_r1 and "no_intermediate" is refused as a
@@ -47,6 +53,7 @@ CONFIGURATIONS: dict[str, tuple[str, ...]] = {
     "full": PARTS,
     "minimal": ("computation", "output"),
     **{f"no_{part}": tuple(p for p in PARTS if p != part) for part in PARTS},
+    "all_parts_off": (),
 }
 NAMES = tuple(CONFIGURATIONS)
 
@@ -100,9 +107,9 @@ def check(task, has_intermediate: bool = True) -> None:
 
 def render(name: str, steps: Sequence[Step]) -> str:
     """The scratchpad text of configuration `name` ("" for "none"), words separated by spaces."""
-    shown = CONFIGURATIONS[name]
-    if not shown:
+    if name == "none":
         return ""
+    shown = CONFIGURATIONS[name]
     rendered = []
     for step in steps:
         words = []
@@ -116,7 +123,8 @@ def render(name: str, steps: Sequence[Step]) -> str:
                 if text:  # An empty part (a LEGO step's computation) leaves no extra space.
                     words.append(text)
         rendered.append(" ".join(words))
-    return f"{BEGIN} {f' {STEP_SEPARATOR} '.join(rendered)} {END}"
+    # Single spaces between words: empty steps (all_parts_off) leave only their separators.
+    return " ".join(f"{BEGIN} {f' {STEP_SEPARATOR} '.join(rendered)} {END}".split())
 
 
 def target(name: str, steps: Sequence[Step], answer: str) -> str:

@@ -44,15 +44,17 @@ COMPUTATION = "The minimum of the unsorted portion"
 
 _PROMPT_WORDS = frozenset({"Sort", "the", "following", "list", "[", ",", "]", "."})
 _ANSWER_WORDS = frozenset({"The", "sorted", "list", "is", "[", ",", "]", "."})
-# The list after the last "The sorted list is", its items between "[" and "]".
-_ANSWER = re.compile(r"(?:.* |^)The sorted list is \[((?: [^ \[\]]+)*) \] \.(?: .*)?$")
+# The list after the last "The sorted list is", its items between "[" and "]"; the final "."
+# is optional, as in the official scorer's `.*The sorted list is\s*\[\s*(.*)\s*\]\s*\.?`.
+_ANSWER = re.compile(r"(?:.* |^)The sorted list is \[((?: [^ \[\]]+)*) \](?: \.)?(?: .*)?$")
 
 
 def read_list(text: str) -> list[list[str]] | None:
     """The items (each a list of words) of the list after the last "The sorted list is".
 
-    None unless the list is "[", items separated by "," words, "]" and "."; an empty item
-    (", ,") makes it malformed too.
+    None unless the list is "[", items separated by "," words, and "]" (a "." after it is
+    optional, as in the official scorer: "The sorted list is [ b , d ]" reads ["b", "d"]); an
+    empty item (", ,") makes it malformed too.
     """
     match = _ANSWER.match(answers.normalized(text))
     if not match:

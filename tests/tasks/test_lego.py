@@ -106,6 +106,28 @@ def test_queries_cover_the_second_half(default_splits):
     assert {i for n, i in positions if n == 9} == set(range(5, 9))
 
 
+def test_buckets_are_length_and_query_index_with_the_scripts_counts(default_splits):
+    # The official script's category is (L, query index), each chain asked at every one of its
+    # L // 2 second-half indices: so each length's examples are split evenly over them.
+    task, splits = default_splits
+    counts = {split: collections.Counter() for split in tasks.SPLITS}
+    for split, examples in splits.items():
+        for example in examples:
+            clauses, query = _problem(example)
+            counts[split][example.length, _chain(clauses).index(query)] += 1
+    # Training: 20,000 per length over its queries (L = 6: 6,667 + 6,667 + 6,666).
+    assert counts["train"][4, 2] == counts["train"][4, 3] == 10_000
+    assert sorted(counts["train"][6, q] for q in (3, 4, 5)) == [6_666, 6_667, 6_667]
+    assert {counts["train"][8, q] for q in range(4, 8)} == {5_000}
+    # Test: whole chains, one chain's worth per index: 1,248 at L = 16 is 156 per index.
+    assert {counts["test"][16, q] for q in range(8, 16)} == {156}
+    assert {counts["test"][9, q] for q in range(5, 9)} == {312}
+    assert sum(counts["validation"].values()) == 7_498
+    for length in range(4, 9):
+        shares = [counts["validation"][length, q] for q in task.queries(length)]
+        assert max(shares) - min(shares) <= 1
+
+
 def test_vocabulary(default_splits):
     task, splits = default_splits
     words = {w for examples in splits.values() for e in examples
@@ -170,8 +192,8 @@ def test_generator_output_is_pinned(default_splits):
     # output stays the same. If this fails, bump the task's version, then update.
     task, splits = default_splits
     assert splits["train"][0].source == {
-        "lego": "If e = +1 , d = - e , v = - d , i = - v , m = + i . Then , what is the value "
-        "of m ?",
-        "lego_shuffled": "If d = - e , m = + i , v = - d , i = - v , e = +1 . Then , what is "
-        "the value of m ?",
+        "lego": "If q = -1 , m = + q , e = + m , r = - e , z = - r . Then , what is the value "
+        "of r ?",
+        "lego_shuffled": "If w = + y , y = + k , g = + w , k = + v , v = +1 . Then , what is "
+        "the value of w ?",
     }[task.name]

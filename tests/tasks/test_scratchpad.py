@@ -48,6 +48,7 @@ FLAGS = {
     "no_output": (1, 1, 0, 1, 1),
     "no_intermediate": (1, 1, 1, 0, 1),
     "no_remaining": (1, 1, 1, 1, 0),
+    "all_parts_off": (0, 0, 0, 0, 0),
 }
 
 
@@ -105,6 +106,18 @@ def test_minimal_by_hand():
     )
 
 
+def test_all_parts_off_keeps_the_wrapping_and_one_separator_between_steps():
+    # The official renderer with every include_* false: each step is "", joined by " # ".
+    assert scratchpad.target("all_parts_off", addition.steps(537, 28), "The answer is 5 6 5 .") \
+        == "Thinking step by step: # # . Thus , The answer is 5 6 5 ."
+    one_step = [scratchpad.Step(input="q", computation="", output="-1", remaining="")]
+    assert scratchpad.render("all_parts_off", one_step) == "Thinking step by step: . Thus ,"
+    for name in ("lego", "sort_single_token", "parity"):  # every maths task accepts it
+        example = next(tasks.get(name, scratchpad="all_parts_off").examples("test"))
+        assert example.target.startswith("Thinking step by step:")
+        assert set(example.target.split(" . Thus , ")[0].split()[4:]) <= {"#"}
+
+
 def test_none_is_the_answer_alone():
     assert scratchpad.render("none", addition.steps(537, 28)) == ""
     assert scratchpad.target("none", addition.steps(537, 28), "The answer is 5 6 5 .") == (
@@ -127,7 +140,7 @@ def test_steps_without_intermediate_variables_and_empty_parts():
 def test_names_and_words():
     assert scratchpad.NAMES == (
         "none", "full", "minimal", "no_input", "no_computation", "no_output", "no_intermediate",
-        "no_remaining",
+        "no_remaining", "all_parts_off",
     )
     assert scratchpad.WORDS == {
         "Thinking", "step", "by", "step:", ".", "Thus", ",", "#", "[", "]", "in", "comp", "out",
@@ -141,13 +154,13 @@ def test_names_and_words():
         ("addition", "Full",
          "Task 'addition': option scratchpad='Full' is not a scratchpad configuration; expected "
          "one of none, full, minimal, no_input, no_computation, no_output, no_intermediate, "
-         "no_remaining."),
+         "no_remaining, all_parts_off."),
         ("polynomial", "", "option scratchpad='' is not a scratchpad configuration"),
         ("sort_single_token", "no_intermediate",
          "Task 'sort_single_token': option scratchpad='no_intermediate' is not a scratchpad "
          "configuration (sort_single_token steps have no intermediate variables, so "
          "'no_intermediate' would repeat 'full'); expected one of none, full, minimal, "
-         "no_input, no_computation, no_output, no_remaining."),
+         "no_input, no_computation, no_output, no_remaining, all_parts_off."),
         ("lego_shuffled", "no_intermediate", "lego_shuffled steps have no intermediate"),
     ],
 )

@@ -136,7 +136,10 @@ def test_scratchpad_by_hand():
         ("The sorted list is [ ] .", ""),
         ("The sorted list is [ b d ] .", None),  # two words in one item
         ("The sorted list is [ b , , d ] .", None),
-        ("The sorted list is [ b , d ]", None),
+        # The official scorer's final "." is optional (`\]\s*\.?`): a missing one still reads.
+        ("The sorted list is [ b , d ]", "b , d"),
+        ("The sorted list is [ b , d ] x", "b , d"),
+        ("The sorted list is [ b , d", None),
         ("The sorted list is b , d .", None),
         ("", None),
     ],
@@ -152,6 +155,7 @@ def test_parse_single_token(prediction, parsed):
         ("The sorted list is [ 0 1 7 , 4 2 ] .", "17 , 42"),
         ("The sorted list is [ 1 7 , x ] .", None),
         ("The sorted list is [ 1 7 , ] .", None),
+        ("The sorted list is [ 1 7 , 4 2 ]", "17 , 42"),
     ],
 )
 def test_parse_multi_digit(prediction, parsed):
