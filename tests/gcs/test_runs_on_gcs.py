@@ -131,6 +131,8 @@ def test_the_quickstart_trains_and_evaluates_on_gcs(reference, data_dir):
     assert "overall" in stdout
     for name in RUN_FILES:
         assert storage.exists(f"{workdir}/{name}"), name
+    # TensorBoard's event files land in the bucket too (tensorboardX's GCS writer).
+    assert any("tfevents" in entry.name for entry in storage.resolve(workdir).iterdir())
     assert not storage.exists(f"{workdir}/lock.json")  # released at the end
     results = storage.read_json(f"{workdir}/results.json")
     assert results["task"] == "copy" and results["pe"] == "nope"
