@@ -144,6 +144,8 @@ def case_config(size: str, pe: str, dropout_rate: float) -> ml_collections.Confi
     """The quickstart config with the model resized to `size` and its PE set to `pe`."""
     config = load_quickstart()
     config.model.update(dropout_rate=dropout_rate, pe=config_schema.pe_section(pe), **SIZES[size])
+    # The PyTorch twin (torch_decoder.decays) decays all but norm scales and biases.
+    config.train.weight_decay_mask = "norms_and_biases"
     return config
 
 

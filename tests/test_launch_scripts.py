@@ -306,5 +306,5 @@ def test_slurm_sweep_from_the_printed_array_to_the_run_of_one_task(tmp_path):
     assert task.returncode == 0, task.stderr
     words = shlex.split(task.stdout)
     assert words[:4] == ["python", "-m", "lenggen.main",
-                         "--config=configs/base.py:task=copy_repeat,pe=alibi,seed=256788"]
-    assert words[4] == f"--workdir={tmp_path}/copy_repeat/alibi/256788"
+                         "--config=configs/base.py:task=copy_repeat,pe=rotary,seed=256788"]
+    assert words[4] == f"--workdir={tmp_path}/copy_repeat/rotary/256788"

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from lenggen import config_schema, sweep, tasks
+from lenggen import config_schema, grid, tasks
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -24,19 +24,19 @@ def _load(path: str, name: str):
 
 
 study = _load("experiments/scale_study.py", "scale_study_runner")
-grid = _load("configs/grids/scale_study.py", "scale_study_grid")
+study_grid = _load("configs/grids/scale_study.py", "scale_study_grid")
 
 
 def test_grid_pairs_t5_and_nope_per_point_at_the_papers_lengths():
-    runs = sweep.load_grid("configs/grids/scale_study.py")
-    assert len(runs) == 2 * len(grid.POINTS)
+    runs = grid.load_grid("configs/grids/scale_study.py")
+    assert len(runs) == 2 * len(study_grid.POINTS)
     assert [r.name for r in runs[:2]] == ["copy_repeat/t5+m2x128_s1000_lr1em3/256788",
                                           "copy_repeat/nope+m2x128_s1000_lr1em3/256788"]
     built = None
-    for run, point in zip(runs[::2], grid.POINTS):
-        config = sweep.resolve_config(run)
+    for run, point in zip(runs[::2], study_grid.POINTS):
+        config = grid.resolve_config(run)
         config_schema.validate(config, num_devices=1)
-        size = grid.SIZES[point.size]
+        size = study_grid.SIZES[point.size]
         assert (config.model.num_layers, config.model.d_model, config.model.num_heads,
                 config.model.d_kv, config.train.num_steps, config.train.learning_rate) == (
             size.num_layers, size.d_model, size.num_heads, size.d_kv, point.num_steps,
@@ -46,34 +46,35 @@ def test_grid_pairs_t5_and_nope_per_point_at_the_papers_lengths():
     assert built.lengths("train") == tuple(range(2, 21))
     assert built.lengths("test") == tuple(range(21, 41))
     # The first points are the cheapest: steps x d_model^2 x layers never falls below the first.
-    costs = [p.num_steps * grid.SIZES[p.size].d_model ** 2 * grid.SIZES[p.size].num_layers
-             for p in grid.POINTS]
+    sizes = study_grid.SIZES
+    costs = [p.num_steps * sizes[p.size].d_model ** 2 * sizes[p.size].num_layers
+             for p in study_grid.POINTS]
     assert costs[0] == min(costs) and costs[-1] == max(costs)
-    assert [r.name for r in sweep.load_grid("configs/grids/scale_study.py:pes=nope,points=2")] \
+    assert [r.name for r in grid.load_grid("configs/grids/scale_study.py:pes=nope,points=2")] \
         == ["copy_repeat/nope+m2x128_s1000_lr1em3/256788",
             "copy_repeat/nope+m2x128_s2000_lr1em3/256788"]
-    with pytest.raises(sweep.SweepError, match="points=99: expected 1 to"):
-        sweep.load_grid("configs/grids/scale_study.py:points=99")
+    with pytest.raises(grid.GridError, match="points=99: expected 1 to"):
+        grid.load_grid("configs/grids/scale_study.py:points=99")
 
 
 def test_reverse_2x_and_the_number_of_symbols_are_grid_arguments():
-    runs = sweep.load_grid("configs/grids/scale_study.py:task=reverse_2x,symbols=16,points=1")
+    runs = grid.load_grid("configs/grids/scale_study.py:task=reverse_2x,symbols=16,points=1")
     assert [r.name for r in runs] == ["reverse_2x/t5+m2x128_s1000_lr1em3_v16/256788",
                                       "reverse_2x/nope+m2x128_s1000_lr1em3_v16/256788"]
-    config = sweep.resolve_config(runs[1])
+    config = grid.resolve_config(runs[1])
     assert (config.task.name, config.task.options.num_symbols) == ("reverse_2x", 16)
-    default = sweep.resolve_config(sweep.load_grid(
+    default = grid.resolve_config(grid.load_grid(
         "configs/grids/scale_study.py:task=reverse_2x,points=1")[0])
     assert default.task.options.num_symbols == 100  # the paper's
     assert study.plot_name("reverse_2x", 16) == "scale_study_reverse_2x_v16.png"
     assert study.plot_name("copy_repeat", 512) == "scale_study.png"
-    with pytest.raises(sweep.SweepError, match="task='copy': expected one of copy_repeat"):
-        sweep.load_grid("configs/grids/scale_study.py:task=copy")
+    with pytest.raises(grid.GridError, match="task='copy': expected one of copy_repeat"):
+        grid.load_grid("configs/grids/scale_study.py:task=copy")
 
 
 def test_point_names():
-    assert grid.Point("4x256", 8_000, 5e-4).name == "m4x256_s8000_lr5em4"
-    assert grid.Point("2x128", 1_000, 1e-3).name == "m2x128_s1000_lr1em3"
+    assert study_grid.Point("4x256", 8_000, 5e-4).name == "m4x256_s8000_lr5em4"
+    assert study_grid.Point("2x128", 1_000, 1e-3).name == "m2x128_s1000_lr1em3"
 
 
 def test_run_one_records_the_childs_own_cpu_time(tmp_path):
@@ -96,7 +97,7 @@ def test_run_one_records_the_childs_own_cpu_time(tmp_path):
 
 
 def _fake_run(workdir, pe, steps, test_em, resumed=0):
-    config = json.loads(sweep.resolve_config(sweep.load_grid(
+    config = json.loads(grid.resolve_config(grid.load_grid(
         f"configs/grids/scale_study.py:pes={pe},points=1")[0]).to_json())
     config["train"]["num_steps"] = steps
     os.makedirs(workdir)

@@ -13,9 +13,11 @@ checkpoint ever commits and every process waits in Orbax's barriers until killed
 A process that does not see what it waits for within the deadline raises NotSharedError (one
 line naming the workdir and the processes concerned): the other processes within
 `deadline_s`, process 0 within twice that (the others may start waiting later). All waits are
-Python sleeps, so SIGTERM and SIGINT stop them at once (raising Interrupted) on every process;
-jax.distributed's own SIGTERM handler only records the signal, which is why processes blocked
-in Orbax ignored it. The deadline is `deadline_s`, else $LENGGEN_SHARED_CHECK_S, else 60 s.
+Python sleeps, so SIGINT stops them at once (raising Interrupted) on every process. SIGTERM
+belongs to jax.distributed's preemption notifier on the multi-process runs that wait here: it
+stays installed, records the notice, and the run stops with status 75 at its first training
+step, once the wait has ended (by the deadline at the latest). The deadline is
+`deadline_s`, else $LENGGEN_SHARED_CHECK_S, else 60 s.
 """
 
 import contextlib
@@ -48,18 +50,20 @@ class Interrupted(Exception):
 
 @contextlib.contextmanager
 def _signals_interrupt():
-    """SIGTERM/SIGINT raise Interrupted in the main thread while the block runs."""
+    """SIGINT raises Interrupted in the main thread while the block runs."""
     def handler(signum, frame):
         del frame
         raise Interrupted(signum)
 
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    # SIGINT only: the check waits only on multi-process runs, where jax.distributed's
+    # preemption notifier owns SIGTERM. It is installed from C++, so Python's getsignal still
+    # reports SIG_DFL; replacing it and "restoring" that would make SIGTERM kill the process.
+    previous = {signal.SIGINT: signal.signal(signal.SIGINT, handler)}
     try:
         yield
     finally:
         for signum, old in previous.items():
-            # None: the old handler was not installed from Python and cannot be restored.
-            signal.signal(signum, signal.SIG_DFL if old is None else old)
+            signal.signal(signum, old)
 
 
 def _nonce() -> str:

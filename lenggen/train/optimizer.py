@@ -42,7 +42,8 @@ def learning_rate_schedule(train: ml_collections.ConfigDict) -> optax.Schedule:
 
 
 def _keys(path) -> tuple[str, ...]:
-    return tuple(str(getattr(entry, "key", entry)) for entry in path)
+    # Dict keys only: a boxed parameter (nn.Partitioned) adds a `.value` step that names nothing.
+    return tuple(str(entry.key) for entry in path if hasattr(entry, "key"))
 
 
 # This project's block submodules and parameters -> the official CustomT5Block's names.

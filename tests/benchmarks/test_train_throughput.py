@@ -317,7 +317,7 @@ def test_parameter_names_shapes_and_decay_match_lenggen(pe):
         jax.tree.map(lambda p: np.zeros(p.shape, p.dtype), params)).items()}  # fmt: skip
     described = dict(vocab_size=VOCAB, pe=dict(name=pe), **TINY)
     assert torch_decoder.parameter_shapes(described) == shapes
-    mask = train_throughput.flat(optimizer_lib._decay_mask(params))
+    mask = train_throughput.flat(optimizer_lib.decay_mask(params, "norms_and_biases"))
     assert {k: bool(v) for k, v in mask.items()} == {k: torch_decoder.decays(k) for k in shapes}
     assert not torch_decoder.decays("block_0/ffn_norm/scale") and torch_decoder.decays("embedding")
 
