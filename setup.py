@@ -2,6 +2,11 @@
 
 import setuptools
 
+# libtpu: the TPU compiler. lenggen.plan and tests/aot compile for TPU topologies on any host
+# with it (jax.experimental.topologies); only TPU users and the test suite need it (~300 MB).
+# The version is the one those programs were compiled with here (jax 0.12.0.1).
+TPU = ["libtpu==0.0.52"]
+
 setuptools.setup(
     name="lenggen",
     version="0.1.0",
@@ -31,7 +36,9 @@ setuptools.setup(
     ],
     extras_require={
         # ruff is pinned: the test command lints, and a new ruff may add rules.
-        "test": ["pytest>=8.0", "pytest-xdist>=3.5", "hypothesis>=6.100", "ruff==0.17.6"],
+        # libtpu too: tests/aot compiles the model for TPU topologies.
+        "test": ["pytest>=8.0", "pytest-xdist>=3.5", "hypothesis>=6.100", "ruff==0.17.6", *TPU],
+        "tpu": TPU,
         # The PyTorch baseline of benchmarks/train_throughput.py (or benchmarks/torch_env.sh).
         "bench": ["torch>=2.9"],
     },

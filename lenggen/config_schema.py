@@ -16,6 +16,7 @@ from lenggen.model.positional import randomized
 
 MESH_AXES = ("data", "model")
 DTYPES = ("float32", "bfloat16")
+PRECISIONS = ("highest", "high", "default")  # lenggen.model.decoder.PRECISIONS
 EVAL_METRICS = ("exact", "teacher_forced")
 
 
@@ -130,6 +131,11 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
     _require(
         model.dtype in DTYPES,
         f"config.model.dtype={model.dtype!r}: expected one of {', '.join(DTYPES)}.",
+    )
+    _require(
+        model.precision in PRECISIONS,
+        f"config.model.precision={model.precision!r}: expected one of {', '.join(PRECISIONS)} "
+        "('highest': full float32, the paper's).",
     )
     _require(
         model.attention_impl in attention.names(),

@@ -83,7 +83,10 @@ class Experiment:
         self.train_max_length = max(self.task.lengths("train"))
 
         # ---- Model, checked against the longest sequence it will be evaluated on.
-        self.model = decoder.Decoder.from_config(config.model, self.tokenizer.vocab_size)
+        # Built for the mesh's devices: their platform picks the attention kernels.
+        self.model = decoder.Decoder.from_config(
+            config.model, self.tokenizer.vocab_size, platform=sharding.platform(self.mesh)
+        )
         longest = max(self.data.max_sequence_length(s) for s in ("validation", "test"))
         longest = loader.round_up(longest, 16) + config.eval.max_new_tokens
         self._check_positions_fit(longest)
@@ -145,7 +148,7 @@ class Experiment:
         Counts parameters, Adam moments and one gradient per device from the state's sharded
         layout: a lower bound (activations come on top). The budget is
         config.train.max_bytes_per_device when positive, else what the device reports
-        (`memory_stats()`, None on CPU: then nothing is checked).
+        (`memory_stats()` of the mesh's first device, None on CPU: then nothing is checked).
         """
         knob = self.config.train.max_bytes_per_device
         if not isinstance(knob, int) or isinstance(knob, bool) or knob < 0:
@@ -153,7 +156,7 @@ class Experiment:
                 f"config.train.max_bytes_per_device={knob!r}: expected an integer >= 0 "
                 "(0: use the device's reported memory)."
             )
-        stats = jax.local_devices()[0].memory_stats() or {}
+        stats = sharding.device_memory_stats(self.mesh)
         budget = knob or stats.get("bytes_limit", 0)
         if not budget:
             return

@@ -1,6 +1,7 @@
 """A Pallas flash-attention kernel that computes the PE bias inside each tile, for TPU and GPU.
 
-Two forms of one kernel, picked by `target` (by default the backend's):
+Two forms of one kernel, picked by `target` (by default the platform's: that of the devices the
+program is compiled for, so a CPU host compiling for a TPU topology builds the Mosaic form):
   * tpu (here, Mosaic): the grid is `(batch, query blocks, key blocks)`, key blocks innermost
     (Dao et al. 2022, FlashAttention; the layout of jax.experimental.pallas.ops.tpu.
     flash_attention). Each program holds one `[heads, block_q, head_dim]` query tile and one
@@ -43,7 +44,7 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
 
-from lenggen.model.attention import blockwise, pallas_gpu, reference, tile_bias
+from lenggen.model.attention import auto, blockwise, pallas_gpu, reference, tile_bias
 
 TARGETS = ("tpu", "gpu")
 # TPU tiles; compiled, multiples of 128 or the whole length (see `attend`).
@@ -170,17 +171,16 @@ def _forward(q, k, v, q_positions, k_positions, k_valid, bias_jaxpr, consts, *,
     return jnp.einsum("bhqd->bqhd", out[:, :, :q_len])  # -> [batch, q_len, heads, head_dim]
 
 
-def _target(target: str | None, interpret: bool) -> str:
-    """The kernel form to run: `target`, or the backend's ('gpu' on a GPU, else 'tpu')."""
-    backend = jax.default_backend()
+def _target(target: str | None, interpret: bool, platform: str) -> str:
+    """The kernel form to run: `target`, or the platform's ('gpu' on a GPU, else 'tpu')."""
     if target is None:
-        target = "gpu" if backend == "gpu" else "tpu"
+        target = "gpu" if platform == "gpu" else "tpu"
     if target not in TARGETS:
         raise ValueError(f"unknown pallas_flash target {target!r}; expected one of {TARGETS}")
-    if not interpret and backend in TARGETS and backend != target:
+    if not interpret and platform in TARGETS and platform != target:
         raise ValueError(
-            f"pallas_flash target {target!r} does not compile on the {backend} backend; use "
-            f"target={backend!r} (the default) or interpret=True"
+            f"pallas_flash target {target!r} does not compile on the {platform} backend; use "
+            f"target={platform!r} (the default) or interpret=True"
         )
     return target
 
@@ -200,6 +200,7 @@ def attend(
     block_k: int | None = None,
     interpret: bool | None = None,
     target: str | None = None,
+    platform: str | None = None,
 ) -> jax.Array:
     """Flash attention with the PE bias computed per tile; same contract as `reference.attend`.
 
@@ -216,8 +217,10 @@ def attend(
       block_q, block_k: tile sizes; None means the target's defaults (tpu: DEFAULT_BLOCK_Q/K,
         clipped to the lengths, multiples of 128 or the whole length when compiled; gpu:
         `pallas_gpu.DEFAULT_BLOCK_Q/K`, powers of two >= 16).
-      interpret: run in Pallas interpret mode; None means only on CPU.
-      target: 'tpu' (Mosaic) or 'gpu' (Triton); None means 'gpu' on a GPU backend, else 'tpu'.
+      interpret: run in Pallas interpret mode; None means only when `platform` is 'cpu'.
+      target: 'tpu' (Mosaic) or 'gpu' (Triton); None means 'gpu' on a GPU platform, else 'tpu'.
+      platform: the platform the program is compiled for ('cpu', 'gpu', 'tpu'; the mesh's);
+        None: this process's default backend.
     Returns:
       `[batch, q_len, heads, head_dim]` in v's dtype.
     """
@@ -228,9 +231,10 @@ def attend(
             q, k, v, q_positions, k_positions, k_valid, bias_fn,
             dropout_rate=dropout_rate, dropout_rng=dropout_rng,
         )  # fmt: skip
+    platform = auto.resolve(platform)
     if interpret is None:
-        interpret = jax.default_backend() == "cpu"
-    target = _target(target, interpret)
+        interpret = platform == "cpu"
+    target = _target(target, interpret, platform)
     gpu = target == "gpu"
     defaults = (pallas_gpu.DEFAULT_BLOCK_Q, pallas_gpu.DEFAULT_BLOCK_K) if gpu else (
         DEFAULT_BLOCK_Q, DEFAULT_BLOCK_K)  # fmt: skip
