@@ -115,7 +115,7 @@ def plan(config, topology: aot.Topology, modes, lengths: aot.Lengths, vocab_size
         hosts=topology.hosts, mesh=dict(mesh.shape), platform=sharding.platform(mesh),
         pe=config.model.pe.name, attention_impl=config.model.attention_impl,
         dtype=config.model.dtype, precision=config.model.precision,
-        matmul_passes=matmul_passes, lengths=vars(lengths),
+        matmul_passes=matmul_passes, lengths=vars(lengths), vocab_size=vocab_size,
         programs={p.name: dict(vars(p), peak_bytes=p.peak_bytes,
                                estimated_seconds=seconds(p)) for p in programs},
         params_bytes_per_device=state["params"],
