@@ -214,11 +214,14 @@ def build(config: ml_collections.ConfigDict, vocab_size: int, lengths: Lengths, 
     return programs
 
 
-def compile_program(name: str, fn: Callable, args: tuple) -> Program:
-    """Lowers and compiles `fn(*args)`; a failure is reported, not raised."""
+def compile_program(name: str, fn: Callable, args: tuple, mesh: Mesh) -> Program:
+    """Lowers (under `mesh`, as the run traces) and compiles `fn(*args)`; a failure is
+    reported, not raised."""
     start = time.perf_counter()
     try:
-        compiled = fn.lower(*args).compile()
+        with jax.set_mesh(mesh):
+            lowered = fn.lower(*args)
+        compiled = lowered.compile()
     except Exception as error:  # noqa: BLE001 - any compiler rejection is the report.
         message = " ".join(str(error).split())[:2000]
         return Program(name, False, f"{type(error).__name__}: {message}",

@@ -85,7 +85,7 @@ def plan(config, topology: aot.Topology, modes, lengths: aot.Lengths, vocab_size
         raise PlanError(str(error)) from None
     mesh = sharding.make_mesh(config.mesh.shape, topology.devices)
     state = aot.state_bytes(config, vocab_size, lengths, mesh)
-    programs = [aot.compile_program(name, fn, args)
+    programs = [aot.compile_program(name, fn, args, mesh)
                 for name, (fn, args) in aot.build(config, vocab_size, lengths, mesh,
                                                   modes).items()]  # fmt: skip
     chip = topology.chip

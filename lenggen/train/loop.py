@@ -399,10 +399,13 @@ def run(
         _barrier("lenggen_workdir_claimed")
     checkpoints = checkpoint.Checkpoints(workdir, keep=config.train.checkpoints_to_keep)
     try:
-        if mode in ("train", "train_and_evaluate"):
-            train(experiment, checkpoints)
-        if mode in ("evaluate", "train_and_evaluate"):
-            return evaluate(experiment, checkpoints)
+        # The steps are traced under the mesh: compiled Pallas kernels (pallas_flash on a TPU
+        # or GPU) run per shard of it (jax.shard_map), as XLA cannot partition them.
+        with jax.set_mesh(experiment.mesh):
+            if mode in ("train", "train_and_evaluate"):
+                train(experiment, checkpoints)
+            if mode in ("evaluate", "train_and_evaluate"):
+                return evaluate(experiment, checkpoints)
         return None
     finally:
         checkpoints.wait()

@@ -43,6 +43,7 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
+from jax.sharding import PartitionSpec as P
 
 from lenggen.model.attention import auto, blockwise, pallas_gpu, reference, tile_bias
 
@@ -185,6 +186,27 @@ def _target(target: str | None, interpret: bool, platform: str) -> str:
     return target
 
 
+# The mesh axis batches are split over (lenggen.sharding's rules put "batch" on it).
+DATA_AXIS = "data"
+
+
+def _per_shard(forward, batch: int):
+    """`forward` run on each shard of the batch under the current mesh (`jax.set_mesh`).
+
+    XLA cannot partition a Mosaic or Triton kernel ("Mosaic kernels cannot be automatically
+    partitioned"), so on a mesh of several devices the kernel runs inside `jax.shard_map`: each
+    device on its rows of the batch (over DATA_AXIS when it divides the batch), the bias consts
+    and any other mesh axis replicated. Without a mesh, `forward` as is.
+    """
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or mesh.size == 1:
+        return forward
+    rows = P(DATA_AXIS) if DATA_AXIS in mesh.axis_names and batch % mesh.shape[DATA_AXIS] == 0 \
+        else P()  # fmt: skip
+    return jax.shard_map(forward, mesh=mesh, in_specs=(rows,) * 6 + (P(),), out_specs=rows,
+                         check_vma=False)  # fmt: skip
+
+
 def attend(
     q: jax.Array,
     k: jax.Array,
@@ -246,7 +268,10 @@ def attend(
                      else _block(size, length, name))  # fmt: skip
     block_q, block_k = sizes
     forward = pallas_gpu.forward if gpu else _forward
-    traced, consts = tile_bias.trace(bias_fn, block_q, block_k)
+    # Traced outside any mesh: its equations are evaluated in the kernel, which may run under
+    # `_per_shard`'s manual mesh, and an equation re-enters the mesh it was traced under.
+    with jax.sharding.use_abstract_mesh(jax.sharding.AbstractMesh((), ())):
+        traced, consts = tile_bias.trace(bias_fn, block_q, block_k)
     bias_jaxpr = None
     if traced is not None:
         # Hoisted here, so the custom VJP's inputs are the tile's own consts and autodiff
@@ -261,12 +286,18 @@ def attend(
 
     # The bias's consts are explicit arguments of the custom VJP, so it can return their
     # gradients.
-    @jax.custom_vjp
-    def flash(q, k, v, q_positions, k_positions, k_valid, consts):
+    def kernel(q, k, v, q_positions, k_positions, k_valid, consts):
         return forward(
             q, k, v, q_positions, k_positions, k_valid, bias_jaxpr, consts,
             block_q=block_q, block_k=block_k, interpret=interpret,
         )  # fmt: skip
+
+    if not interpret:
+        kernel = _per_shard(kernel, q.shape[0])
+
+    @jax.custom_vjp
+    def flash(q, k, v, q_positions, k_positions, k_valid, consts):
+        return kernel(q, k, v, q_positions, k_positions, k_valid, consts)
 
     def flash_forward(*args):
         return flash(*args), args

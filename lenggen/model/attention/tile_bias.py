@@ -151,8 +151,11 @@ def fill(values: jax.Array, in_range: jax.Array | None, fill_value) -> jax.Array
     if in_range is None:
         return values
     fill_value = jnp.nan if fill_value is None else fill_value
-    in_range = in_range.reshape(in_range.shape + (1,) * (values.ndim - in_range.ndim))
-    return jnp.where(in_range, values, jnp.asarray(fill_value, values.dtype))
+    # Reshaped and broadcast as int32, compared at full shape: Mosaic reshapes no booleans
+    # ("non-noop i1 reshape is unsupported", compiling T5's lookup for a TPU).
+    mask = in_range.astype(jnp.int32).reshape(in_range.shape + (1,) * (values.ndim - in_range.ndim))
+    mask = jnp.broadcast_to(mask, values.shape) != 0
+    return jnp.where(mask, values, jnp.asarray(fill_value, values.dtype))
 
 
 def _one_hot_lookup(eqn, table: jax.Array, indices: jax.Array) -> jax.Array:

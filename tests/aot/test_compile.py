@@ -1,0 +1,92 @@
+"""The paper's model compiled by the TPU compiler (libtpu) for TPU slices, on this CPU host.
+
+CI's share (unmarked): one layer at the paper's width (d_model 768, 12 heads, d_kv 64, d_ff
+3072) with T5's bias and the pallas_flash kernel on a v5e:2x2 slice, data x model mesh: the
+train step, teacher-forced evaluation and a KV-cache decode step compile, the attention is a
+Mosaic kernel (not the interpreter, not a fallback), the parameters are split over the model
+axis, and everything fits in a v5e's HBM.
+
+The full matrix (`-m aot_full`, deselected by default; hours on 2 cores): every PE x kernel x
+{v5e:2x2, v4:2x2x1, v5e:4x4 (4 hosts)} x {data-only, data x model} at 2 layers, every program.
+`benchmarks/aot_matrix.py` records the same at 12 layers with bytes, FLOPs and estimates.
+"""
+
+import itertools
+
+import pytest
+
+from configs import base
+from lenggen import aot, chips, plan, sharding
+
+LENGTHS = aot.Lengths(train=48, evaluate=96, cache=128)
+VOCAB = 6058  # even, like copy_repeat's: the model axis splits the embedding
+
+
+def _config(pe: str, kernel: str, layers: int, mesh: tuple) -> object:
+    config = base.get_config(f"pe={pe}")
+    config.model.update(num_layers=layers, attention_impl=kernel)
+    config.mesh.shape = mesh
+    config.eval.max_new_tokens = LENGTHS.cache - LENGTHS.evaluate + 1
+    return config
+
+
+def _param_count(layers: int, d=768, heads=12, d_kv=64, ff=3072, buckets=32) -> dict:
+    """(split over `model`, replicated) parameter counts of the T5-PE decoder."""
+    split = VOCAB * d + layers * (4 * d * heads * d_kv + 2 * d * ff) + buckets * heads
+    return dict(split=split, replicated=(2 * layers + 1) * d)
+
+
+@pytest.fixture(scope="module")
+def v5e_report():
+    topology = aot.topology("v5e:2x2")
+    return plan.plan(_config("t5", "pallas_flash", 1, (2, 2)), topology, aot.MODES, LENGTHS,
+                     VOCAB)  # fmt: skip
+
+
+def test_every_program_compiles_with_the_mosaic_kernel(v5e_report):
+    assert v5e_report["platform"] == "tpu" and v5e_report["mesh"] == {"data": 2, "model": 2}
+    programs = v5e_report["programs"]
+    for name, program in programs.items():
+        assert program["compiled"], (name, program["error"])
+        assert program["flops"] > 0
+    # One Mosaic kernel per layer where attention has no dropout; the paper's training has
+    # attention dropout (0.1), which pallas_flash hands to blockwise (it has no dropout).
+    assert [programs[n]["mosaic_kernels"] for n in aot.MODES] == [0, 1, 1]
+
+
+def test_parameters_are_split_over_the_model_axis(v5e_report):
+    """Hand count: everything but the RMSNorm scales is halved on a model axis of 2."""
+    count = _param_count(layers=1)
+    assert v5e_report["params_bytes_per_device"] == 4 * (count["split"] // 2 + count["replicated"])
+
+
+def test_it_fits_a_v5e(v5e_report):
+    hbm = chips.CHIPS["v5e"].hbm_bytes
+    assert v5e_report["hbm_bytes_per_device"] == hbm
+    assert v5e_report["fits"] and 0 < v5e_report["bytes_per_device"] <= hbm
+    # The train step holds at least the state: parameters and Adam's two moments.
+    train = v5e_report["programs"]["train"]
+    assert train["argument_bytes"] >= 3 * v5e_report["params_bytes_per_device"]
+    assert v5e_report["estimated_step_seconds"] > 0
+
+
+FULL = list(itertools.product(
+    ("nope", "ape", "t5", "alibi", "rotary"),
+    ("pallas_flash", "dot_product", "blockwise", "reference"),
+    ("v5e:2x2", "v4:2x2x1", "v5e:4x4"),
+    ((-1, 1), (-1, 2)),
+))  # fmt: skip
+
+
+@pytest.mark.aot_full
+@pytest.mark.parametrize(("pe", "kernel", "topology", "mesh"), FULL)
+def test_full_matrix(pe, kernel, topology, mesh):
+    devices = aot.topology(topology)
+    report = plan.plan(_config(pe, kernel, 2, mesh), devices, aot.MODES, LENGTHS, VOCAB)
+    for name, program in report["programs"].items():
+        assert program["compiled"], (name, program["error"])
+        expected = 2 if kernel == "pallas_flash" and name != "train" else 0  # one per layer
+        assert program["mosaic_kernels"] == expected, name
+    assert report["fits"]
+    mesh_model = sharding.make_mesh(mesh, devices.devices).shape["model"]
+    assert report["mesh"]["model"] == mesh_model
