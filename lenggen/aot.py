@@ -11,6 +11,7 @@ kernels (pallas_flash as Mosaic), whatever this host's backend.
 
 import dataclasses
 import functools
+import os
 import re
 import time
 from collections.abc import Callable
@@ -71,6 +72,9 @@ def topology(name: str) -> Topology:
                 "(e.g. v5e:2x2, v4:2x2x1, v5e:4x4), or 'cpu'")  # fmt: skip
     if not _TOPOLOGY_NAME.match(name) or name.split(":")[0] not in chips.CHIPS:
         raise ValueError(f"unknown topology {name!r}: {expected}")
+    # libtpu takes a machine-wide lock (/tmp/libtpu_lockfile) meant for processes driving
+    # real TPUs; compiling touches none, so several compiling processes may share it.
+    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
     try:
         devices = tuple(topologies.get_topology_desc(platform="tpu", topology_name=name).devices)
     except ImportError as error:
