@@ -48,7 +48,6 @@ _SEQ_LEN = flags.DEFINE_integer(
     "seq_len", 0, "Width of every program's sequences (0: from the task's dataset).")
 _GRID = flags.DEFINE_string(
     "grid", PAPER_GRID, "Grid whose chip-hours to project ('' for none).")
-flags.mark_flags_as_required(["config"])
 
 
 class PlanError(ValueError):
@@ -235,4 +234,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    flags.mark_flags_as_required(["config"])
     app.run(main)
