@@ -30,7 +30,7 @@ LENGTHS = aot.Lengths(train=48, evaluate=96, cache=96 + 256 - 1)
 _LAYERS = flags.DEFINE_integer("layers", 12, "Decoder layers (the paper: 12).")
 _TOPOLOGIES = flags.DEFINE_list("topologies", ["v5e:2x2", "v4:2x2x1", "v5e:4x4"], "TPU slices.")
 _MESHES = flags.DEFINE_list(
-    "meshes", ["-1,1", "-1,2"], "(data, model) mesh shapes, each 'D,M'; -1 takes the rest.")
+    "meshes", ["-1x1", "-1x2"], "(data, model) mesh shapes, each 'DxM'; -1 takes the rest.")
 _PES = flags.DEFINE_list("pes", list(PES), "PEs.")
 _KERNELS = flags.DEFINE_list("kernels", list(KERNELS), "Attention kernels.")
 _MODES = flags.DEFINE_list("modes", list(aot.MODES), "Programs.")
@@ -73,7 +73,7 @@ def main(argv):
                     config = base.get_config(f"task=copy_repeat,pe={pe}")
                     config.model.num_layers = _LAYERS.value
                     config.model.attention_impl = kernel
-                    config.mesh.shape = tuple(int(s) for s in mesh_text.split(","))
+                    config.mesh.shape = tuple(int(s) for s in mesh_text.split("x"))
                     report = plan.plan(config, topology, tuple(_MODES.value), LENGTHS, vocab)
                     with jsonl.open("a") as out:
                         out.write(json.dumps(report, sort_keys=True) + "\n")
