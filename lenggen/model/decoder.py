@@ -204,6 +204,12 @@ class Decoder(nn.Module):
         """A Decoder from `config.model`, which has exactly the fields of CONFIG_FIELDS,
         compiled for `platform` (the mesh's devices'; None: this process's backend)."""
         keys = set(model_config.keys())
+        values = {key: model_config[key] for key in keys}
+        if "precision" not in keys:
+            # A run's config.json from before the key existed: those trained at full float32
+            # (the CPU's only matmul precision), i.e. 'highest'.
+            keys.add("precision")
+            values["precision"] = "highest"
         missing, unknown = sorted(set(CONFIG_FIELDS) - keys), sorted(keys - set(CONFIG_FIELDS))
         if missing or unknown:
             raise ValueError(
@@ -211,7 +217,7 @@ class Decoder(nn.Module):
                 f"missing {missing}, unknown {unknown}"
             )
         return cls(vocab_size=vocab_size, platform=platform,
-                   **{field: model_config[field] for field in CONFIG_FIELDS})
+                   **{field: values[field] for field in CONFIG_FIELDS})
 
     @nn.compact
     def __call__(

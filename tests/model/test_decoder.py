@@ -279,6 +279,10 @@ def test_from_config():
     del config["dtype"]
     with pytest.raises(ValueError, match=r"missing \['dtype'\], unknown \[\]"):
         Decoder.from_config(config, vocab_size=VOCAB)
+    # A config.json written before config.model.precision existed reads as 'highest'.
+    del config["precision"]
+    config.dtype = "float32"
+    assert Decoder.from_config(config, vocab_size=VOCAB).precision == "highest"
 
 
 @pytest.mark.parametrize(
