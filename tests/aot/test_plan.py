@@ -72,3 +72,24 @@ def test_bad_seq_len_is_one_line_and_exit_2():
     assert result.returncode == 2
     assert result.stderr.strip() == ("lenggen.plan: --seq_len=-3: expected 0 (from the dataset) "
                                      "or a positive width")  # fmt: skip
+
+
+def test_grid_projection_scales_by_tokens_per_step():
+    """The paper grid's 150 runs priced from one step of 36 ms on 4 chips at 48 x 64 tokens:
+    150 x 0.036 s x 40,000 steps / 3600 x 4 chips = 240 chip-hours when every task has that
+    width; a task twice as wide (15 runs of pcfg at 96) adds 15 runs' worth (24 chip-hours)."""
+    from lenggen import aot, plan
+
+    report = dict(estimated_step_seconds=0.036, lengths=dict(train=48), batch_size=64, chips=4)
+
+    def widths(pcfg_width):
+        def lengths_of(config):
+            width = pcfg_width if config.task.name == "pcfg" else 48
+            return aot.Lengths(width, width, width), 10, 0
+        return lengths_of
+
+    same = plan.project_grid(report, "configs/grids/paper.py", widths(48))
+    assert same["runs"] == 150 and same["chip_hours"] == pytest.approx(240.0)
+    wider = plan.project_grid(report, "configs/grids/paper.py", widths(96))
+    assert wider["chip_hours"] == pytest.approx(264.0)
+    assert wider["train_widths"]["pcfg"] == 96 and wider["train_widths"]["copy"] == 48
