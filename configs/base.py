@@ -34,6 +34,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             d_ff=3072,
             dropout_rate=0.1,
             dtype="float32",
+            # Matmul precision: 'highest' is full float32, as the paper trained. On a TPU,
+            # 'default' runs float32 matmuls as one bfloat16 pass (~6x faster on the MXU) and
+            # 'high' as three; lenggen.plan prices each.
+            precision="highest",
             attention_impl="auto",
             pe=config_schema.pe_section(args["pe"]),
         )

@@ -13,7 +13,7 @@ from lenggen import sharding, tasks
 from lenggen.evaluate.exact_match import METRICS as EVAL_METRICS
 from lenggen.model import attention, positional
 from lenggen.model.attention import reference
-from lenggen.model.decoder import DTYPES
+from lenggen.model.decoder import DTYPES, PRECISIONS
 from lenggen.model.positional import randomized
 from lenggen.train import optimizer
 
@@ -104,6 +104,11 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
     _require(
         model.dtype in DTYPES,
         f"config.model.dtype={model.dtype!r}: expected one of {', '.join(DTYPES)}.",
+    )
+    _require(
+        model.precision in PRECISIONS,
+        f"config.model.precision={model.precision!r}: expected one of {', '.join(PRECISIONS)} "
+        "('highest': full float32, the paper's).",
     )
     _require(
         model.attention_impl in attention.names(),

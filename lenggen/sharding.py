@@ -78,6 +78,25 @@ def make_mesh(shape, devices=None) -> Mesh:
     )
 
 
+def platform(mesh: Mesh) -> str:
+    """The platform ('cpu', 'gpu', 'tpu') of the devices `mesh` holds: what its programs are
+    compiled for, which need not be this process's default backend (a CPU host compiles for an
+    abstract TPU topology in lenggen.plan)."""
+    return mesh.devices.flat[0].platform
+
+
+def device_memory_stats(mesh: Mesh) -> dict:
+    """`memory_stats()` of the mesh's first addressable device ({} where it reports none: CPU,
+    or a mesh of abstract topology devices, which no process can address)."""
+    local = [d for d in mesh.devices.flat if d.process_index == jax.process_index()]
+    if not local:
+        return {}
+    try:
+        return local[0].memory_stats() or {}
+    except Exception:  # noqa: BLE001 - abstract (topology) devices raise; they report nothing.
+        return {}
+
+
 def _axis_size(mesh: Mesh, axis) -> int:
     names = axis if isinstance(axis, tuple) else (axis,)
     return int(np.prod([mesh.shape[name] for name in names]))

@@ -60,3 +60,12 @@ def test_overwrite_moves_the_old_run_aside_without_deleting_it(tmp_path):
     assert json.loads((backups[0] / workdir.CONFIG_FILE).read_text())["seed"] == 1
     assert json.loads((tmp_path / workdir.CONFIG_FILE).read_text())["seed"] == 2
     assert not os.path.exists(tmp_path / "checkpoints")
+
+
+def test_runs_saved_before_the_precision_key_read_as_highest():
+    """A config.json without model.precision (older runs) is the same experiment as
+    precision 'highest', and differs from any other precision."""
+    saved = {"model": {"d_model": 8}}
+    assert workdir.differing_keys(saved, {"model": {"d_model": 8, "precision": "highest"}}) == []
+    assert workdir.differing_keys(saved, {"model": {"d_model": 8, "precision": "default"}}) == [
+        "model.precision"]

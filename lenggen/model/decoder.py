@@ -10,7 +10,10 @@ d_model^-1/2); ffn-out N(0, d_ff^-1/2); norm scale 1.
 
 Built from the smallest piece up: RMSNorm, Attention, FeedForward, Block, Decoder. Parameters
 carry logical axis names (`nn.with_logical_partitioning`); the sharding code maps them to mesh
-axes. Parameters are float32; `dtype` is the compute dtype.
+axes. Parameters are float32; `dtype` is the compute dtype; `precision` is the precision of
+every matmul (einsum, dot, inside the attention kernels too), as `jax.default_matmul_precision`
+names it: on a TPU a float32 matmul runs as one bfloat16 pass unless asked otherwise, while the
+paper trained in full float32 ('highest', the default; about 6 bfloat16 passes on the MXU).
 """
 
 import flax.linen as nn
@@ -23,9 +26,12 @@ from lenggen.model.attention import reference
 from lenggen.model.positional.base import PositionalEncoding
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+# config.model.precision -> jax.default_matmul_precision's name. 'highest': full float32 (the
+# paper's fp32 training); 'high': bfloat16_3x; 'default': one bfloat16 pass on a TPU.
+PRECISIONS = {"highest": "highest", "high": "high", "default": "default"}
 CONFIG_FIELDS = (
     "num_layers", "d_model", "num_heads", "d_kv", "d_ff", "dropout_rate", "dtype",
-    "attention_impl", "pe",
+    "precision", "attention_impl", "pe",
 )  # fmt: skip
 
 
@@ -66,6 +72,7 @@ class Attention(nn.Module):
     pe: PositionalEncoding
     attention_impl: str
     dtype: jnp.dtype
+    platform: str | None = None
 
     @nn.compact
     def __call__(self, x, positions, valid, deterministic: bool, decode: bool) -> jax.Array:
@@ -92,7 +99,7 @@ class Attention(nn.Module):
             self.sow("intermediates", "attention_weights", weights)
 
         use_dropout = not deterministic and self.dropout_rate > 0.0
-        out = attention.get(self.attention_impl)(
+        out = attention.get(self.attention_impl, self.platform)(
             q, k, v, positions, k_positions, k_valid, self.pe.bias,
             tile_bias=self.pe.tile_bias(), dropout_rate=self.dropout_rate,
             dropout_rng=self.make_rng("dropout") if use_dropout else None,
@@ -128,6 +135,7 @@ class Block(nn.Module):
     pe: PositionalEncoding
     attention_impl: str
     dtype: jnp.dtype
+    platform: str | None = None
 
     @nn.compact
     def __call__(self, x, positions, valid, deterministic: bool, decode: bool) -> jax.Array:
@@ -136,7 +144,7 @@ class Block(nn.Module):
         h = RMSNorm(self.dtype, name="attention_norm")(x)
         h = Attention(
             self.num_heads, self.d_kv, self.dropout_rate, self.pe, self.attention_impl,
-            self.dtype, name="attention",
+            self.dtype, self.platform, name="attention",
         )(h, positions, valid, deterministic, decode)  # fmt: skip
         x = x + dropout(h, deterministic=deterministic)
         h = RMSNorm(self.dtype, name="ffn_norm")(x)
@@ -155,6 +163,9 @@ class Decoder(nn.Module):
         argument of jax.jit, as in decoding.py).
       attention_impl: a kernel name from `attention.names()`.
       dtype: compute dtype name, one of DTYPES; parameters stay float32, logits are float32.
+      precision: matmul precision, one of PRECISIONS (module docstring).
+      platform: the platform the program is compiled for ('cpu', 'gpu', 'tpu': the mesh's
+        devices'), which picks the attention kernel's form; None: this process's backend.
     """
 
     vocab_size: int
@@ -167,6 +178,8 @@ class Decoder(nn.Module):
     pe: ml_collections.ConfigDict
     attention_impl: str = "reference"
     dtype: str = "float32"
+    precision: str = "highest"
+    platform: str | None = None
 
     def __post_init__(self):
         if not isinstance(self.pe, ml_collections.FrozenConfigDict):
@@ -177,21 +190,34 @@ class Decoder(nn.Module):
         reference.check_dropout_rate(self.dropout_rate)
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {tuple(DTYPES)}, got {self.dtype!r}")
-        attention.get(self.attention_impl)  # raises on an unknown kernel
+        if self.precision not in PRECISIONS:
+            raise ValueError(
+                f"precision must be one of {tuple(PRECISIONS)}, got {self.precision!r}"
+            )
+        attention.get(self.attention_impl, self.platform)  # raises on an unknown kernel
         positional.get(self.pe["name"])  # raises on an unknown PE
         super().__post_init__()
 
     @classmethod
-    def from_config(cls, model_config: ml_collections.ConfigDict, vocab_size: int) -> "Decoder":
-        """A Decoder from `config.model`, which has exactly the fields of CONFIG_FIELDS."""
+    def from_config(cls, model_config: ml_collections.ConfigDict, vocab_size: int,
+                    platform: str | None = None) -> "Decoder":
+        """A Decoder from `config.model`, which has exactly the fields of CONFIG_FIELDS,
+        compiled for `platform` (the mesh's devices'; None: this process's backend)."""
         keys = set(model_config.keys())
+        values = {key: model_config[key] for key in keys}
+        if "precision" not in keys:
+            # A run's config.json from before the key existed: those trained at full float32
+            # (the CPU's only matmul precision), i.e. 'highest'.
+            keys.add("precision")
+            values["precision"] = "highest"
         missing, unknown = sorted(set(CONFIG_FIELDS) - keys), sorted(keys - set(CONFIG_FIELDS))
         if missing or unknown:
             raise ValueError(
                 f"model config must have exactly the fields {sorted(CONFIG_FIELDS)}; "
                 f"missing {missing}, unknown {unknown}"
             )
-        return cls(vocab_size=vocab_size, **{field: model_config[field] for field in CONFIG_FIELDS})
+        return cls(vocab_size=vocab_size, platform=platform,
+                   **{field: values[field] for field in CONFIG_FIELDS})
 
     @nn.compact
     def __call__(
@@ -214,28 +240,30 @@ class Decoder(nn.Module):
         Returns:
           `[batch, length, vocab_size]` float32; rows of invalid tokens are meaningless.
         """
-        dtype = DTYPES[self.dtype]
-        embedding = _param(
-            self, "embedding", 1.0, (self.vocab_size, self.d_model), ("vocab", "embed")
-        )
-        # One PE module for the whole stack: T5's table is shared by all layers (docs/paper.md).
-        pe = positional.build(self.pe, self.num_heads, self.d_model, name="pe")
-        # Create the PE's parameters here, outside any kernel: a blockwise kernel may call the
-        # bias hook inside lax.scan, where Linen cannot create variables.
-        pe.bias(positions[:, :1], positions[:, :1])
+        # Trace-time setting: every dot below (and its gradient's) carries this precision.
+        with jax.default_matmul_precision(PRECISIONS[self.precision]):
+            dtype = DTYPES[self.dtype]
+            embedding = _param(
+                self, "embedding", 1.0, (self.vocab_size, self.d_model), ("vocab", "embed")
+            )
+            # One PE module for the whole stack: T5's table is shared by all layers (docs/paper.md).
+            pe = positional.build(self.pe, self.num_heads, self.d_model, name="pe")
+            # Create the PE's parameters here, outside any kernel: a blockwise kernel may call
+            # the bias hook inside lax.scan, where Linen cannot create variables.
+            pe.bias(positions[:, :1], positions[:, :1])
 
-        x = jnp.take(embedding, tokens, axis=0).astype(dtype)  # -> [batch, length, d_model]
-        x = pe.embed(x, positions)
-        x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
-        for layer in range(self.num_layers):
-            x = Block(
-                self.num_heads, self.d_kv, self.d_ff, self.dropout_rate, pe,
-                self.attention_impl, dtype, name=f"block_{layer}",
-            )(x, positions, valid, deterministic, decode)  # fmt: skip
-        x = RMSNorm(dtype, name="final_norm")(x)
-        x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
-        # Tied output layer; Mesh-TF / HF T5 rescale by d_model^-0.5 before projecting.
-        x = x * self.d_model**-0.5
-        return jnp.einsum(
-            "btd,vd->btv", x, embedding.astype(dtype), preferred_element_type=jnp.float32
-        )
+            x = jnp.take(embedding, tokens, axis=0).astype(dtype)  # -> [batch, len, d_model]
+            x = pe.embed(x, positions)
+            x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
+            for layer in range(self.num_layers):
+                x = Block(
+                    self.num_heads, self.d_kv, self.d_ff, self.dropout_rate, pe,
+                    self.attention_impl, dtype, self.platform, name=f"block_{layer}",
+                )(x, positions, valid, deterministic, decode)  # fmt: skip
+            x = RMSNorm(dtype, name="final_norm")(x)
+            x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
+            # Tied output layer; Mesh-TF / HF T5 rescale by d_model^-0.5 before projecting.
+            x = x * self.d_model**-0.5
+            return jnp.einsum(
+                "btd,vd->btv", x, embedding.astype(dtype), preferred_element_type=jnp.float32
+            )

@@ -56,6 +56,10 @@ def differing_keys(saved: dict, current: dict) -> list[str]:
     """Dotted keys under TRAINING_KEYS whose values differ (or exist in only one)."""
     saved_flat = _flatten({k: saved.get(k) for k in TRAINING_KEYS})
     current_flat = _flatten({k: current.get(k) for k in TRAINING_KEYS})
+    # Configs from before config.model.precision existed trained at full float32 ('highest').
+    for config, flat in ((saved, saved_flat), (current, current_flat)):
+        if "model" in config and "model.precision" not in flat:
+            flat["model.precision"] = "highest"
     return sorted(
         key for key in saved_flat.keys() | current_flat.keys()
         if saved_flat.get(key) != current_flat.get(key) and key not in IGNORED_KEYS

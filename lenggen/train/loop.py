@@ -89,7 +89,10 @@ class Experiment:
         self.train_max_length = max(self.task.lengths("train"))
 
         # ---- Model, checked against the longest sequence it will be evaluated on.
-        self.model = decoder.Decoder.from_config(config.model, self.tokenizer.vocab_size)
+        # Built for the mesh's devices: their platform picks the attention kernels.
+        self.model = decoder.Decoder.from_config(
+            config.model, self.tokenizer.vocab_size, platform=sharding.platform(self.mesh)
+        )
         longest = max(self.data.max_sequence_length(s) for s in ("validation", "test"))
         longest = loader.round_up(longest, 16) + config.eval.max_new_tokens
         self._check_positions_fit(longest)
@@ -151,7 +154,7 @@ class Experiment:
         Counts parameters, Adam moments and one gradient per device from the state's sharded
         layout: a lower bound (activations come on top). The budget is
         config.train.max_bytes_per_device when positive, else what the device reports
-        (`memory_stats()`, None on CPU: then nothing is checked).
+        (`memory_stats()` of the mesh's first device, None on CPU: then nothing is checked).
         """
         knob = self.config.train.max_bytes_per_device
         if not isinstance(knob, int) or isinstance(knob, bool) or knob < 0:
@@ -159,7 +162,7 @@ class Experiment:
                 f"config.train.max_bytes_per_device={knob!r}: expected an integer >= 0 "
                 "(0: use the device's reported memory)."
             )
-        stats = jax.local_devices()[0].memory_stats() or {}
+        stats = sharding.device_memory_stats(self.mesh)
         budget = knob or stats.get("bytes_limit", 0)
         if not budget:
             return
@@ -421,11 +424,14 @@ def run(
                 run_dir.claim(config, overwrite=overwrite, provenance=experiment.provenance)
             _barrier("lenggen_workdir_claimed")
         checkpoints = checkpoint.Checkpoints(workdir, keep=config.train.checkpoints_to_keep)
+        # The steps are traced under the mesh: compiled Pallas kernels (pallas_flash on a TPU
+        # or GPU) run per shard of it (jax.shard_map), as XLA cannot partition them.
         try:
-            if mode in ("train", "train_and_evaluate"):
-                train(experiment, checkpoints)
-            if mode in ("evaluate", "train_and_evaluate"):
-                return evaluate(experiment, checkpoints)
+            with jax.set_mesh(experiment.mesh):
+                if mode in ("train", "train_and_evaluate"):
+                    train(experiment, checkpoints)
+                if mode in ("evaluate", "train_and_evaluate"):
+                    return evaluate(experiment, checkpoints)
             return None
         finally:
             checkpoints.wait()

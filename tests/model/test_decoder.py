@@ -261,7 +261,8 @@ def test_bfloat16_compute():
 
 def test_from_config():
     config = ml_collections.ConfigDict(
-        dict(TINY, dtype="float32", attention_impl="reference", pe=_pe("t5"))
+        dict(TINY, dtype="float32", precision="highest", attention_impl="reference",
+             pe=_pe("t5"))
     )
     assert sorted(config.keys()) == sorted(CONFIG_FIELDS)
     model = Decoder.from_config(config, vocab_size=VOCAB)
@@ -273,6 +274,10 @@ def test_from_config():
     del config["dtype"]
     with pytest.raises(ValueError, match=r"missing \['dtype'\], unknown \[\]"):
         Decoder.from_config(config, vocab_size=VOCAB)
+    # A config.json written before config.model.precision existed reads as 'highest'.
+    del config["precision"]
+    config.dtype = "float32"
+    assert Decoder.from_config(config, vocab_size=VOCAB).precision == "highest"
 
 
 @pytest.mark.parametrize(
@@ -280,6 +285,9 @@ def test_from_config():
     [
         (dict(dtype="float16"), r"dtype must be one of \('float32', 'bfloat16'\), got 'float16'"),
         (dict(attention_impl="flash"), r"unknown attention kernel 'flash'; valid names: \("),
+        (dict(precision="fp32"), r"precision must be one of \('highest', 'high', 'default'\), "
+                                 "got 'fp32'"),
+        (dict(platform="metal"), r"unknown JAX platform 'metal'; expected one of"),
         (dict(pe=_pe("kerple")), "unknown positional encoding 'kerple'"),
         (dict(dropout_rate=1.0), r"dropout_rate must be in \[0, 1\), got 1.0"),
         (dict(num_heads=0), "num_heads must be >= 1, got 0"),

@@ -22,9 +22,14 @@ form) runs blockwise and logs one line saying why.
   pallas_flash  Pallas flash kernel, the bias computed in the tile by the PE's `tile_bias`
                 hook: Mosaic on TPU, Triton on GPU (`pallas_gpu`), interpret mode on CPU.
                 Dropout, or a bias without a tile form: falls back to blockwise.
-  auto          one of the above per backend and key length (see `auto.choose`).
+  auto          one of the above per platform and key length (see `auto.choose`).
+
+The platform is that of the devices the program is compiled for (`get(name, platform)`; the
+decoder passes its mesh's), not necessarily this process's backend: compiling for a TPU
+topology from a CPU host (lenggen.plan) must build the TPU kernels, not the CPU ones.
 """
 
+import functools
 from collections.abc import Callable
 
 import jax
@@ -47,9 +52,11 @@ def _auto_attend(
     dropout_rate: float = 0.0,
     dropout_rng: jax.Array | None = None,
     tile_bias: TileBias | None = None,
+    platform: str | None = None,
 ) -> jax.Array:
-    """The kernel `auto.current(k_len)` names; same contract as `reference.attend`."""
-    return _KERNELS[auto.current(k.shape[1])](
+    """The kernel `auto.choose(platform, k_len)` names; same contract as `reference.attend`."""
+    platform = auto.resolve(platform)
+    return get(auto.choose(platform, k.shape[1]), platform)(
         q, k, v, q_positions, k_positions, k_valid, bias_fn,
         dropout_rate=dropout_rate, dropout_rng=dropout_rng, tile_bias=tile_bias,
     )  # fmt: skip
@@ -62,6 +69,8 @@ _KERNELS: dict[str, Kernel] = {
     "pallas_flash": pallas_flash.attend,
     "auto": _auto_attend,
 }
+# Kernels whose program depends on the platform: they take it as a `platform` argument.
+_PLATFORM_DEPENDENT = ("dot_product", "pallas_flash", "auto")
 
 
 def names() -> tuple[str, ...]:
@@ -69,8 +78,14 @@ def names() -> tuple[str, ...]:
     return tuple(_KERNELS)
 
 
-def get(name: str) -> Kernel:
-    """The kernel registered as `name`."""
+def get(name: str, platform: str | None = None) -> Kernel:
+    """The kernel registered as `name`, built for `platform` ('cpu', 'gpu', 'tpu'; None: this
+    process's default backend, looked up when the kernel is traced)."""
     if name not in _KERNELS:
         raise ValueError(f"unknown attention kernel {name!r}; valid names: {names()}")
-    return _KERNELS[name]
+    if platform is not None:
+        auto.resolve(platform)  # raises on an unknown platform
+    kernel = _KERNELS[name]
+    if name in _PLATFORM_DEPENDENT and platform is not None:
+        return functools.partial(kernel, platform=platform)
+    return kernel

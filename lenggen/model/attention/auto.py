@@ -1,6 +1,8 @@
-"""The `auto` kernel choice: which kernel to run, from the backend and the key length.
+"""The `auto` kernel choice: which kernel to run, from the platform and the key length.
 
-Resolved at trace time (both are static), so one config runs well everywhere:
+The platform is that of the devices the program is compiled for (the mesh's), which is not
+always this process's backend: a CPU host compiles TPU programs for a TPU topology
+(lenggen.plan). Resolved at trace time (both are static), so one config runs well everywhere:
   * tpu -> pallas_flash: the bias is computed in the tile, nothing T x T touches HBM.
   * gpu -> dot_product, for every PE: cuDNN flash attention for bfloat16/float16 (XLA for
     float32). pallas_flash's Triton form (the bias in the tile) is one config away
@@ -26,11 +28,19 @@ BACKENDS = ("cpu", "gpu", "tpu")
 CPU_REFERENCE_MAX_KEYS = 512
 
 
+def resolve(platform: str | None) -> str:
+    """`platform`, or this process's default backend when None; checked against BACKENDS."""
+    platform = jax.default_backend() if platform is None else platform
+    if platform not in BACKENDS:
+        raise ValueError(f"unknown JAX platform {platform!r}; expected one of {BACKENDS}")
+    return platform
+
+
 def choose(backend: str, k_len: int) -> str:
     """The kernel name `auto` stands for on `backend` with `k_len` keys.
 
     Args:
-      backend: `jax.default_backend()`, one of BACKENDS.
+      backend: the platform the program is compiled for, one of BACKENDS.
       k_len: keys per query (the sequence length, or the KV-cache size when decoding).
     """
     if backend not in BACKENDS:
@@ -42,8 +52,3 @@ def choose(backend: str, k_len: int) -> str:
     if backend == "gpu":
         return "dot_product"
     return "reference" if k_len <= CPU_REFERENCE_MAX_KEYS else "blockwise"
-
-
-def current(k_len: int) -> str:
-    """`choose` for the default backend of this process."""
-    return choose(jax.default_backend(), k_len)

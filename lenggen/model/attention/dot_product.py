@@ -7,8 +7,9 @@ reference; it buys speed where cuDNN applies. T5 convention (docs/paper.md "Mode
 with no visible key gets the reference's uniform row (XLA; cuDNN may differ on such rows, which
 are padding and never read).
 
-cuDNN is chosen on GPU for bfloat16/float16 inputs (it supports no float32); if it rejects the
-shapes at trace time, XLA is used. Everything else (CPU, TPU, float32) uses 'xla'.
+cuDNN is chosen when compiling for a GPU (`platform`, the mesh's) for bfloat16/float16 inputs
+(it supports no float32); if it rejects the shapes at trace time, XLA is used. Everything else
+(CPU, TPU, float32) uses 'xla'.
 
 Attention dropout: `jax.nn.dot_product_attention` has none, so a call with `dropout_rng` and
 `dropout_rate > 0` (training) falls back to `blockwise.attend`, which draws the dropout inside
@@ -19,7 +20,7 @@ import jax
 import jax.numpy as jnp
 from absl import logging
 
-from lenggen.model.attention import blockwise, reference
+from lenggen.model.attention import auto, blockwise, reference
 from lenggen.model.positional.base import TileBias
 
 CUDNN_DTYPES = (jnp.bfloat16, jnp.float16)
@@ -42,6 +43,7 @@ def attend(
     dropout_rate: float = 0.0,
     dropout_rng: jax.Array | None = None,
     tile_bias: TileBias | None = None,
+    platform: str | None = None,
 ) -> jax.Array:
     """`jax.nn.dot_product_attention` with the PE bias; same contract as `reference.attend`.
 
@@ -55,6 +57,8 @@ def attend(
       dropout_rate, dropout_rng: as in `reference.attend`; with dropout the call is
         `blockwise.attend`.
       tile_bias: unused (the bias comes from `bias_fn`); see `reference.attend`.
+      platform: the platform the program is compiled for ('cpu', 'gpu', 'tpu'); None: this
+        process's default backend.
     Returns:
       `[batch, q_len, heads, head_dim]` in v's dtype.
     """
@@ -72,7 +76,7 @@ def attend(
     mask = reference.causal_mask(q_positions, k_positions, k_valid)  # -> [b, 1, q_len, k_len]
     # Same dtype for q, k, v (the function checks it); the output is cast back to v's dtype.
     q, k = q.astype(v.dtype), k.astype(v.dtype)
-    if implementation(jax.default_backend(), v.dtype) == "cudnn":
+    if implementation(auto.resolve(platform), v.dtype) == "cudnn":
         try:  # cuDNN takes the bias in the input dtype and checks shapes at trace time.
             cudnn_bias = None if bias is None else bias.astype(v.dtype)
             return jax.nn.dot_product_attention(

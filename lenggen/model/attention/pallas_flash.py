@@ -1,6 +1,7 @@
 """A Pallas flash-attention kernel that computes the PE bias inside each tile, for TPU and GPU.
 
-Two forms of one kernel, picked by `target` (by default the backend's):
+Two forms of one kernel, picked by `target` (by default the platform's: that of the devices the
+program is compiled for, so a CPU host compiling for a TPU topology builds the Mosaic form):
   * tpu (here, Mosaic): the grid is `(batch, query blocks, key blocks)`, key blocks innermost
     (Dao et al. 2022, FlashAttention; the layout of jax.experimental.pallas.ops.tpu.
     flash_attention). Each program holds one `[heads, block_q, head_dim]` query tile and one
@@ -40,8 +41,9 @@ import jax.numpy as jnp
 from absl import logging
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
+from jax.sharding import PartitionSpec as P
 
-from lenggen.model.attention import blockwise, pallas_gpu, reference
+from lenggen.model.attention import auto, blockwise, pallas_gpu, reference
 from lenggen.model.positional.base import TileBias
 
 TARGETS = ("tpu", "gpu")
@@ -169,17 +171,16 @@ def _forward(q, k, v, q_positions, k_positions, k_valid, bias_tile_fn, params, *
     return jnp.einsum("bhqd->bqhd", out[:, :, :q_len])  # -> [batch, q_len, heads, head_dim]
 
 
-def _target(target: str | None, interpret: bool) -> str:
-    """The kernel form to run: `target`, or the backend's ('gpu' on a GPU, else 'tpu')."""
-    backend = jax.default_backend()
+def _target(target: str | None, interpret: bool, platform: str) -> str:
+    """The kernel form to run: `target`, or the platform's ('gpu' on a GPU, else 'tpu')."""
     if target is None:
-        target = "gpu" if backend == "gpu" else "tpu"
+        target = "gpu" if platform == "gpu" else "tpu"
     if target not in TARGETS:
         raise ValueError(f"unknown pallas_flash target {target!r}; expected one of {TARGETS}")
-    if not interpret and backend in TARGETS and backend != target:
+    if not interpret and platform in TARGETS and platform != target:
         raise ValueError(
-            f"pallas_flash target {target!r} does not compile on the {backend} backend; use "
-            f"target={backend!r} (the default) or interpret=True"
+            f"pallas_flash target {target!r} does not compile on the {platform} backend; use "
+            f"target={platform!r} (the default) or interpret=True"
         )
     return target
 
@@ -189,6 +190,27 @@ def _fall_back(reason: str, q, k, v, q_positions, k_positions, k_valid, bias_fn,
     """`blockwise.attend` (the same function), after one log line saying why."""
     logging.info("pallas_flash: %s; running blockwise attention instead", reason)
     return blockwise.attend(q, k, v, q_positions, k_positions, k_valid, bias_fn, **dropout)
+
+
+# The mesh axis batches are split over (lenggen.sharding's rules put "batch" on it).
+DATA_AXIS = "data"
+
+
+def _per_shard(forward, batch: int):
+    """`forward` run on each shard of the batch under the current mesh (`jax.set_mesh`).
+
+    XLA cannot partition a Mosaic or Triton kernel ("Mosaic kernels cannot be automatically
+    partitioned"), so on a mesh of several devices the kernel runs inside `jax.shard_map`: each
+    device on its rows of the batch (over DATA_AXIS when it divides the batch), the tile bias's
+    params and any other mesh axis replicated. Without a mesh, `forward` as is.
+    """
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or mesh.size == 1:
+        return forward
+    rows = P(DATA_AXIS) if DATA_AXIS in mesh.axis_names and batch % mesh.shape[DATA_AXIS] == 0 \
+        else P()  # fmt: skip
+    return jax.shard_map(forward, mesh=mesh, in_specs=(rows,) * 6 + (P(),), out_specs=rows,
+                         check_vma=False)  # fmt: skip
 
 
 def attend(
@@ -207,6 +229,7 @@ def attend(
     block_k: int | None = None,
     interpret: bool | None = None,
     target: str | None = None,
+    platform: str | None = None,
 ) -> jax.Array:
     """Flash attention with the PE bias computed per tile; same contract as `reference.attend`.
 
@@ -225,8 +248,10 @@ def attend(
       block_q, block_k: tile sizes; None means the target's defaults (tpu: DEFAULT_BLOCK_Q/K,
         clipped to the lengths, multiples of 128 or the whole length when compiled; gpu:
         `pallas_gpu.DEFAULT_BLOCK_Q/K`, powers of two >= 16).
-      interpret: run in Pallas interpret mode; None means only on CPU.
-      target: 'tpu' (Mosaic) or 'gpu' (Triton); None means 'gpu' on a GPU backend, else 'tpu'.
+      interpret: run in Pallas interpret mode; None means only when `platform` is 'cpu'.
+      target: 'tpu' (Mosaic) or 'gpu' (Triton); None means 'gpu' on a GPU platform, else 'tpu'.
+      platform: the platform the program is compiled for ('cpu', 'gpu', 'tpu'; the mesh's);
+        None: this process's default backend.
     Returns:
       `[batch, q_len, heads, head_dim]` in v's dtype.
     """
@@ -237,9 +262,10 @@ def attend(
                           dropout_rate=dropout_rate, dropout_rng=dropout_rng)  # fmt: skip
     if tile_bias is None and jax.eval_shape(bias_fn, q_positions, k_positions) is not None:
         return _fall_back("the positional encoding's bias has no tile form (tile_bias)", *args)
+    platform = auto.resolve(platform)
     if interpret is None:
-        interpret = jax.default_backend() == "cpu"
-    target = _target(target, interpret)
+        interpret = platform == "cpu"
+    target = _target(target, interpret, platform)
     gpu = target == "gpu"
     defaults = (pallas_gpu.DEFAULT_BLOCK_Q, pallas_gpu.DEFAULT_BLOCK_K) if gpu else (
         DEFAULT_BLOCK_Q, DEFAULT_BLOCK_K)  # fmt: skip
@@ -256,12 +282,18 @@ def attend(
 
     # The bias's params are explicit arguments of the custom VJP, so it can return their
     # gradients.
-    @jax.custom_vjp
-    def flash(q, k, v, q_positions, k_positions, k_valid, params):
+    def kernel(q, k, v, q_positions, k_positions, k_valid, params):
         return forward(
             q, k, v, q_positions, k_positions, k_valid, bias_tile_fn, params,
             block_q=block_q, block_k=block_k, interpret=interpret,
         )  # fmt: skip
+
+    if not interpret:
+        kernel = _per_shard(kernel, q.shape[0])
+
+    @jax.custom_vjp
+    def flash(q, k, v, q_positions, k_positions, k_valid, params):
+        return kernel(q, k, v, q_positions, k_positions, k_valid, params)
 
     def flash_forward(*args):
         return flash(*args), args
