@@ -78,6 +78,8 @@ class Experiment:
         if jax.process_index() != 0:
             _barrier("lenggen_dataset_prepared")
         self.data = dataset.prepare(self.task, data_dir)
+        for note in self.data.notes:
+            _log(note)
         if jax.process_index() == 0:
             _barrier("lenggen_dataset_prepared")
         self.tokenizer = self.data.tokenizer

@@ -7,9 +7,11 @@
 - results.json, samples.jsonl, the plot and config.json are replaced atomically.
 """
 
+import hashlib
 import json
 import os
 import shutil
+import struct
 
 import jax
 import jax.numpy as jnp
@@ -57,15 +59,28 @@ def _saved(tmp_path, *values: float) -> checkpoint.Checkpoints:
     return checkpoints
 
 
+def _sha256(header: str, data: bytes) -> str:
+    return hashlib.sha256(header.encode() + data).hexdigest()
+
+
 def test_checksum_by_hand():
-    # Bit patterns: 1.0f = 0x3F800000, 2.0f = 0x40000000; bf16 1.0 = 0x3F80; int32 -1 =
-    # 0xFFFFFFFF, and sums wrap modulo 2**32.
+    # The hashed message: dtype name, shape as a list, then the little-endian bytes in C order.
     tree = {"a": jnp.array([1.0, 2.0], jnp.float32), "b": jnp.array([1.0], jnp.bfloat16),
-            "c": jnp.array([-1, 2], jnp.int32)}
-    assert checkpoint.state_checksum(tree) == [0x7F800000, 0x3F80, 1]
+            "c": jnp.array([[-1, 2]], jnp.int32)}
+    assert checkpoint.state_checksum(tree) == [
+        _sha256("float32[2]", struct.pack("<2f", 1.0, 2.0)),
+        _sha256("bfloat16[1]", bytes([0x80, 0x3F])),  # bf16 1.0 = 0x3F80
+        _sha256("int32[1, 2]", struct.pack("<2i", -1, 2)),
+    ]
     # One flipped bit (the lowest of the mantissa) changes it.
     flipped = dict(tree, a=jnp.array([np.nextafter(np.float32(1), np.float32(2)), 2.0]))
-    assert checkpoint.state_checksum(flipped) == [0x7F800001, 0x3F80, 1]
+    assert checkpoint.state_checksum(flipped)[0] == _sha256(
+        "float32[2]", struct.pack("<2I", 0x3F800001, 0x40000000))
+    # Swapped values, which a per-array sum cannot see, and a reshape change it too.
+    swapped = dict(tree, a=jnp.array([2.0, 1.0], jnp.float32))
+    reshaped = dict(tree, c=jnp.array([[-1], [2]], jnp.int32))
+    assert checkpoint.state_checksum(swapped)[0] != checkpoint.state_checksum(tree)[0]
+    assert checkpoint.state_checksum(reshaped)[2] != checkpoint.state_checksum(tree)[2]
 
 
 def test_checksum_does_not_depend_on_the_sharding():
