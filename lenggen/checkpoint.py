@@ -178,7 +178,15 @@ class _Directory:
                 barrier_sync_key_prefix=name
             ),
         )
-        self.manager = ocp.CheckpointManager(self.path, options=options)
+        try:
+            self.manager = ocp.CheckpointManager(self.path, options=options)
+        except Exception as error:  # e.g. a step's metrics file damaged: Orbax reads them all
+            raise CheckpointError(
+                f"{self.path} cannot be opened ({_describe(error)}). Move it aside (to keep it "
+                "for inspection) and run the same command again"
+                + (": evaluation then scores the newest checkpoint." if name == "best" else
+                   ": the run then starts from scratch.")
+            ) from None
         self.pending: int | None = None  # the step of the save in flight
         self.failed: CheckpointSaveError | None = None
 
@@ -310,16 +318,20 @@ class Checkpoints:
             workdir, "checkpoints", ocp.CheckpointManagerOptions(max_to_keep=keep, create=create),
             self._checksums,
         )
-        self._best = _Directory(
-            workdir, "best",
-            ocp.CheckpointManagerOptions(
-                max_to_keep=1,
-                best_fn=lambda metrics: metrics[BEST_METRIC],
-                best_mode="max",
-                create=create,
-            ),
-            self._checksums,
-        )
+        try:
+            self._best = _Directory(
+                workdir, "best",
+                ocp.CheckpointManagerOptions(
+                    max_to_keep=1,
+                    best_fn=lambda metrics: metrics[BEST_METRIC],
+                    best_mode="max",
+                    create=create,
+                ),
+                self._checksums,
+            )
+        except CheckpointError:
+            self._latest.manager.close()
+            raise
         self.warnings: list[str] = []
         has_steps = bool(self._latest.manager.all_steps() or self._best.manager.all_steps())
         problem = self._checksums.problem

@@ -93,10 +93,22 @@ def trim_metrics(workdir: str, step: int) -> None:
     if not os.path.exists(path):
         return
     kept = []
+    for record in _metrics_lines(path):
+        replayed = record.get("event") in ("train", "validation") and record["step"] > step
+        if not replayed:
+            kept.append(results.json_line(record))
+    write_lines_atomic(path, kept)
+
+
+def _metrics_lines(path: str) -> list[dict]:
+    """The events of a metrics file, but for a last line a crash cut short (the text after
+    the last newline: dropped). Any other line that does not read is damage a run must not
+    paper over: WorkdirError names the file and line."""
+    if not os.path.exists(path):
+        return []
     with open(path, "rb") as handle:
         lines = handle.read().split(b"\n")
-    # The text after the last newline is a line a crash cut short (or nothing): dropped. Any
-    # other line that does not read is damage this run must not paper over.
+    records = []
     for number, raw in enumerate(lines[:-1], start=1):
         record = _metrics_record(raw)
         if record is None:
@@ -104,10 +116,8 @@ def trim_metrics(workdir: str, step: int) -> None:
                 f"{path} line {number} is not a metrics record ({raw[:60]!r}): fix or delete "
                 "that line, then run the same command again."
             )
-        replayed = record.get("event") in ("train", "validation") and record["step"] > step
-        if not replayed:
-            kept.append(results.json_line(record))
-    write_lines_atomic(path, kept)
+        records.append(record)
+    return records
 
 
 def read_events(workdir: str) -> list[dict]:
@@ -160,6 +170,8 @@ def check(workdir: str, config: ml_collections.ConfigDict, *, overwrite: bool = 
     if overwrite and not evaluating:
         return  # Everything there is moved aside before the run starts (`prepare`).
     _conflicts(workdir, json.loads(config.to_json()), overwrite=False, evaluating=evaluating)
+    if not evaluating:
+        _metrics_lines(os.path.join(workdir, METRICS_FILE))  # a resume rewrites it: read first
 
 
 def _non_empty_directory(path: str) -> bool:
