@@ -422,6 +422,8 @@ def run(
     evaluating = mode == "evaluate"
     workdir_lib.check(workdir, config, overwrite=overwrite and not evaluating,
                       evaluating=evaluating)
+    _log(f"Setting up {config.task.name}, {config.model.pe.name}, seed {config.seed} "
+         f"({mode}) in {workdir}.")
     # Builds data, model and state layout, and checks they fit, before the workdir is touched:
     # a config refused here leaves the workdir as it was.
     experiment = Experiment(config, workdir)
