@@ -26,8 +26,10 @@ Exit status (a scheduler can act on it; the reason is one line on stderr, withou
 """
 
 import logging as std_logging
+import os
 import sys
 
+import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -60,8 +62,19 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 def _exit(status: int, message: str) -> None:
+    """Prints `lenggen: message` and ends the process with `status`.
+
+    Ends it with os._exit once the logs are flushed: by now every save was waited for (or has
+    failed and been reported), and the interpreter's teardown would only add noise, e.g. after
+    a failed asynchronous save, TensorStore's pending write callbacks reach asyncio loops Orbax
+    has already closed and print one "Event loop is closed" traceback each.
+    """
     print(f"lenggen: {message}", file=sys.stderr, flush=True)
-    sys.exit(status)
+    std_logging.shutdown()  # flushes absl's handlers
+    sys.stdout.flush()
+    if jax.distributed.is_initialized():  # its peers wait for it to leave
+        jax.distributed.shutdown()
+    os._exit(status)
 
 
 def _root_cause(error: BaseException) -> BaseException:
