@@ -249,7 +249,7 @@ def cli(tmp_path_factory, data_dir, reference):
             done[case] = (str(workdir), process.returncode, stderr)
     finally:
         for mount in mounts:
-            subprocess.run(["umount", str(mount)], check=False)
+            subprocess.run(["umount", "-l", str(mount)], check=False)
     return done
 
 
