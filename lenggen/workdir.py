@@ -11,6 +11,7 @@ scripts read are replaced atomically (a temporary file renamed over the old one)
 mid-write leaves the previous version whole.
 """
 
+import errno
 import json
 import os
 import tempfile
@@ -189,14 +190,18 @@ def _check_writable(workdir: str) -> None:
     if not os.path.isdir(existing):
         what = "is" if existing == workdir else f"is under {existing}, which is"
         raise WorkdirError(f"--workdir={workdir} {what} a file; expected a directory.")
-    try:  # A probe: os.access says yes to root on a read-only mount.
-        with tempfile.TemporaryFile(dir=existing):
-            pass
-    except OSError as error:
-        raise WorkdirError(
-            f"--workdir={workdir} cannot be written ({existing}: {error.strerror or error}); "
-            "choose a writable directory."
-        ) from None
+    # Asked, not probed: every process checks, and only process 0 writes to the workdir.
+    # os.access answers for the mode bits (always yes to root), statvfs for read-only mounts.
+    if os.statvfs(existing).f_flag & os.ST_RDONLY:
+        reason = os.strerror(errno.EROFS)
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        reason = os.strerror(errno.EACCES)
+    else:
+        return
+    raise WorkdirError(
+        f"--workdir={workdir} cannot be written ({existing}: {reason}); choose a writable "
+        "directory."
+    )
 
 
 def read_config(workdir: str) -> dict | None:
