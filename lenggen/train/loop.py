@@ -213,7 +213,8 @@ def _resume(experiment: Experiment, checkpoints: checkpoint.Checkpoints) -> tupl
         _log(warning)
     restored = checkpoints.restore_newest(experiment.layout.restore_target())
     step = restored.step if restored else 0
-    devices = dict(devices=jax.device_count(), mesh=dict(experiment.mesh.shape))
+    # The mesh as [data, model] sizes (config_schema.MESH_AXES).
+    devices = dict(devices=jax.device_count(), mesh_shape=list(experiment.mesh.devices.shape))
     if jax.process_index() == 0:
         workdir_lib.trim_metrics(experiment.workdir, step)
         if restored is not None:
@@ -237,8 +238,9 @@ def _warn_if_devices_changed(experiment: Experiment, step: int, devices: dict) -
     earlier = [e for e in workdir_lib.read_events(experiment.workdir) if "devices" in e]
     if earlier and earlier[-1]["devices"] != devices["devices"]:
         _log(
-            f"Note: resuming on {devices['devices']} devices (mesh {devices['mesh']}), but the "
-            f"steps up to {step} ran on {earlier[-1]['devices']} (mesh {earlier[-1]['mesh']}): "
+            f"Note: resuming on {devices['devices']} devices (mesh {devices['mesh_shape']}), but "
+            f"the steps up to {step} ran on {earlier[-1]['devices']} (mesh "
+            f"{earlier[-1].get('mesh_shape')}): "
             "training continues, but not bit-identical to a run on one device count (sums "
             "are split differently)."
         )

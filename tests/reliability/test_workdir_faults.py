@@ -148,16 +148,15 @@ def test_a_resume_on_another_device_count_says_so(tmp_path, data_dir, reference,
     # The run's history says its steps ran on 8 devices; this process has 4.
     path = os.path.join(run, "metrics.jsonl")
     lines = [json.loads(line) for line in open(path)]
-    assert lines[0] == {"event": "started", "step": 0, "devices": 4,
-                        "mesh": {"data": 2, "model": 2}}
-    lines[0].update(devices=8, mesh={"data": 4, "model": 2})
+    assert lines[0] == {"event": "started", "step": 0, "devices": 4, "mesh_shape": [2, 2]}
+    lines[0].update(devices=8, mesh_shape=[4, 2])
     with open(path, "w") as handle:
         handle.writelines(json.dumps(line) + "\n" for line in lines)
     loop.run(runs.config_for(data_dir), run, mode="train")
     out = capsys.readouterr().out.splitlines()
-    assert (f"Note: resuming on 4 devices (mesh {{'data': 2, 'model': 2}}), but the steps up to "
-            f"{runs.STEPS} ran on 8 (mesh {{'data': 4, 'model': 2}}): training continues, but "
-            "not bit-identical to a run on one device count (sums are split differently).") in out
+    assert (f"Note: resuming on 4 devices (mesh [2, 2]), but the steps up to {runs.STEPS} ran "
+            "on 8 (mesh [4, 2]): training continues, but not bit-identical to a run on one "
+            "device count (sums are split differently).") in out
     [resumed] = runs.events(run, "resumed")
     assert resumed["devices"] == 4
     # The same device count says nothing.
