@@ -449,8 +449,8 @@ def run(
         if mode in ("evaluate", "train_and_evaluate"):
             trained = " training is complete (checkpoints saved);" if not evaluating else ""
             with preemption.phase(
-                f"during the final evaluation:{trained} nothing was written to results.json. "
-                "Run the same command to evaluate again."
+                f"during the final evaluation:{trained} results files are replaced atomically, "
+                "so none is half-written. Run the same command to evaluate again."
             ):
                 return evaluate(experiment, checkpoints)
         return None

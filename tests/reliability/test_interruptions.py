@@ -227,7 +227,8 @@ def test_sigterm_during_the_final_evaluation_stops_before_results_are_written(
             signal.signal(signum, handler)
         monkeypatch.setattr(preemption, "_installed", None)
     assert preemption.exit_status(stop.value.signum) == 75
-    assert str(stop.value) == ("Preempted (SIGTERM) during the final evaluation: nothing was "
-                               "written to results.json. Run the same command to evaluate again.")
+    assert str(stop.value) == ("Preempted (SIGTERM) during the final evaluation: results files "
+                               "are replaced atomically, so none is half-written. Run the same "
+                               "command to evaluate again.")
     for name, content in before.items():
         assert open(os.path.join(run, name), "rb").read() == content, name
