@@ -217,6 +217,8 @@ def test_sigterm_during_the_final_evaluation_stops_before_results_are_written(
         return evaluate(self, params, split, metric)
 
     monkeypatch.setattr(loop.Experiment, "evaluate", signalled)
+    # Put back after the test: no handler installed, Python's own signal handlers.
+    monkeypatch.setattr(preemption, "_installed", None)
     previous = {s: signal.getsignal(s) for s in preemption.SIGNALS}
     try:
         preemption.install()
@@ -225,7 +227,6 @@ def test_sigterm_during_the_final_evaluation_stops_before_results_are_written(
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-        monkeypatch.setattr(preemption, "_installed", None)
     assert preemption.exit_status(stop.value.signum) == 75
     assert str(stop.value) == ("Preempted (SIGTERM) during the final evaluation: results files "
                                "are replaced atomically, so none is half-written. Run the same "
