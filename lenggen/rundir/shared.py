@@ -19,6 +19,7 @@ in Orbax ignored it. The deadline is `deadline_s`, else $LENGGEN_SHARED_CHECK_S,
 """
 
 import contextlib
+import ctypes
 import os
 import signal
 import time
@@ -46,20 +47,46 @@ class Interrupted(Exception):
         self.signum = signum
 
 
+def _raw_actions(signums) -> dict:
+    """The C-level sigaction of each signal, as bytes (empty where libc cannot be asked).
+
+    Python's `signal.signal` returns only what Python installed: the SIGTERM notifier that
+    `jax.distributed.initialize` installs in C++ reads as SIG_DFL (or as the handler Python had
+    before), and restoring that would silently remove it, so a multi-process run preempted later
+    would die instead of stopping at a saved step (lenggen/train/preemption.py).
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return {}
+    saved = {}
+    for signum in signums:
+        buffer = ctypes.create_string_buffer(1024)  # >= sizeof(struct sigaction)
+        if libc.sigaction(int(signum), None, buffer) == 0:
+            saved[signum] = (libc, buffer)
+    return saved
+
+
 @contextlib.contextmanager
 def _signals_interrupt():
-    """SIGTERM/SIGINT raise Interrupted in the main thread while the block runs."""
+    """SIGTERM/SIGINT raise Interrupted in the main thread while the block runs; afterwards
+    each signal's handler is exactly what it was, C-level handlers (JAX's) included."""
     def handler(signum, frame):
         del frame
         raise Interrupted(signum)
 
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    signums = (signal.SIGTERM, signal.SIGINT)
+    raw = _raw_actions(signums)
+    previous = {s: signal.signal(s, handler) for s in signums}
     try:
         yield
     finally:
         for signum, old in previous.items():
             # None: the old handler was not installed from Python and cannot be restored.
             signal.signal(signum, signal.SIG_DFL if old is None else old)
+            if signum in raw:
+                libc, buffer = raw[signum]
+                libc.sigaction(int(signum), buffer, None)
 
 
 def _nonce() -> str:
