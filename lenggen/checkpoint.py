@@ -6,9 +6,11 @@ Layout inside the workdir:
   best/<step>/         the state with the best validation exact match so far (the test split
                        is scored with the best-validation checkpoint: docs/paper.md,
                        "Training").
-  checksums.json       {"checkpoints" | "best": {step: checksum of each array}}, recorded as
-                       each step is saved.
-  corrupt/<dir>-<step>-<time>/   checkpoints that failed to restore, moved aside (kept).
+  checksums.json       {"format": 2, "algorithm": "sha256", "entries": {"checkpoints" | "best":
+                       {step: [sha256 of each array]}}, "digest": sha256 of the entries},
+                       recorded before each step's save starts.
+  corrupt/<dir>-<step>-<time>/   checkpoints that failed to restore, moved aside (kept); also
+                       a checksums.json that failed its own digest.
 
 What a crash can leave, and why none of it is ever restored:
 - A save killed part-way: Orbax writes each step to `<step>.orbax-checkpoint-tmp` and renames it
@@ -16,34 +18,47 @@ What a crash can leave, and why none of it is ever restored:
   Such directories are removed when the next run opens the workdir.
 - A finished step whose files were damaged later (truncated, zeroed, bit-flipped): Orbax raises
   on truncated or zeroed files; a flipped bit in compressed array data can restore silently, which
-  the checksum catches (it covers every bit of every array). `restore_newest` then falls back to
-  the next older step and moves the damaged one aside.
+  the checksum catches (sha256 over each array's dtype, shape and bytes, so swapped values are
+  caught too). `restore_newest` then falls back to the next older step and moves the damaged one
+  aside.
+- A damaged or missing checksums.json (while checkpoints exist) is never ignored silently: it is
+  moved aside with a warning that the existing checkpoints restore unverified this once, and
+  new saves record their checksums in a new file.
+- A save that fails (a full disk): `save`, `check` and `wait` raise CheckpointSaveError naming
+  the path; Orbax deletes an old step only after a newer one commits, so the last complete
+  checkpoint stays intact.
+
+Every path goes through lenggen/rundir/storage.py, so the workdir may be local or on gs://.
 """
 
 import dataclasses
 import datetime
-import functools
+import errno
+import hashlib
+import json
+import os
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
 
 from lenggen.rundir import files, storage
 
 BEST_METRIC = "validation_exact_match"
 CHECKSUMS_FILE = files.CHECKSUMS_FILE
+CHECKSUMS_FORMAT = 2
 CORRUPT_DIR = files.CORRUPT_DIR
 _UNFINISHED_SUFFIX = ".orbax-checkpoint-tmp"
-_UNSIGNED = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32}
 
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be restored, or none that can."""
+
+
+class CheckpointSaveError(OSError):
+    """A save that failed (e.g. a full disk); the checkpoints saved before it are intact."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,35 +78,55 @@ class Restored:
     moved_to: tuple[str, ...] = ()
 
 
-def _leaf_checksum(leaf: jax.Array) -> jax.Array:
-    """The wrapping uint32 sum of the leaf's bit patterns: any single flipped bit changes it."""
-    unsigned = _UNSIGNED.get(leaf.dtype.itemsize)
-    if unsigned is None:
-        raise CheckpointError(f"Cannot checksum a leaf of dtype {leaf.dtype}; expected 1, 2 or "
-                              "4 bytes per element.")
-    bits = jax.lax.bitcast_convert_type(leaf, unsigned).astype(jnp.uint32)
-    # Integer sums wrap and are associative, so the value does not depend on the sharding.
-    return jnp.sum(bits, dtype=jnp.uint32)
+def _host_array(leaf: jax.Array) -> np.ndarray:
+    """The whole of `leaf` on this host (gathered from every process when it is spread)."""
+    if getattr(leaf, "is_fully_addressable", True):
+        return np.asarray(jax.device_get(leaf))
+    return np.asarray(multihost_utils.process_allgather(leaf, tiled=True))
 
 
-def _tree_checksum(state: Any) -> jax.Array:
-    """`[num_leaves]` uint32, one checksum per leaf in tree order."""
-    return jnp.stack([_leaf_checksum(leaf) for leaf in jax.tree.leaves(state)])
+def leaf_checksum(array: np.ndarray) -> str:
+    """sha256 (hex) of `<dtype name><shape list>` and the array's bytes in C order: any change
+    to a value, its position, the dtype or the shape changes it, whatever the sharding."""
+    array = np.ascontiguousarray(array)
+    digest = hashlib.sha256(f"{array.dtype.name}{list(array.shape)}".encode())
+    digest.update(array.tobytes())
+    return digest.hexdigest()
 
 
-@functools.cache
-def _jitted_checksum(mesh: jax.sharding.Mesh | None):
-    # Replicated output, so that every process can read all of it.
-    out = None if mesh is None else NamedSharding(mesh, P())
-    return jax.jit(_tree_checksum, out_shardings=out)
+def state_checksum(state: Any) -> list[str]:
+    """Per-leaf checksums (tree order) of a (possibly sharded, multi-process) state, on every
+    process."""
+    return [leaf_checksum(_host_array(leaf)) for leaf in jax.tree.leaves(state)]
 
 
-def state_checksum(state: Any) -> list[int]:
-    """Per-leaf checksums of a (possibly sharded, multi-process) state, on every process."""
-    sharding = getattr(jax.tree.leaves(state)[0], "sharding", None)
-    mesh = sharding.mesh if isinstance(sharding, NamedSharding) else None
-    checksum = _jitted_checksum(mesh)(state)
-    return [int(x) for x in np.asarray(jax.device_get(checksum))]
+def _entries_digest(entries: dict) -> str:
+    return hashlib.sha256(json.dumps(entries, sort_keys=True).encode()).hexdigest()
+
+
+def read_checksums(path: str | os.PathLike) -> tuple[dict, str | None]:
+    """(entries, problem) of a checksums file: `entries` = {"checkpoints" | "best": {step:
+    [leaf checksums]}}; `problem` says why the file cannot be trusted (then entries is {}),
+    None when it verifies or does not exist."""
+    try:
+        if not storage.exists(path):
+            return {}, None
+        recorded = json.loads(storage.read_bytes(path).decode())
+    except FileNotFoundError:
+        return {}, None
+    except (OSError, ValueError) as error:
+        return {}, f"it does not read ({_describe(error)})"
+    if not isinstance(recorded, dict) or recorded.get("format") != CHECKSUMS_FORMAT:
+        return {}, f"it is not in format {CHECKSUMS_FORMAT} (sha256 per array)"
+    entries = recorded.get("entries")
+    if not isinstance(entries, dict) or recorded.get("digest") != _entries_digest(entries):
+        return {}, "its own digest does not match its entries (the file was altered)"
+    return entries, None
+
+
+def write_checksums(path: str | os.PathLike, entries: dict) -> None:
+    storage.write_json(path, dict(format=CHECKSUMS_FORMAT, algorithm="sha256", entries=entries,
+                                  digest=_entries_digest(entries)))
 
 
 def _all_processes(ok: bool) -> bool:
@@ -106,18 +141,40 @@ def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[:300]}{'...' if len(text) > 300 else ''}"
 
 
+def _save_failure(error: BaseException) -> str:
+    """The cause of a failed save in a few words (Orbax and TensorStore wrap it in pages)."""
+    chain, seen = [error], set()
+    while chain[-1].__cause__ or chain[-1].__context__:
+        nxt = chain[-1].__cause__ or chain[-1].__context__
+        if id(nxt) in seen:
+            break
+        seen.add(id(nxt))
+        chain.append(nxt)
+    for link in chain:
+        if isinstance(link, OSError) and link.strerror:
+            return link.strerror
+    text = str(error)
+    if "os_error_code='28'" in text or "No space left on device" in text:
+        return os.strerror(errno.ENOSPC)
+    return _describe(error)
+
+
 class _Directory:
-    """One Orbax-managed directory (checkpoints/ or best/) and its checksum file.
+    """One Orbax-managed directory (checkpoints/ or best/), sharing the workdir's checksum file.
+
+    `checksums` is the parent's view of that file: `entries` (verified when read) and `problem`
+    (why the file read at start-up could not be trusted, else None).
 
     Read-only (`read_only`): nothing is created, removed or moved, and restores are still
     verified against checksums.json; a directory that does not exist has no steps.
     """
 
     def __init__(self, workdir: str, name: str, options: ocp.CheckpointManagerOptions,
-                 read_only: bool = False):
+                 checksums: "_Checksums", read_only: bool = False):
         self.workdir = storage.resolve(workdir)
         self.name = name
         self.path = self.workdir / name
+        self.checksums = checksums
         self.read_only = read_only
         if read_only:
             self.removed_unfinished = []
@@ -132,7 +189,17 @@ class _Directory:
                 barrier_sync_key_prefix=name
             ),
         )
-        self.manager = ocp.CheckpointManager(self.path, options=options)
+        try:
+            self.manager = ocp.CheckpointManager(self.path, options=options)
+        except Exception as error:  # e.g. a step's metrics file damaged: Orbax reads them all
+            raise CheckpointError(
+                f"{self.path} cannot be opened ({_describe(error)}). Move it aside (to keep it "
+                "for inspection) and run the same command again"
+                + (": evaluation then scores the newest checkpoint." if name == "best" else
+                   ": the run then starts from scratch.")
+            ) from None
+        self.pending: int | None = None  # the step of the save in flight
+        self.failed: CheckpointSaveError | None = None
 
     def _remove_unfinished_saves(self) -> list[str]:
         """Deletes `<step>.orbax-checkpoint-tmp` left by a save that a crash interrupted."""
@@ -143,42 +210,78 @@ class _Directory:
             (self.path / entry).rmtree()
         return [f"{self.name}/{e}" for e in unfinished]
 
-    def _all_checksums(self) -> dict[str, dict[str, list[int]]]:
-        try:
-            recorded = storage.read_json(self.workdir / CHECKSUMS_FILE)
-        except (OSError, ValueError):
-            recorded = None
-        # Absent or unreadable: restores are then checked by Orbax alone.
-        return recorded if isinstance(recorded, dict) else {}
+    def _fail(self, step: int, path: str, error: BaseException) -> CheckpointSaveError:
+        newest = max((s for s in self.manager.all_steps() if s != step), default=None)
+        kept = (f"The newest complete checkpoint, {self.name}/{newest}, is intact"
+                if newest is not None else f"No complete checkpoint in {self.path} yet")
+        self.failed = CheckpointSaveError(
+            f"Saving step {step} failed: {path}: {_save_failure(error)}. {kept}; free space "
+            "(or fix the disk) and run the same command to resume."
+        )
+        return self.failed
 
-    def _checksums(self) -> dict[str, list[int]]:
-        return self._all_checksums().get(self.name, {})
+    def check(self) -> None:
+        """Raises CheckpointSaveError if the save in flight has failed (cheap: no waiting)."""
+        if self.failed is not None:
+            raise self.failed
+        try:
+            self.manager.check_for_errors()
+        except Exception as error:
+            raise self._fail(self.pending, f"{self.path}/{self.pending}",
+                             error) from None
 
     def save(self, step: int, state: Any, **kwargs) -> None:
+        self.check()  # the previous save's failure first: it is the one to report
         checksum = state_checksum(state)
         if jax.process_index() == 0:
             # Recorded before the save starts: an entry whose step never finished is harmless,
-            # a finished step without its entry would go unverified.
+            # a finished step without its entry would fail to verify.
             kept = {str(s) for s in self.manager.all_steps()}
-            everything = self._all_checksums()
-            recorded = {k: v for k, v in everything.get(self.name, {}).items() if k in kept}
-            everything[self.name] = dict(recorded, **{str(step): checksum})
-            storage.write_json(self.workdir / CHECKSUMS_FILE, everything)
-        self.manager.save(step, args=ocp.args.StandardSave(state), force=True, **kwargs)
+            recorded = {k: v for k, v in self.checksums.entries.get(self.name, {}).items()
+                        if k in kept}
+            self.checksums.entries[self.name] = dict(recorded, **{str(step): checksum})
+            try:
+                self.checksums.write()
+            except OSError as error:
+                raise self._fail(step, self.checksums.path, error) from None
+        self.pending = step
+        try:
+            self.manager.save(step, args=ocp.args.StandardSave(state), force=True, **kwargs)
+        except Exception as error:
+            raise self._fail(step, f"{self.path}/{step}", error) from None
+
+    def wait(self) -> None:
+        """Waits for the save in flight; raises CheckpointSaveError if it failed."""
+        if self.failed is not None:
+            return  # already reported; Orbax would raise the same error again
+        try:
+            self.manager.wait_until_finished()
+        except Exception as error:
+            raise self._fail(self.pending, f"{self.path}/{self.pending}",
+                             error) from None
 
     def restore(self, step: int, abstract_state: Any) -> Any:
         """The state of `step`, verified against its checksum; raises on any failure."""
         state = self.manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
-        expected = self._checksums().get(str(step))
-        if expected is not None:
-            got = state_checksum(state)
-            if got != expected:
-                paths = [jax.tree_util.keystr(p) for p, _ in jax.tree.leaves_with_path(state)]
+        if self.checksums.problem is not None:
+            return state  # Reported once by Checkpoints.warnings; Orbax's checks only.
+        expected = self.checksums.entries.get(self.name, {}).get(str(step))
+        if expected is None:
+            raise CheckpointError(
+                f"{self.name}/{step} has no checksum in {CHECKSUMS_FILE}, so it cannot be "
+                "verified (it was not saved by this run)."
+            )
+        got = state_checksum(state)
+        if got != expected:
+            paths = [jax.tree_util.keystr(p) for p, _ in jax.tree.leaves_with_path(state)]
+            if len(got) != len(expected):
+                bad = [f"{len(expected)} arrays recorded, {len(got)} restored"]
+            else:
                 bad = [p for p, a, b in zip(paths, got, expected, strict=True) if a != b]
-                raise CheckpointError(
-                    f"{self.name}/{step} does not match the checksum recorded when it was saved "
-                    f"(differing arrays: {', '.join(bad[:4])}{' ...' if len(bad) > 4 else ''})."
-                )
+            raise CheckpointError(
+                f"{self.name}/{step} does not match the checksum recorded when it was saved "
+                f"(differing arrays: {', '.join(bad[:4])}{' ...' if len(bad) > 4 else ''})."
+            )
         return state
 
     def move_aside(self, step: int) -> str:
@@ -196,29 +299,77 @@ class _Directory:
         return str(destination)
 
 
+class _Checksums:
+    """WORKDIR/checksums.json, read and verified once; rewritten (whole) on every save."""
+
+    def __init__(self, workdir: str | os.PathLike, read_only: bool = False):
+        self.path = storage.resolve(workdir) / CHECKSUMS_FILE
+        self.read_only = read_only
+        self.entries, self.problem = read_checksums(self.path)
+        self.moved_to: str | None = None
+
+    def exists(self) -> bool:
+        return storage.exists(self.path)
+
+    def set_aside(self) -> None:
+        """Moves a file that cannot be trusted to WORKDIR/corrupt/ (kept for inspection); new
+        saves then record their checksums in a new file. Read-only: left in place."""
+        if self.read_only or jax.process_index() != 0 or not self.exists():
+            return
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+        destination = self.path.parent / CORRUPT_DIR / f"{CHECKSUMS_FILE}-{stamp}"
+        storage.move(self.path, destination)
+        self.moved_to = str(destination)
+
+    def write(self) -> None:
+        write_checksums(self.path, self.entries)
+
+
 class Checkpoints:
     """The latest-N and best-by-validation checkpoint managers of one workdir (local or gs://).
 
-    With `read_only` (analysis, report) nothing in the workdir is created, removed or moved,
-    and every restore is still verified against checksums.json.
+    With `create=False` (evaluating) a missing checkpoints/ or best/ is not created. With
+    `read_only` (analysis, report) nothing in the workdir is created, removed or moved, and every
+    restore is still verified against checksums.json.
     """
 
-    def __init__(self, workdir: str, *, keep: int, read_only: bool = False):
+    def __init__(self, workdir: str, *, keep: int, create: bool = True, read_only: bool = False):
         self.workdir = str(storage.resolve(workdir))
+        self._checksums = _Checksums(self.workdir, read_only)
         self._latest = _Directory(
-            workdir, "checkpoints", ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
-            read_only,
+            workdir, "checkpoints", ocp.CheckpointManagerOptions(max_to_keep=keep, create=create),
+            self._checksums, read_only,
         )
-        self._best = _Directory(
-            workdir, "best",
-            ocp.CheckpointManagerOptions(
-                max_to_keep=1,
-                best_fn=lambda metrics: metrics[BEST_METRIC],
-                best_mode="max",
-                create=True,
-            ),
-            read_only,
-        )
+        try:
+            self._best = _Directory(
+                workdir, "best",
+                ocp.CheckpointManagerOptions(
+                    max_to_keep=1,
+                    best_fn=lambda metrics: metrics[BEST_METRIC],
+                    best_mode="max",
+                    create=create,
+                ),
+                self._checksums, read_only,
+            )
+        except CheckpointError:
+            self._latest.manager.close()
+            raise
+        self.warnings: list[str] = []
+        has_steps = bool(self._latest.manager.all_steps() or self._best.manager.all_steps())
+        problem = self._checksums.problem
+        if problem is None and has_steps and not self._checksums.exists():
+            problem = "it is missing"
+        if problem is not None and has_steps:
+            self._checksums.problem = problem
+            self._checksums.set_aside()
+            moved = f" (moved to {self._checksums.moved_to})" if self._checksums.moved_to else ""
+            self.warnings.append(
+                f"Warning: {self._checksums.path} cannot be trusted: {problem}{moved}. The "
+                "checkpoints already saved are restored unverified (Orbax's own checks only); "
+                "new saves record their checksums anew."
+            )
+        else:
+            self._checksums.problem = None
 
     @property
     def removed_unfinished(self) -> list[str]:
@@ -232,7 +383,17 @@ class Checkpoints:
         return sorted(self._latest.manager.all_steps())
 
     def save(self, step: int, state: Any) -> None:
+        """Starts saving `step` (asynchronously).
+
+        Raises:
+          CheckpointSaveError: this save, or the previous one, failed (naming the path).
+        """
         self._latest.save(step, state)
+
+    def check(self) -> None:
+        """Raises CheckpointSaveError as soon as an asynchronous save has failed."""
+        self._latest.check()
+        self._best.check()
 
     def restore_step(self, step: int, abstract_state: Any) -> Any:
         """The state of checkpoints/<step>, verified against its checksum; raises on failure."""
@@ -298,13 +459,21 @@ class Checkpoints:
             raise CheckpointError(
                 f"The best checkpoint {self._best.path}/{step} cannot be restored "
                 f"({_describe(error)}). Move it aside to evaluate the newest checkpoint instead."
-            ) from error
+            ) from None
 
     def wait(self) -> None:
-        """Blocks until every asynchronous save has been committed."""
-        self._latest.manager.wait_until_finished()
-        self._best.manager.wait_until_finished()
+        """Blocks until every asynchronous save has been committed.
+
+        Raises:
+          CheckpointSaveError: a save failed (reported once; later waits return).
+        """
+        self._latest.wait()
+        self._best.wait()
 
     def close(self) -> None:
-        self._latest.manager.close()
-        self._best.manager.close()
+        for directory in (self._latest, self._best):
+            try:
+                directory.manager.close()
+            except Exception:
+                if directory.failed is None:  # a failed save was already reported
+                    raise

@@ -6,6 +6,7 @@ validation here runs once, before any data is generated or anything compiled, an
 `ConfigError` that names the key, the value received and what is expected.
 """
 
+import math
 
 import ml_collections
 
@@ -57,6 +58,35 @@ def shrink_for_smoke_run(config: ml_collections.ConfigDict) -> None:
             config.task.options[key] = 2
 
 
+# (key, accepts a finite value, what is expected).
+_OPTIMIZER_RANGES = (
+    ("learning_rate", lambda v: v > 0, "a finite number > 0"),
+    ("end_learning_rate", lambda v: v >= 0, "a finite number >= 0"),
+    ("warmup_fraction", lambda v: 0 <= v < 1, "a value in [0, 1)"),
+    ("weight_decay", lambda v: v >= 0, "a finite number >= 0"),
+    ("adam_b1", lambda v: 0 <= v < 1, "a value in [0, 1)"),
+    ("adam_b2", lambda v: 0 <= v < 1, "a value in [0, 1)"),
+    ("adam_eps", lambda v: v > 0, "a finite number > 0"),
+    ("grad_clip_norm", lambda v: v > 0, "a finite number > 0 (the global gradient norm's cap)"),
+)
+
+
+def _check_pe_options(pe_config, pe: str, model) -> None:
+    """Builds PE `pe` from its options, so every value its module checks is checked here; the
+    chosen PE is also checked against the model's widths (e.g. rotary's rotated dims)."""
+    try:
+        module = positional.build(
+            {"name": pe, pe: pe_config[pe]}, num_heads=model.num_heads, d_model=model.d_model
+        )
+        if pe == pe_config.name:
+            module.check_widths(d_model=model.d_model, head_dim=model.d_kv)
+    except (ValueError, TypeError) as error:
+        raise ConfigError(
+            f"config.model.pe.{pe}: {' '.join(str(error).split())}. Defaults: "
+            f"{positional.default_options(pe)}."
+        ) from None
+
+
 def _require(condition: bool, message: str) -> None:
     if not condition:
         raise ConfigError(message)
@@ -69,6 +99,14 @@ def _check_known_keys(section, allowed: dict, where: str) -> None:
         f"Unknown key(s) {', '.join(unknown)} in {where}. "
         f"Valid keys: {', '.join(sorted(allowed))}.",
     )
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
@@ -135,6 +173,13 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
             _check_known_keys(
                 model.pe[pe], positional.default_options(pe), f"config.model.pe.{pe}"
             )
+            _check_pe_options(model.pe, pe, model)
+
+    # Seed: numpy's and JAX's generators take a non-negative integer below 2**32.
+    _require(
+        _is_int(config.seed) and 0 <= config.seed < 2**32,
+        f"config.seed={config.seed!r}: expected an integer in [0, 2**32).",
+    )
 
     # Training schedule.
     train = config.train
@@ -144,23 +189,17 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
             isinstance(train[key], int) and train[key] >= 1,
             f"config.train.{key}={train[key]!r}: expected a positive integer.",
         )
-    _require(
-        train.learning_rate > 0 and train.end_learning_rate >= 0,
-        f"config.train.learning_rate={train.learning_rate!r}, end_learning_rate="
-        f"{train.end_learning_rate!r}: expected a positive peak and a non-negative end.",
-    )
-    _require(
-        0.0 <= train.warmup_fraction < 1.0,
-        f"config.train.warmup_fraction={train.warmup_fraction!r}: expected a value in [0, 1).",
-    )
+    # Optimizer values: every one a finite number in its range (NaN fails every comparison).
+    for key, accepts, what in _OPTIMIZER_RANGES:
+        value = train[key]
+        _require(
+            _is_number(value) and math.isfinite(value) and accepts(value),
+            f"config.train.{key}={value!r}: expected {what}.",
+        )
     _require(
         train.weight_decay_mask in optimizer.DECAY_RULES,
         f"config.train.weight_decay_mask={train.weight_decay_mask!r}: expected one of "
         f"{', '.join(optimizer.DECAY_RULES)}.",
-    )
-    _require(
-        train.grad_clip_norm > 0,
-        f"config.train.grad_clip_norm={train.grad_clip_norm!r}: expected a positive norm.",
     )
 
     # Evaluation.

@@ -11,18 +11,29 @@ Multi-process runs (one process per host): JAX's runtime starts from --coordinat
 --num_processes and --process_id, or by itself on Cloud TPU, SLURM and Open MPI (distributed.py).
 
 Exit status (a scheduler can act on it; the reason is one line on stderr, without traceback):
-  0   done.
-  2   bad input: flags, config values, a workdir holding another experiment or locked by
-      another run, or storage that is unsupported, unreachable or not shared by every
-      process. Nothing ran.
-  3   training diverged (NaN/Inf loss); the last good checkpoint is named.
-  4   the workdir has checkpoints but none restores.
-  75  preempted (SIGTERM): the current step was checkpointed; run the same command to resume.
-  1   anything else (with a traceback).
+  0    done.
+  2    bad input: flags, config file or values, or a workdir that cannot hold this run (a file,
+       read-only, another experiment's, locked by another run, checkpoints without
+       config.json, damaged config.json or metrics.jsonl, nothing to evaluate), or storage that
+       is unsupported, unreachable or not shared by every process. Nothing was written to the
+       workdir.
+  3    training diverged (NaN/Inf loss); the last good checkpoint is named.
+  4    the workdir has checkpoints but none restores (or the best one, when evaluating).
+  74   a write failed (e.g. the disk is full): the path is named; the last complete checkpoint
+       is intact. Free space and run the same command to resume.
+  75   SIGTERM (preemption): during training the current step was checkpointed first; in any
+       phase, run the same command to resume. A repeated SIGTERM changes nothing.
+  130  SIGINT (Ctrl-C): the same as SIGTERM (the current step is saved), with the shell's status.
+  128+signal  stopped by SIGTERM or SIGINT while checking that every process of a multi-process
+       run sees the workdir (nothing but that check's files was written).
+  1    anything else (with a traceback).
 """
 
+import logging as std_logging
+import os
 import sys
 
+import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -33,6 +44,7 @@ from lenggen.train import loop, preemption
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3
 EXIT_NO_CHECKPOINT = 4
+EXIT_IO_ERROR = 74  # EX_IOERR of sysexits.h
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, optionally with arguments: configs/base.py:task=copy,pe=nope.",
@@ -54,8 +66,19 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 def _exit(status: int, message: str) -> None:
+    """Prints `lenggen: message` and ends the process with `status`.
+
+    Ends it with os._exit once the logs are flushed: by now every save was waited for (or has
+    failed and been reported), and the interpreter's teardown would only add noise, e.g. after
+    a failed asynchronous save, TensorStore's pending write callbacks reach asyncio loops Orbax
+    has already closed and print one "Event loop is closed" traceback each.
+    """
     print(f"lenggen: {message}", file=sys.stderr, flush=True)
-    sys.exit(status)
+    std_logging.shutdown()  # flushes absl's handlers
+    sys.stdout.flush()
+    if jax.distributed.is_initialized():  # its peers wait for it to leave
+        jax.distributed.shutdown()
+    os._exit(status)
 
 
 def _root_cause(error: BaseException) -> BaseException:
@@ -87,18 +110,31 @@ def _parse_flags(argv: list[str]) -> list[str]:
         _exit(EXIT_BAD_INPUT, f"{text}\nPass --helpshort to list the flags.")
     except (KeyError, AttributeError) as error:  # --config.<key>=... naming an unknown key.
         _exit(EXIT_BAD_INPUT, f"Unknown config key {_innermost_message(error)}")
+    except SyntaxError as error:  # a config file that is not Python
+        _exit(EXIT_BAD_INPUT, f"Config file {error.filename} line {error.lineno}: {error.msg}.")
     except (ValueError, TypeError, OSError) as error:  # e.g. a config file that does not load.
         _exit(EXIT_BAD_INPUT, " ".join(str(error).split()))
     raise AssertionError("unreachable")
 
 
+class _QuietOrbax(std_logging.Filter):
+    """Drops Orbax's and TensorStore's own log records: every failure they log reaches lenggen
+    as an exception, reported in one line (a full disk otherwise logs hundreds of lines)."""
+
+    def filter(self, record: std_logging.LogRecord) -> bool:
+        return "/orbax/" not in record.pathname.replace("\\", "/")
+
+
 def main(argv: list[str]) -> None:
+    preemption.install()  # SIGTERM and SIGINT: a clean stop in every phase (preemption.py)
     if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+        _exit(EXIT_BAD_INPUT, f"Unexpected argument(s) {' '.join(argv[1:])}: every option is a "
+              "--flag (e.g. --config=FILE --workdir=DIR). Pass --helpshort to list them.")
     if not flags.FLAGS["verbosity"].present:
         # Progress, metrics and results go to stdout and the workdir; Orbax and TFDS log
         # hundreds of INFO lines per run. --verbosity=0 brings them back.
         logging.set_verbosity(logging.WARNING)
+        logging.get_absl_logger().addFilter(_QuietOrbax())
     import tensorflow_datasets as tfds
 
     tfds.disable_progress_bar()
@@ -116,9 +152,9 @@ def main(argv: list[str]) -> None:
     logging.info("lenggen: %s.", started)
     try:
         loop.run(config, _WORKDIR.value, _MODE.value, overwrite=_OVERWRITE.value)
-    except preemption.Preempted as stop:
-        _exit(preemption.EXIT_CODE, str(stop))
-    except (config_schema.ConfigError, rundir.WorkdirConflictError, rundir.WorkdirLockedError,
+    except (preemption.Preempted, preemption.Interrupted) as stop:
+        _exit(preemption.exit_status(stop.signum), str(stop))
+    except (config_schema.ConfigError, rundir.WorkdirError, rundir.WorkdirLockedError,
             rundir.StorageError) as error:
         _exit(EXIT_BAD_INPUT, str(error))
     except shared.Interrupted as stop:
@@ -127,6 +163,11 @@ def main(argv: list[str]) -> None:
         _exit(EXIT_DIVERGED, str(error))
     except checkpoint.CheckpointError as error:
         _exit(EXIT_NO_CHECKPOINT, str(error))
+    except checkpoint.CheckpointSaveError as error:
+        _exit(EXIT_IO_ERROR, str(error))
+    except OSError as error:  # any other failed write, e.g. metrics.jsonl on a full disk
+        _exit(EXIT_IO_ERROR, f"{' '.join(str(error).split())}. Fix that (e.g. free space) and "
+              "run the same command to resume.")
 
 
 if __name__ == "__main__":

@@ -33,11 +33,21 @@ def _require(condition: bool, message: str) -> None:
         raise ValueError(message)
 
 
+def _is_int(value) -> bool:
+    """An integer, not a bool (numpy's integers too)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
 def resolve_mesh_shape(shape, num_devices: int) -> tuple[int, int]:
     """The (data, model) mesh shape with a -1 entry resolved against `num_devices`.
 
     Raises ValueError naming `config.mesh.shape` and what would fit.
     """
+    _require(
+        isinstance(shape, (tuple, list)) and all(_is_int(s) for s in shape),
+        f"config.mesh.shape={shape!r}: expected a tuple of {len(MESH_AXES)} integers for axes "
+        f"{MESH_AXES}, e.g. --config.mesh.shape='(-1, 1)'.",
+    )
     shape = tuple(int(s) for s in shape)
     _require(
         len(shape) == len(MESH_AXES),

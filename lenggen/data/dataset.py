@@ -19,21 +19,34 @@ The version directory's metadata.json records the task name, its options, the to
 and each split's longest record, so `tfds.builder_from_directory(directory)` opens a dataset
 without the task or this class.
 
+Integrity: once built, the sha256 of every file of the version directory is recorded in its
+`lenggen_files.json`; `prepare` verifies them whenever it opens the dataset, and a damaged file
+is named and the dataset rebuilt (a damaged cache otherwise fails only when the bad chunk is
+read, and every rerun the same way). A dataset written before this record existed gets it on
+its next open (unverified that once).
+
 Concurrency: tfds writes into `<config dir>/incomplete.XXXXXX_<version>/` (a random suffix per
 process) and renames it onto the version directory when done, so readers never see a
-half-written dataset. When several processes prepare the same dataset at once (checked on local
-disk with two processes), each generates its own copy; the first rename wins, the others fail
-with FileExistsError on the now non-empty directory, and `prepare` then drops their copy and
-opens the winner's. Nothing is corrupted, only work repeated. With many hosts, prepare on
-process 0, wait at a barrier, then prepare everywhere (the others then only open the files):
-renames on object stores such as GCS are not atomic.
+half-written dataset. On a local disk, `prepare` holds an exclusive lock
+(`<data dir>/lenggen_task/.<config name>.lock`, released by the OS if the process dies) while it
+checks and builds, so a second process waits and then opens the first one's files; and under
+that lock any `incomplete.*` directory is a build that was killed, and is removed (a gs:// data
+dir is built and verified in its local staging copy, see `_prepare_on_gcs`, under the same
+lock). Without the lock, several processes preparing the same dataset at once each generate their
+own copy; the first rename wins, the others fail with FileExistsError on the now non-empty
+directory, and `prepare` then drops their copy and opens the winner's. Nothing is corrupted, only
+work repeated. With many hosts, prepare on process 0, wait at a barrier, then prepare everywhere
+(the others then only open the files): renames on object stores such as GCS are not atomic.
 """
 
+import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import json
 import os
-from collections.abc import Mapping, Sequence
+import shutil
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -60,6 +73,8 @@ FORMAT_RELEASE_NOTES = {
 
 # Where a gs:// data dir's datasets are read from (array_record needs local files).
 DEFAULT_STAGING_DIR = "~/.cache/lenggen/gcs-staging"
+FILES_RECORD = "lenggen_files.json"
+_INCOMPLETE_PREFIX = "incomplete."
 
 
 class DatasetError(ValueError):
@@ -176,12 +191,15 @@ class PreparedTask:
       directory: the version directory holding the files.
       longest: split name -> tokens in its longest record (written at preparation, in
         metadata.json, so no split has to be scanned to size the model's inputs).
+      notes: what `prepare` repaired on the way (a damaged file rebuilt, a killed build
+        removed), one line each, for the caller to show.
     """
 
     splits: Mapping[str, Sequence[dict]]
     tokenizer: Tokenizer
     directory: epath.Path
     longest: Mapping[str, int]
+    notes: tuple[str, ...] = ()
 
     def max_sequence_length(self, split: str) -> int:
         """The number of tokens of the longest record of `split` (EOS included)."""
@@ -194,7 +212,9 @@ def prepare(task, data_dir: str | os.PathLike, *,
             staging_dir: str | os.PathLike = DEFAULT_STAGING_DIR) -> PreparedTask:
     """Generates `task`'s dataset under `data_dir` unless it is already there, then opens it.
 
-    A gs:// `data_dir` is mirrored through a local `staging_dir` (see `_prepare_on_gcs`).
+    A gs:// `data_dir` is mirrored through a local `staging_dir` (see `_prepare_on_gcs`). An
+    existing dataset whose files fail their recorded sha256 is rebuilt (see the module
+    docstring); `PreparedTask.notes` says so.
     """
     with quiet_logs.tfds_preparation():  # TFDS's banner and warnings say nothing to act on.
         if storage.is_gcs(data_dir):
@@ -234,16 +254,30 @@ def _prepare_on_gcs(task, data_dir: str, staging_dir: str) -> PreparedTask:
 
 
 def _prepare_local(task, data_dir: str | os.PathLike) -> PreparedTask:
-    builder = LenggenTask(task=task, data_dir=data_dir)
-    if not builder.is_prepared():
-        try:
-            builder.download_and_prepare()
-        except OSError:
-            # Lost a race with another process preparing the same dataset (see the module
-            # docstring): its rename came first, so read its files instead.
-            if not builder.is_prepared():
-                raise
-            builder = LenggenTask(task=task, data_dir=data_dir)
+    """`prepare` on a local `data_dir`: under the build lock, verifies (or rebuilds) and opens."""
+    notes = []
+    with _build_lock(data_dir, task) as locked:
+        version_dir = epath.Path(data_dir) / "lenggen_task" / config_name(task) / str(
+            task_version(task))
+        if locked:
+            notes += _remove_killed_builds(version_dir.parent)
+        damaged = _damaged_file(version_dir)
+        if damaged is not None:
+            notes.append(f"Dataset file {damaged} is damaged (its sha256 differs from the one "
+                         f"recorded when it was built): rebuilding {version_dir}.")
+            shutil.rmtree(version_dir)
+        builder = LenggenTask(task=task, data_dir=data_dir)
+        if not builder.is_prepared():
+            try:
+                builder.download_and_prepare()
+            except OSError:
+                # Lost a race with another process preparing the same dataset (see the module
+                # docstring): its rename came first, so read its files instead.
+                if not builder.is_prepared():
+                    raise
+                builder = LenggenTask(task=task, data_dir=data_dir)
+        if not (builder.data_path / FILES_RECORD).exists():
+            _record_files(builder.data_path)
     tokenizer = Tokenizer.from_task(task)
     metadata = builder.info.metadata
     stored = tuple(metadata["words"])
@@ -262,7 +296,73 @@ def _prepare_local(task, data_dir: str | os.PathLike) -> PreparedTask:
         tokenizer=tokenizer,
         directory=builder.data_path,
         longest={s: int(n) for s, n in metadata["max_sequence_length"].items()},
+        notes=tuple(notes),
     )
+
+
+@contextlib.contextmanager
+def _build_lock(data_dir, task) -> Iterator[bool]:
+    """Holds an exclusive lock on `task`'s dataset while it is checked and built; yields whether
+    it is held (only local disks: object stores have no such lock)."""
+    root = epath.Path(data_dir)
+    if "://" in str(data_dir):
+        yield False
+        return
+    (root / "lenggen_task").mkdir(parents=True, exist_ok=True)
+    with open(root / "lenggen_task" / f".{config_name(task)}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released by the OS if this process dies
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _remove_killed_builds(config_dir: epath.Path) -> list[str]:
+    """Removes the `incomplete.*` directories a killed build left (call under the lock)."""
+    if not config_dir.exists():
+        return []
+    removed = []
+    for entry in sorted(config_dir.iterdir()):
+        if entry.name.startswith(_INCOMPLETE_PREFIX) and entry.is_dir():
+            shutil.rmtree(entry)
+            removed.append(f"Removed {entry}: a dataset build that was killed part-way.")
+    return removed
+
+
+def _file_digest(path: epath.Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _record_files(version_dir: epath.Path) -> None:
+    """Writes the sha256 of every file of a built dataset to its FILES_RECORD (atomically)."""
+    files = {
+        path.name: _file_digest(path)
+        for path in sorted(version_dir.iterdir()) if path.is_file() and path.name != FILES_RECORD
+    }
+    temporary = version_dir / f".{FILES_RECORD}.{os.getpid()}.tmp"
+    temporary.write_text(json.dumps(dict(format=1, algorithm="sha256", files=files), indent=1))
+    temporary.rename(version_dir / FILES_RECORD)
+
+
+def _damaged_file(version_dir: epath.Path) -> epath.Path | None:
+    """The first file of a built dataset that is missing or fails its recorded sha256; None
+    when all verify, or when nothing is recorded (not built, or built before the record)."""
+    record = version_dir / FILES_RECORD
+    if not record.exists():
+        return None
+    try:
+        files = json.loads(record.read_text())["files"]
+    except (ValueError, KeyError, TypeError):
+        return record
+    for name, expected in sorted(files.items()):
+        path = version_dir / name
+        if not path.exists() or _file_digest(path) != expected:
+            return path
+    return None
 
 
 def _check_first_records(task, tokenizer, splits, directory) -> None:

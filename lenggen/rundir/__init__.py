@@ -18,6 +18,7 @@ from lenggen.rundir.files import (
     SAMPLES_FILE,
     RunDir,
     WorkdirConflictError,
+    WorkdirError,
     differing_keys,
     json_line,
 )
@@ -28,6 +29,6 @@ from lenggen.rundir.storage import StorageError, check_reachable, is_gcs, resolv
 __all__ = [
     "CHECKPOINT_DIRS", "CHECKSUMS_FILE", "CONFIG_FILE", "CORRUPT_DIR", "LOCK_FILE",
     "METRICS_FILE", "PLOT_FILE", "RESULTS_FILE", "SAMPLES_FILE", "NotSharedError", "RunDir",
-    "StorageError", "WorkdirConflictError", "WorkdirLock", "WorkdirLockedError",
+    "StorageError", "WorkdirConflictError", "WorkdirError", "WorkdirLock", "WorkdirLockedError",
     "check_reachable", "differing_keys", "is_gcs", "json_line", "resolve",
 ]

@@ -13,14 +13,13 @@ checkpoint ever commits and every process waits in Orbax's barriers until killed
 A process that does not see what it waits for within the deadline raises NotSharedError (one
 line naming the workdir and the processes concerned): the other processes within
 `deadline_s`, process 0 within twice that (the others may start waiting later). All waits are
-Python sleeps, so SIGINT stops them at once (raising Interrupted) on every process. SIGTERM
-belongs to jax.distributed's preemption notifier on the multi-process runs that wait here: it
-stays installed, records the notice, and the run stops with status 75 at its first training
-step, once the wait has ended (by the deadline at the latest). The deadline is
-`deadline_s`, else $LENGGEN_SHARED_CHECK_S, else 60 s.
+Python sleeps, so SIGTERM and SIGINT stop them at once (raising Interrupted) on every process;
+jax.distributed's own SIGTERM handler only records the signal, which is why processes blocked
+in Orbax ignored it. The deadline is `deadline_s`, else $LENGGEN_SHARED_CHECK_S, else 60 s.
 """
 
 import contextlib
+import ctypes
 import os
 import signal
 import time
@@ -48,22 +47,46 @@ class Interrupted(Exception):
         self.signum = signum
 
 
+def _raw_actions(signums) -> dict:
+    """The C-level sigaction of each signal, as bytes (empty where libc cannot be asked).
+
+    Python's `signal.signal` returns only what Python installed: the SIGTERM notifier that
+    `jax.distributed.initialize` installs in C++ reads as SIG_DFL (or as the handler Python had
+    before), and restoring that would silently remove it, so a multi-process run preempted later
+    would die instead of stopping at a saved step (lenggen/train/preemption.py).
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return {}
+    saved = {}
+    for signum in signums:
+        buffer = ctypes.create_string_buffer(1024)  # >= sizeof(struct sigaction)
+        if libc.sigaction(int(signum), None, buffer) == 0:
+            saved[signum] = (libc, buffer)
+    return saved
+
+
 @contextlib.contextmanager
 def _signals_interrupt():
-    """SIGINT raises Interrupted in the main thread while the block runs."""
+    """SIGTERM/SIGINT raise Interrupted in the main thread while the block runs; afterwards
+    each signal's handler is exactly what it was, C-level handlers (JAX's) included."""
     def handler(signum, frame):
         del frame
         raise Interrupted(signum)
 
-    # SIGINT only: the check waits only on multi-process runs, where jax.distributed's
-    # preemption notifier owns SIGTERM. It is installed from C++, so Python's getsignal still
-    # reports SIG_DFL; replacing it and "restoring" that would make SIGTERM kill the process.
-    previous = {signal.SIGINT: signal.signal(signal.SIGINT, handler)}
+    signums = (signal.SIGTERM, signal.SIGINT)
+    raw = _raw_actions(signums)
+    previous = {s: signal.signal(s, handler) for s in signums}
     try:
         yield
     finally:
         for signum, old in previous.items():
-            signal.signal(signum, old)
+            # None: the old handler was not installed from Python and cannot be restored.
+            signal.signal(signum, signal.SIG_DFL if old is None else old)
+            if signum in raw:
+                libc, buffer = raw[signum]
+                libc.sigaction(int(signum), buffer, None)
 
 
 def _nonce() -> str:

@@ -17,6 +17,7 @@ Atomic replacement, per backend:
   workdir lock (lock.py) uses generation preconditions on top.
 """
 
+import contextlib
 import json
 import os
 import threading
@@ -157,6 +158,10 @@ def read_text(path: str | os.PathLike) -> str:
     return resolve_fresh(path).read_text()
 
 
+def read_bytes(path: str | os.PathLike) -> bytes:
+    return resolve_fresh(path).read_bytes()
+
+
 def read_json(path: str | os.PathLike) -> Any:
     return json.loads(read_text(path))
 
@@ -177,7 +182,7 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
     # 0o666 & ~umask, as for any file the user creates.
     descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        with os.fdopen(descriptor, "wb") as handle:
+        with _naming(target), os.fdopen(descriptor, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
@@ -186,6 +191,18 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
         if os.path.exists(temporary):
             os.unlink(temporary)
         raise
+
+
+@contextlib.contextmanager
+def _naming(path: str | os.PathLike):
+    """Re-raises an OSError that names no file (a failed write or flush, e.g. ENOSPC) with
+    `path`, so the one-line report says which file could not be written."""
+    try:
+        yield
+    except OSError as error:
+        if error.filename is not None or error.errno is None:
+            raise
+        raise OSError(error.errno, error.strerror, os.fspath(path)) from error
 
 
 def json_text(payload: Any) -> str:
@@ -213,7 +230,7 @@ def append_line(path: str | os.PathLike, line: str) -> None:
         gcs_filesystem()
         return
     os.makedirs(target.parent, exist_ok=True)
-    with open(target, "a") as handle:
+    with _naming(target), open(target, "a") as handle:
         handle.write(line)
 
 

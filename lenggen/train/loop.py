@@ -8,7 +8,9 @@ import contextlib
 import functools
 import math
 import os
+import signal
 import time
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -82,6 +84,8 @@ class Experiment:
         if jax.process_index() != 0:
             _barrier("lenggen_dataset_prepared")
         self.data = dataset.prepare(self.task, data_dir)
+        for note in self.data.notes:
+            _log(note)
         if jax.process_index() == 0:
             _barrier("lenggen_dataset_prepared")
         self.tokenizer = self.data.tokenizer
@@ -214,11 +218,18 @@ def _resume(experiment: Experiment, checkpoints: checkpoint.Checkpoints) -> tupl
     """(step, state) of the newest checkpoint that restores intact, else (0, a fresh state)."""
     for entry in checkpoints.removed_unfinished:
         _log(f"Removed {entry}: a save that a crash interrupted (never restored).")
+    for warning in checkpoints.warnings:
+        _log(warning)
     restored = checkpoints.restore_newest(experiment.layout.restore_target())
     step = restored.step if restored else 0
+    # The mesh as [data, model] sizes (config_schema.MESH_AXES).
+    devices = dict(devices=jax.device_count(), mesh_shape=list(experiment.mesh.devices.shape))
     if jax.process_index() == 0:
         experiment.rundir.trim_metrics(step)
+        if restored is not None:
+            _warn_if_devices_changed(experiment, step, devices)
     if restored is None:
+        _event(experiment, event="started", step=0, **devices)
         return 0, experiment.initial_state()
     for (bad, reason), moved in zip(restored.skipped, restored.moved_to, strict=True):
         _log(f"Checkpoint of step {bad} cannot be restored ({reason}); moved it to {moved} "
@@ -226,15 +237,32 @@ def _resume(experiment: Experiment, checkpoints: checkpoint.Checkpoints) -> tupl
         _event(experiment, event="checkpoint_fallback", step=bad, restored_step=step,
                reason=reason, moved_to=moved)
     _log(f"Resumed from step {step} in {experiment.workdir}.")
-    _event(experiment, event="resumed", step=step)
+    _event(experiment, event="resumed", step=step, **devices)
     return step, restored.state
 
 
-def train(experiment: Experiment, checkpoints: checkpoint.Checkpoints) -> dict:
+def _warn_if_devices_changed(experiment: Experiment, step: int, devices: dict) -> None:
+    """One line when the run trained on another device count until now: it goes on, but the
+    reductions split differently, so it is not bit-identical to an uninterrupted run."""
+    earlier = [e for e in experiment.rundir.read_events() if "devices" in e]
+    if earlier and earlier[-1]["devices"] != devices["devices"]:
+        _log(
+            f"Note: resuming on {devices['devices']} devices (mesh {devices['mesh_shape']}), but "
+            f"the steps up to {step} ran on {earlier[-1]['devices']} (mesh "
+            f"{earlier[-1].get('mesh_shape')}): "
+            "training continues, but not bit-identical to a run on one device count (sums "
+            "are split differently)."
+        )
+
+
+def train(experiment: Experiment, checkpoints: checkpoint.Checkpoints,
+          on_start: Callable[[], None] = lambda: None) -> dict:
     """Trains from the newest intact checkpoint (or from scratch) to `config.train.num_steps`.
 
+    `on_start` runs once the state to train from is known (restored, or fresh).
+
     Raises:
-      preemption.Preempted: on SIGTERM, after checkpointing the step it was on.
+      preemption.Preempted: on SIGTERM or SIGINT, after checkpointing the step it was on.
       NonFiniteLossError: on a NaN/Inf loss or parameters; no such state is ever checkpointed.
     """
     config = experiment.config
@@ -252,17 +280,19 @@ def train(experiment: Experiment, checkpoints: checkpoint.Checkpoints) -> dict:
 
     def stop_for_preemption(done: int) -> None:
         checkpoints.wait()
+        signum = watch.signum or signal.SIGTERM  # another process's signal: a preemption
         message = (
-            f"Preempted (SIGTERM) at step {done}/{train_cfg.num_steps}: saved "
+            f"{preemption.describe(signum)} at step {done}/{train_cfg.num_steps}: saved "
             f"{experiment.workdir}/checkpoints/{done}. Run the same command to resume."
         )
         _log(message)
-        _event(experiment, event="preempted", step=done)
-        raise preemption.Preempted(message, step=done)
+        _event(experiment, event="preempted", step=done, signal=signal.Signals(signum).name)
+        raise preemption.Preempted(message, step=done, signum=signum)
 
     with preemption.Watch() as watch, contextlib.ExitStack() as closing:
-        # ---- Resume (SIGTERM from here on stops at a step boundary with a checkpoint).
+        # ---- Resume (a signal from here on stops at a step boundary with a checkpoint).
         start_step, state = _resume(experiment, checkpoints)
+        on_start()
         best = checkpoints.best()
         best_metric = best[1] if best else -1.0
         batches = loader.TrainBatches(
@@ -283,6 +313,7 @@ def train(experiment: Experiment, checkpoints: checkpoint.Checkpoints) -> dict:
         window_start, window_steps = time.perf_counter(), 0
         rate = metrics_log.SmoothedRate()
         for step in range(start_step, train_cfg.num_steps):
+            checkpoints.check()  # an asynchronous save that failed stops the run here
             batch = loader.to_global(batches.get(step), experiment.mesh)
             state, metrics = experiment.train_step(state, batch, experiment.dropout_key)
             done = step + 1
@@ -353,7 +384,7 @@ def evaluate(experiment: Experiment, checkpoints: checkpoint.Checkpoints) -> dic
     elif (newest := checkpoints.restore_newest(experiment.layout.restore_target())) is not None:
         step, state = newest.step, newest.state
     else:
-        raise FileNotFoundError(
+        raise checkpoint.CheckpointError(
             f"No checkpoint in {experiment.workdir}: train first (--mode=train_and_evaluate)."
         )
     _log(f"Evaluating the checkpoint of step {step} (metric: {config.eval.metric}).")
@@ -400,11 +431,17 @@ def run(
 ) -> dict | None:
     """Validates `config`, then trains and/or evaluates it in `workdir`.
 
+    Nothing is written to the workdir until the config, the workdir and the experiment built
+    from them check out; config.json is written once the run is known to start (its
+    checkpoint restored, or none to restore). `--mode=evaluate` scores only a run trained with
+    the same config (rundir.files.EVALUATION_KEYS and the eval, mesh and data keys may differ).
+
     Returns the results payload when the mode evaluates, else None.
     """
     if mode not in MODES:
         raise ValueError(f"Unknown mode {mode!r}. Valid modes: {', '.join(MODES)}.")
     config_schema.validate(config, jax.device_count())
+    evaluating = mode == "evaluate"
     # ---- Storage: an unsupported or unreachable workdir or data dir fails here in seconds,
     # creating nothing; then every process must see the workdir process 0 sees.
     storage.check_reachable(workdir)
@@ -412,26 +449,44 @@ def run(
     shared_lib.check(workdir)
     metrics_log.check(config)
     run_dir = rundir.RunDir(workdir)
-    if mode != "evaluate":
-        run_dir.check(config, overwrite=overwrite)
+    run_dir.check(config, overwrite=overwrite and not evaluating, evaluating=evaluating)
+    _log(f"Setting up {config.task.name}, {config.model.pe.name}, seed {config.seed} "
+         f"({mode}) in {workdir}.")
     # Builds data, model and state layout, and checks they fit, before the workdir is locked
-    # and claimed: a config refused here leaves the workdir as it was.
+    # and touched: a config refused here leaves the workdir as it was.
     experiment = Experiment(config, workdir)
     lock = _lock(run_dir)
     try:
-        if mode != "evaluate":
+        if not evaluating:
             if jax.process_index() == 0:  # Only process 0 writes the workdir's files.
-                run_dir.claim(config, overwrite=overwrite, provenance=experiment.provenance)
-            _barrier("lenggen_workdir_claimed")
-        checkpoints = checkpoint.Checkpoints(workdir, keep=config.train.checkpoints_to_keep)
+                moved = run_dir.prepare(overwrite=overwrite)
+                if moved:
+                    _log(f"--overwrite: moved what {workdir} held to {moved}; starting from "
+                         "scratch.")
+            _barrier("lenggen_workdir_prepared")
+        checkpoints = checkpoint.Checkpoints(
+            workdir, keep=config.train.checkpoints_to_keep, create=not evaluating
+        )
+
+        def record_config() -> None:
+            if jax.process_index() == 0:
+                run_dir.record(config, provenance=experiment.provenance)
+
         # The steps are traced under the mesh: compiled Pallas kernels (pallas_flash on a TPU
         # or GPU) run per shard of it (jax.shard_map), as XLA cannot partition them.
         try:
             with jax.set_mesh(experiment.mesh):
                 if mode in ("train", "train_and_evaluate"):
-                    train(experiment, checkpoints)
+                    train(experiment, checkpoints, on_start=record_config)
                 if mode in ("evaluate", "train_and_evaluate"):
-                    return evaluate(experiment, checkpoints)
+                    trained = (" training is complete (checkpoints saved);"
+                               if not evaluating else "")
+                    with preemption.phase(
+                        f"during the final evaluation:{trained} results files are replaced "
+                        "atomically, so none is half-written. Run the same command to evaluate "
+                        "again."
+                    ):
+                        return evaluate(experiment, checkpoints)
             return None
         finally:
             checkpoints.wait()

@@ -112,6 +112,49 @@ class NullWriter:
         pass
 
 
+class _FailedWrites:
+    """Wraps tensorboardX's events file writer (used by its background thread and by `flush`):
+    a write that fails (e.g. a full disk) is recorded instead of raised. Raised in its thread it
+    would end the thread, and every later event would then block on the thread's full queue;
+    `Writer` raises the recorded error in the main thread instead, naming the file."""
+
+    def __init__(self, inner: Any, path: str):
+        self._inner, self.path = inner, path
+        self.error: OSError | None = None
+
+    def _call(self, name: str, *args) -> None:
+        if self.error is None:
+            try:
+                getattr(self._inner, name)(*args)
+            except OSError as error:
+                self.error = error
+
+    def write_event(self, event: Any) -> None:
+        self._call("write_event", event)
+
+    def flush(self) -> None:
+        self._call("flush")
+
+    def close(self) -> None:
+        self._call("close")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def _guard_failures(summary_writer: Any, workdir: str) -> _FailedWrites | None:
+    """Puts `_FailedWrites` between tensorboardX's writer and its events file (None where
+    tensorboardX's internals are not as expected: failures are then raised as it raises them)."""
+    event_writer = getattr(summary_writer.file_writer, "event_writer", None)
+    worker = getattr(event_writer, "_worker", None)
+    inner = getattr(event_writer, "_ev_writer", None)
+    if inner is None or getattr(worker, "_record_writer", None) is not inner:
+        return None
+    guard = _FailedWrites(inner, str(getattr(inner, "_file_name", workdir)))
+    event_writer._ev_writer = worker._record_writer = guard
+    return guard
+
+
 class Writer(NullWriter):
     """TensorBoard events in `workdir` (plus W&B when `config.log.wandb_project` is set).
 
@@ -134,6 +177,8 @@ class Writer(NullWriter):
         # keeps a resumed run, or the final evaluation, from overwriting an earlier file.
         self._tb = SummaryWriter(workdir, purge_step=purge_step or None, flush_secs=30,
                                  filename_suffix=f".{time.time_ns()}")
+        self._failures = _guard_failures(self._tb, workdir)
+        self._reported = False
         params = hparams(config)
         for proto in tbx_summary.hparams(params, {m: 0.0 for m in HPARAM_METRICS}):
             self._tb.file_writer.add_summary(proto)
@@ -141,7 +186,16 @@ class Writer(NullWriter):
             self._tb.add_text("provenance", _code_block(json.dumps(provenance, indent=2)), 0)
         self._wandb = _start_wandb(config.log, workdir, params)
 
+    def _raise_failure(self) -> None:
+        """Raises a write of the events file that failed (OSError naming the file), once."""
+        failures = self._failures
+        if failures is not None and failures.error is not None and not self._reported:
+            self._reported = True
+            error = failures.error
+            raise OSError(error.errno, error.strerror, failures.path) from error
+
     def _scalars(self, step: int, values: Mapping[str, float]) -> None:
+        self._raise_failure()
         for tag, value in values.items():
             self._tb.add_scalar(tag, value, step)
         if self._wandb is not None:
@@ -158,6 +212,7 @@ class Writer(NullWriter):
         values.update(_by_length("validation", summary))
         self._scalars(step, values)
         self._tb.flush()
+        self._raise_failure()
 
     def final(self, payload: Mapping[str, Any]) -> None:
         """The final evaluation (results.json's payload): scalars at its checkpoint's step and
@@ -170,9 +225,11 @@ class Writer(NullWriter):
         self._scalars(step, values)
         self._tb.add_text("results", _code_block(results.format_table(payload)), step)
         self._tb.flush()
+        self._raise_failure()
 
     def close(self) -> None:
         self._tb.close()
+        self._raise_failure()
         if self._wandb is not None:
             self._wandb.finish()
 

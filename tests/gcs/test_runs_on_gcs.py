@@ -184,10 +184,13 @@ def test_a_read_only_opening_still_verifies_checksums(resumed):
     workdir is moved or rewritten."""
     workdir = resumed[0]
     recorded = storage.read_json(f"{workdir}/checksums.json")
-    (step,) = recorded["best"]
-    # The checksum of another state (step 8 is never the best: validation runs at 6 and 12).
-    tampered = dict(recorded, best={step: recorded["checkpoints"]["8"]})
-    storage.write_json(f"{workdir}/checksums.json", tampered)
+    entries = recorded["entries"]
+    (step,) = entries["best"]
+    # The checksum of another state (step 8 is never the best: validation runs at 6 and 12),
+    # in a file whose own digest verifies (a file that fails it is not trusted at all).
+    checkpoint.write_checksums(f"{workdir}/checksums.json",
+                               dict(entries, best={step: entries["checkpoints"]["8"]}))
+    tampered = storage.read_json(f"{workdir}/checksums.json")
     try:
         with pytest.raises(checkpoint.CheckpointError, match=f"best/{step} .*cannot be restored"):
             runs_lib.load(workdir)

@@ -90,3 +90,10 @@ def test_sinusoidal_codes_differ_per_position():
     codes = sinusoidal_embedding(jnp.arange(5), 16)
     shifted = sinusoidal_embedding(jnp.arange(5) + 37, 16)
     assert np.abs(codes - shifted).max(axis=-1).min() > 0.1
+
+
+def test_check_widths_refuses_an_odd_width_for_the_sinusoidal_code_only():
+    AbsolutePositionalEncoding(num_heads=2).check_widths(d_model=6, head_dim=3)
+    with pytest.raises(ValueError, match="sinusoidal APE needs an even d_model, got 7"):
+        AbsolutePositionalEncoding(num_heads=2).check_widths(d_model=7, head_dim=7)
+    AbsolutePositionalEncoding(num_heads=2, kind="learned").check_widths(d_model=7, head_dim=7)

@@ -7,9 +7,15 @@
 - results.json, samples.jsonl, the plot and config.json are replaced atomically.
 """
 
+import contextlib
+import errno
+import hashlib
 import json
 import os
 import shutil
+import struct
+import subprocess
+import time
 
 import jax
 import jax.numpy as jnp
@@ -57,15 +63,28 @@ def _saved(tmp_path, *values: float) -> checkpoint.Checkpoints:
     return checkpoints
 
 
+def _sha256(header: str, data: bytes) -> str:
+    return hashlib.sha256(header.encode() + data).hexdigest()
+
+
 def test_checksum_by_hand():
-    # Bit patterns: 1.0f = 0x3F800000, 2.0f = 0x40000000; bf16 1.0 = 0x3F80; int32 -1 =
-    # 0xFFFFFFFF, and sums wrap modulo 2**32.
+    # The hashed message: dtype name, shape as a list, then the little-endian bytes in C order.
     tree = {"a": jnp.array([1.0, 2.0], jnp.float32), "b": jnp.array([1.0], jnp.bfloat16),
-            "c": jnp.array([-1, 2], jnp.int32)}
-    assert checkpoint.state_checksum(tree) == [0x7F800000, 0x3F80, 1]
+            "c": jnp.array([[-1, 2]], jnp.int32)}
+    assert checkpoint.state_checksum(tree) == [
+        _sha256("float32[2]", struct.pack("<2f", 1.0, 2.0)),
+        _sha256("bfloat16[1]", bytes([0x80, 0x3F])),  # bf16 1.0 = 0x3F80
+        _sha256("int32[1, 2]", struct.pack("<2i", -1, 2)),
+    ]
     # One flipped bit (the lowest of the mantissa) changes it.
     flipped = dict(tree, a=jnp.array([np.nextafter(np.float32(1), np.float32(2)), 2.0]))
-    assert checkpoint.state_checksum(flipped) == [0x7F800001, 0x3F80, 1]
+    assert checkpoint.state_checksum(flipped)[0] == _sha256(
+        "float32[2]", struct.pack("<2I", 0x3F800001, 0x40000000))
+    # Swapped values, which a per-array sum cannot see, and a reshape change it too.
+    swapped = dict(tree, a=jnp.array([2.0, 1.0], jnp.float32))
+    reshaped = dict(tree, c=jnp.array([[-1], [2]], jnp.int32))
+    assert checkpoint.state_checksum(swapped)[0] != checkpoint.state_checksum(tree)[0]
+    assert checkpoint.state_checksum(reshaped)[2] != checkpoint.state_checksum(tree)[2]
 
 
 def test_checksum_does_not_depend_on_the_sharding():
@@ -249,3 +268,197 @@ def test_resuming_trims_replayed_events_and_a_line_cut_short(tmp_path):
     workdir.trim_metrics(str(tmp_path), 2)  # resuming at step 2 replays steps 3 and 4
     kept = [json.loads(line) for line in (tmp_path / workdir.METRICS_FILE).open()]
     assert kept == records[:2] + [records[3]]
+
+
+def _checksums_file(tmp_path) -> dict:
+    return json.loads((tmp_path / checkpoint.CHECKSUMS_FILE).read_text())
+
+
+def test_checksums_file_verifies_itself(tmp_path):
+    _saved(tmp_path, 1.0, 2.0).close()
+    recorded = _checksums_file(tmp_path)
+    assert recorded["format"] == 2 and recorded["algorithm"] == "sha256"
+    assert recorded["entries"]["checkpoints"]["2"] == checkpoint.state_checksum(_state(2.0))
+    # Its digest covers the entries as sorted JSON.
+    assert recorded["digest"] == hashlib.sha256(
+        json.dumps(recorded["entries"], sort_keys=True).encode()).hexdigest()
+    entries, problem = checkpoint.read_checksums(str(tmp_path / checkpoint.CHECKSUMS_FILE))
+    assert (entries, problem) == (recorded["entries"], None)
+
+
+@pytest.mark.parametrize(
+    "damage, problem",
+    [
+        # One recorded digest altered (e.g. to match a tampered checkpoint): the file's own
+        # digest no longer matches.
+        (lambda r: r["entries"]["checkpoints"].update({"2": ["0" * 64] * 3}),
+         "its own digest does not match its entries (the file was altered)"),
+        (lambda r: r.update(format=1), "it is not in format 2 (sha256 per array)"),
+        (None, "it does not read (JSONDecodeError: "),
+        ("delete", "it is missing"),
+    ],
+)
+def test_a_damaged_checksums_file_is_set_aside_with_a_warning(tmp_path, damage, problem):
+    _saved(tmp_path, 1.0, 2.0).close()
+    path = tmp_path / checkpoint.CHECKSUMS_FILE
+    if damage == "delete":
+        path.unlink()
+    elif damage is None:
+        path.write_text(path.read_text()[:40])
+    else:
+        recorded = _checksums_file(tmp_path)
+        damage(recorded)
+        path.write_text(json.dumps(recorded))
+    damaged = path.read_bytes() if path.exists() else None
+    checkpoints = checkpoint.Checkpoints(str(tmp_path), keep=5)
+    [warning] = checkpoints.warnings
+    assert warning.startswith(f"Warning: {path} cannot be trusted: {problem}")
+    assert warning.endswith("The checkpoints already saved are restored unverified (Orbax's own "
+                            "checks only); new saves record their checksums anew.")
+    if damaged is not None:  # kept for inspection, out of the way
+        [moved] = (tmp_path / "corrupt").iterdir()
+        assert f"(moved to {moved})" in warning and moved.read_bytes() == damaged
+    assert not path.exists()
+    restored = checkpoints.restore_newest(_abstract(_state(0.0)))
+    assert restored.step == 2 and not restored.skipped
+    # The next save starts a new, valid file.
+    checkpoints.save(3, _state(3.0))
+    checkpoints.wait()
+    assert checkpoint.read_checksums(str(path)) == (
+        {"checkpoints": {"3": checkpoint.state_checksum(_state(3.0))}}, None)
+    checkpoints.close()
+    assert checkpoint.Checkpoints(str(tmp_path), keep=5).warnings == []
+
+
+def test_a_step_without_a_recorded_checksum_is_not_restored(tmp_path):
+    checkpoints = _saved(tmp_path, 1.0, 2.0)
+    recorded = _checksums_file(tmp_path)["entries"]
+    del recorded["checkpoints"]["2"]
+    checkpoint.write_checksums(str(tmp_path / checkpoint.CHECKSUMS_FILE), recorded)
+    checkpoints.close()
+    checkpoints = checkpoint.Checkpoints(str(tmp_path), keep=5)
+    restored = checkpoints.restore_newest(_abstract(_state(0.0)))
+    assert restored.step == 1
+    [(step, reason)] = restored.skipped
+    assert step == 2 and "checkpoints/2 has no checksum in checksums.json" in reason
+    checkpoints.close()
+
+
+@contextlib.contextmanager
+def _small_disk(path):
+    """Mounts a 1 MiB tmpfs at `path` when this process may (root); yields whether it did."""
+    path.mkdir()
+    mounted = os.geteuid() == 0 and subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(path)], capture_output=True
+    ).returncode == 0
+    try:
+        yield mounted
+    finally:
+        if mounted:  # lazily: Orbax's threads of a failed save may still hold it a moment
+            subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+def _fill(path) -> None:
+    """Takes every free byte of the filesystem holding `path`."""
+    with open(os.path.join(path, "filler"), "wb") as handle:
+        try:
+            while True:
+                handle.write(b"\0" * 65536)
+                handle.flush()
+        except OSError as error:
+            assert error.errno == errno.ENOSPC
+
+
+def test_a_full_disk_fails_at_the_failing_save_and_keeps_the_last_good_one(tmp_path):
+    disk = tmp_path / "disk"
+    with _small_disk(disk) as mounted:
+        if not mounted:
+            pytest.skip("mounting a tmpfs needs root (the in-loop test below injects ENOSPC)")
+        checkpoints = checkpoint.Checkpoints(str(disk), keep=2)
+        for step in (1, 2):
+            checkpoints.save(step, _state(float(step)))
+            checkpoints.wait()
+        _fill(disk)
+        with pytest.raises(checkpoint.CheckpointSaveError) as error:
+            checkpoints.save(3, _state(3.0))
+            checkpoints.wait()
+        message = str(error.value)
+        assert message.startswith(f"Saving step 3 failed: {disk}/")
+        assert message.endswith(": No space left on device. The newest complete checkpoint, "
+                                "checkpoints/2, is intact; free space (or fix the disk) and run "
+                                "the same command to resume.")
+        checkpoints.close()  # the failure is not raised again
+        os.remove(disk / "filler")
+        reopened = checkpoint.Checkpoints(str(disk), keep=2)
+        restored = reopened.restore_newest(_abstract(_state(0.0)))
+        assert restored.step == 2 and not restored.skipped
+        jax.tree.map(np.testing.assert_array_equal, restored.state, _state(2.0))
+        assert reopened.all_steps() == [1, 2]
+        reopened.close()
+
+
+def test_a_failed_asynchronous_save_stops_the_loop_at_once(tmp_path, data_dir, reference,
+                                                           monkeypatch):
+    """The loop checks for a failed save before every step: a save that fails in Orbax's
+    background thread (here: step 8's, which writes nothing and then reports TensorStore's
+    error, as on a full disk) stops training before the next step, naming the path, and the
+    steps saved before it stay restorable."""
+    expected_workdir, _ = reference
+    run = str(tmp_path / "run")
+    real_save = ocp.CheckpointManager.save
+    failed = []
+
+    def save(self, step, *args, **kwargs):
+        if step == 8 and str(self.directory).endswith("checkpoints"):
+            failed.append(self)
+            return True  # started; the failure shows in check_for_errors
+        return real_save(self, step, *args, **kwargs)
+
+    def check_for_errors(self):
+        if self in failed:
+            raise ValueError('RESOURCE_EXHAUSTED: Error writing local file "w/.zarray": Failed '
+                             "to write 177 bytes to file 4: No space left on device "
+                             "[os_error_code='28']")
+
+    monkeypatch.setattr(ocp.CheckpointManager, "save", save)
+    monkeypatch.setattr(ocp.CheckpointManager, "check_for_errors", check_for_errors)
+    with pytest.raises(checkpoint.CheckpointSaveError) as error:
+        loop.run(runs.config_for(data_dir), run, mode="train")
+    assert str(error.value) == (
+        f"Saving step 8 failed: {run}/checkpoints/8: No space left on device. The newest "
+        "complete checkpoint, checkpoints/4, is intact; free space (or fix the disk) and run "
+        "the same command to resume.")
+    assert runs.complete_steps(run) == [4]
+    assert [e["step"] for e in runs.events(run, "train")][-1] == 8  # stopped at that save
+    monkeypatch.undo()
+    # The same command resumes from step 4 and ends as the uninterrupted run.
+    loop.run(runs.config_for(data_dir), run, mode="train")
+    runs.assert_same_state(run, expected_workdir)
+
+
+def test_a_full_disk_on_the_command_line_is_one_line_and_status_74(tmp_path, data_dir):
+    disk = tmp_path / "disk"
+    with _small_disk(disk) as mounted:
+        if not mounted:
+            pytest.skip("mounting a tmpfs needs root (the in-loop test above injects ENOSPC)")
+        subprocess.run(["mount", "-o", "remount,size=4m", str(disk)], check=True)
+        run = runs.Main(str(disk / "run"), data_dir)
+        deadline = time.monotonic() + 180
+        while runs.complete_steps(run.workdir) != [4] and time.monotonic() < deadline:
+            time.sleep(0.002)
+        _fill(disk)
+        status = run.finish()
+        stderr = run.stderr()
+        assert status == 74, stderr[-3000:]
+        # One line, without Orbax's pages of logged errors.
+        assert "Traceback" not in stderr and "ERROR" not in stderr, stderr[-3000:]
+        [line] = [line for line in stderr.splitlines() if line.startswith("lenggen: ")]
+        assert f"{disk}/run/" in line and "No space left on device" in line, line
+        saved = runs.complete_steps(run.workdir)
+        assert saved[0] == 4 and len(saved) <= 2  # a save that fails never looks finished
+        os.remove(disk / "filler")
+        checkpoints = checkpoint.Checkpoints(run.workdir, keep=2)
+        restored = checkpoints.restore_newest(loop.Experiment(
+            runs.config_for(data_dir), run.workdir).layout.restore_target())
+        assert restored.step == saved[-1] and not restored.skipped
+        checkpoints.close()

@@ -105,8 +105,11 @@ def test_hyperparameters_and_provenance_in_tensorboard(run):
 
 def test_metrics_jsonl_rows_carry_wall_clock_times_in_order(run):
     _, workdir, _, before, after = run
-    times = [r["wall_time"] for r in _jsonl(workdir)]
-    assert len(times) == 6 + 2
+    rows = _jsonl(workdir)
+    times = [r["wall_time"] for r in rows]
+    # A "started" event (with the device count), 6 train and 2 validation rows.
+    assert [r["event"] for r in rows].count("started") == 1
+    assert len(times) == 1 + 6 + 2
     assert before <= times[0] and times[-1] <= after
     assert times == sorted(times)
 

@@ -53,6 +53,11 @@ class AbsolutePositionalEncoding(PositionalEncoding):
             raise ValueError(f"ape max_length must be >= 1, got {self.max_length}")
         super().__post_init__()
 
+    def check_widths(self, d_model: int, head_dim: int) -> None:
+        del head_dim
+        if self.kind == "sinusoidal" and d_model % 2:
+            raise ValueError(f"sinusoidal APE needs an even d_model, got {d_model}")
+
     @nn.compact
     def embed(self, x: jax.Array, positions: jax.Array) -> jax.Array:
         """`x [batch, length, d_model]` + code of `positions [batch, length]`."""

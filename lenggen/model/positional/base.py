@@ -110,6 +110,11 @@ class PositionalEncoding(nn.Module):
         `TileBias`), or None when the PE adds no bias."""
         return None
 
+    def check_widths(self, d_model: int, head_dim: int) -> None:
+        """Raises ValueError when this PE cannot act on a model of these widths (checked with
+        the config, before anything is built); a PE with width constraints overrides it."""
+        del d_model, head_dim
+
     def max_position(self) -> int | None:
         """The largest position this PE can represent (None: unbounded).
 

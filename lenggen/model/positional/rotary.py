@@ -37,6 +37,10 @@ class RotaryPositionalEncoding(PositionalEncoding):
             raise ValueError(f"rotary base must be > 1, got {self.base}")
         super().__post_init__()
 
+    def check_widths(self, d_model: int, head_dim: int) -> None:
+        del d_model
+        self.rotary_dim(head_dim)
+
     def rotary_dim(self, head_dim: int) -> int:
         """How many leading dims of a head are rotated (the official code's int(0.25 * d))."""
         dim = int(head_dim * self.fraction)
