@@ -26,8 +26,14 @@ shift $(( $# > 2 ? 2 : $# ))
 
 CPU_XLA_FLAGS="--xla_cpu_experimental_ynn_fusion_type= --xla_cpu_use_onednn=true"
 CPU_XLA_FLAGS+=" --xla_cpu_experimental_onednn_custom_call=true"
-if [ -z "${XLA_FLAGS:-}" ] && [ "${LENGGEN_CPU_DEFAULTS:-1}" != 0 ] \
-    && python -c 'import jax, sys; sys.exit(jax.default_backend() != "cpu")' 2>/dev/null; then
+on_cpu=0
+if python -c 'import jax, sys; sys.exit(jax.default_backend() != "cpu")' 2>/dev/null; then
+  on_cpu=1
+  # A CPU-only host: with libtpu installed (the test or tpu extra), JAX would try a TPU backend
+  # in every run and print libtpu's warnings. This changes no device the run gets.
+  export JAX_PLATFORMS="${JAX_PLATFORMS:-cpu}"
+fi
+if [ -z "${XLA_FLAGS:-}" ] && [ "${LENGGEN_CPU_DEFAULTS:-1}" != 0 ] && [ "$on_cpu" = 1 ]; then
   export XLA_FLAGS="$CPU_XLA_FLAGS"
 fi
 command=(python -m lenggen.main --config="$config" --workdir="$workdir" "$@")
