@@ -5,20 +5,13 @@ against loops written from the official formula, and next to the standard varian
 import itertools
 import math
 
-import jax
 import numpy as np
 import pytest
 
 from configs import base
-from lenggen import checkpoint as checkpoint_lib
-from lenggen import sharding, tasks
-from lenggen import workdir as workdir_lib
 from lenggen.analysis import attention_similarity, divergence
 from lenggen.analysis import runs as runs_lib
-from lenggen.data.tokenizer import Tokenizer
-from lenggen.model.decoder import Decoder
-from lenggen.train import optimizer as optimizer_lib
-from lenggen.train import state as state_lib
+from tests.analysis import test_attention_similarity as similarity_tests
 
 
 def _kl(p, q) -> float:
@@ -70,18 +63,7 @@ def test_official_layer_distance_takes_pairs_i_less_than_j_only():
 def _workdir(path: str, pe: str, seed: int) -> str:
     config = base.get_config(f"task=copy,pe={pe},seed={seed},smoke=true")
     config.task.options.update(max_test_length=22, num_test_per_length=2)
-    workdir_lib.claim(path, config)
-    task = tasks.get(config.task.name, **config.task.options.to_dict())
-    model = Decoder.from_config(config.model, Tokenizer.from_task(task).vocab_size)
-    optimizer = optimizer_lib.make_optimizer(config.train)
-    mesh = sharding.make_mesh((1, 1), jax.devices()[:1])
-    layout = state_lib.layout(model, optimizer, mesh, 8)
-    state = state_lib.initial_state(model, optimizer, layout, 8, jax.random.key(seed))
-    checkpoints = checkpoint_lib.Checkpoints(path, keep=1)
-    checkpoints.save_best(3, state, 0.5)
-    checkpoints.wait()
-    checkpoints.close()
-    return path
+    return similarity_tests._make_workdir(path, config)
 
 
 def test_both_variants_side_by_side_on_real_runs(tmp_path):
