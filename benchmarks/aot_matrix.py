@@ -30,7 +30,8 @@ LENGTHS = aot.Lengths(train=48, evaluate=96, cache=96 + 256 - 1)
 _LAYERS = flags.DEFINE_integer("layers", 12, "Decoder layers (the paper: 12).")
 _TOPOLOGIES = flags.DEFINE_list("topologies", ["v5e:2x2", "v4:2x2x1", "v5e:4x4"], "TPU slices.")
 _MESHES = flags.DEFINE_list(
-    "meshes", ["-1x1", "-1x2"], "(data, model) mesh shapes, each 'DxM'; -1 takes the rest.")
+    "meshes", ["-1x1", "-1x2"], "(data, model) mesh shapes, each 'DxM'; -1 takes the rest."
+)
 _PES = flags.DEFINE_list("pes", list(PES), "PEs.")
 _KERNELS = flags.DEFINE_list("kernels", list(KERNELS), "Attention kernels.")
 _MODES = flags.DEFINE_list("modes", list(aot.MODES), "Programs.")
@@ -41,8 +42,12 @@ def _row(report: dict, modes) -> list[str]:
     def gib(n):
         return "-" if n is None else f"{n / 2**30:.2f}"
 
-    cells = [report["topology"], "x".join(map(str, report["mesh"].values())), report["pe"],
-             report["attention_impl"]]  # fmt: skip
+    cells = [
+        report["topology"],
+        "x".join(map(str, report["mesh"].values())),
+        report["pe"],
+        report["attention_impl"],
+    ]
     for mode in modes:
         p = report["programs"][mode]
         if not p["compiled"]:
@@ -51,7 +56,8 @@ def _row(report: dict, modes) -> list[str]:
             cells.append(
                 f"{p['compile_seconds']:.0f} s; {gib(p['peak_bytes'])} GiB; "
                 f"{p['flops'] / 1e9:.1f} GFLOP; {p['mosaic_kernels']} Mosaic; "
-                f"{p['estimated_seconds'] * 1e3:.2f} ms")  # fmt: skip
+                f"{p['estimated_seconds'] * 1e3:.2f} ms"
+            )
     hours = report["estimated_run_chip_hours"]
     cells += [str(report["fits"]), "-" if hours is None else f"{hours:.2f}"]
     return cells
@@ -59,8 +65,15 @@ def _row(report: dict, modes) -> list[str]:
 
 def main(argv):
     del argv
-    header = ["topology", "mesh", "PE", "kernel", *(f"{m}: compile; peak; FLOPs; Mosaic; "
-              "roofline" for m in _MODES.value), "fits", "run chip-hours (train)"]  # fmt: skip
+    header = [
+        "topology",
+        "mesh",
+        "PE",
+        "kernel",
+        *(f"{m}: compile; peak; FLOPs; Mosaic; roofline" for m in _MODES.value),
+        "fits",
+        "run chip-hours (train)",
+    ]
     rows, started = [], time.time()
     jsonl = record.RESULTS_DIR / f"{_NAME.value}.jsonl"
     jsonl.write_text("")
@@ -91,7 +104,7 @@ def main(argv):
                         "40k train steps at the roofline x chips (a lower bound). "
                         f"{len(rows)} combinations in {(time.time() - started) / 60:.0f} min."
                         "\n\n" + record.table(header, rows)
-                    )  # fmt: skip
+                    )
                     record.write(_NAME.value, "Deviceless TPU compilation matrix", body)
 
 

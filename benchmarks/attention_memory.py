@@ -50,8 +50,9 @@ def attention_fn(kernel: str, pe):
             return pe.apply(variables, q_pos, k_pos, method="bias")
 
         tile = pe.apply(variables, method="tile_bias")
-        return attention.get(kernel)(q, k, v, q_positions, k_positions, k_valid, bias_fn,
-                                     tile_bias=tile)  # fmt: skip
+        return attention.get(kernel)(
+            q, k, v, q_positions, k_positions, k_valid, bias_fn, tile_bias=tile
+        )
 
     return run
 
@@ -60,8 +61,12 @@ def attention_inputs(batch: int, length: int, concrete: bool):
     shapes = [(batch, length, HEADS, HEAD_DIM)] * 3
     if not concrete:
         spec = jax.ShapeDtypeStruct
-        return (*(spec(s, jnp.float32) for s in shapes), spec((batch, length), jnp.int32),
-                spec((batch, length), jnp.int32), spec((batch, length), jnp.bool_))  # fmt: skip
+        return (
+            *(spec(s, jnp.float32) for s in shapes),
+            spec((batch, length), jnp.int32),
+            spec((batch, length), jnp.int32),
+            spec((batch, length), jnp.bool_),
+        )
     rng = np.random.default_rng(length)
     q, k, v = (jnp.asarray(rng.standard_normal(s) * 0.2, jnp.float32) for s in shapes)
     positions = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (batch, length))
@@ -76,9 +81,16 @@ def _temp_mb(fn, *args) -> float:
 
 def _decoder_temp_mb(kernel: str, pe_name: str, batch: int, length: int) -> float:
     model = Decoder(
-        vocab_size=32, num_layers=2, d_model=768, num_heads=HEADS, d_kv=HEAD_DIM, d_ff=3072,
-        dropout_rate=0.0, pe=_pe_config(pe_name), attention_impl=kernel,
-    )  # fmt: skip
+        vocab_size=32,
+        num_layers=2,
+        d_model=768,
+        num_heads=HEADS,
+        d_kv=HEAD_DIM,
+        d_ff=3072,
+        dropout_rate=0.0,
+        pe=_pe_config(pe_name),
+        attention_impl=kernel,
+    )
     tokens = jax.ShapeDtypeStruct((batch, length), jnp.int32)
     valid = jax.ShapeDtypeStruct((batch, length), jnp.bool_)
     params = jax.eval_shape(model.init, jax.random.key(0), tokens, tokens, valid)["params"]
@@ -120,26 +132,29 @@ def main() -> None:
             [str(length)]
             + [
                 f"{float(jnp.abs(outputs[k] - outputs['reference']).max()):.1e}"
-                if k in outputs else "not run"
+                if k in outputs
+                else "not run"
                 for k in KERNELS[1:]
             ]
-        )  # fmt: skip
+        )
         print(f"length {length}: op {op_rows[-1][1:]}, decoder {decoder_rows[-1][1:]}", flush=True)
 
     header = ["length"] + [f"{k} MiB" for k in KERNELS]
-    body = "\n\n".join([
-        f"PE: {args.pe}; batch {args.batch}; float32. Temporary memory of the compiled program "
-        "(`memory_analysis().temp_size_in_bytes`); in brackets, the ratio to the reference "
-        "kernel at the same length. pallas_flash is in Pallas interpret mode (CPU): its number "
-        "is the interpreter's, not a TPU's.",
-        f"## Attention op alone ({HEADS} heads x {HEAD_DIM}, q_len = k_len = length)",
-        record.table(header, op_rows),
-        f"## Decoder forward pass (teacher forcing): 2 layers, d_model 768, {HEADS} heads",
-        record.table(header, decoder_rows),
-        "## Same results: max |kernel - reference| of the attention output (batch 2, ~10% "
-        "padding keys)",
-        record.table(["length"] + list(KERNELS[1:]), agree_rows),
-    ])  # fmt: skip
+    body = "\n\n".join(
+        [
+            f"PE: {args.pe}; batch {args.batch}; float32. Temporary memory of the compiled program "
+            "(`memory_analysis().temp_size_in_bytes`); in brackets, the ratio to the reference "
+            "kernel at the same length. pallas_flash is in Pallas interpret mode (CPU): its number "
+            "is the interpreter's, not a TPU's.",
+            f"## Attention op alone ({HEADS} heads x {HEAD_DIM}, q_len = k_len = length)",
+            record.table(header, op_rows),
+            f"## Decoder forward pass (teacher forcing): 2 layers, d_model 768, {HEADS} heads",
+            record.table(header, decoder_rows),
+            "## Same results: max |kernel - reference| of the attention output (batch 2, ~10% "
+            "padding keys)",
+            record.table(["length"] + list(KERNELS[1:]), agree_rows),
+        ]
+    )
     record.write(f"attention_memory_{args.pe}", "Attention kernels: peak memory vs length", body)
 
 

@@ -46,22 +46,25 @@ def main() -> None:
         seconds = {
             kernel: _best_seconds(
                 jax.jit(functools.partial(attention_memory.attention_fn(kernel, pe), variables)),
-                inputs, args.repeats,
+                inputs,
+                args.repeats,
             )
             for kernel in kernels
-        }  # fmt: skip
+        }
         base = seconds["reference"]
         cells = [f"{seconds[k] * 1e3:.1f} ({seconds[k] / base:.2f}x)" for k in kernels[1:]]
         rows.append([str(length), f"{base * 1e3:.1f}", *cells])
         print(rows[-1], flush=True)
 
-    body = "\n\n".join([
-        f"PE: {args.pe}; batch {args.batch}; float32; {attention_memory.HEADS} heads x "
-        f"{attention_memory.HEAD_DIM}; q_len = k_len = length. Milliseconds per forward call "
-        f"(best of {args.repeats}); in brackets, the time relative to the reference kernel "
-        "measured in the same run.",
-        record.table(["length"] + [f"{k} ms" for k in kernels], rows),
-    ])  # fmt: skip
+    body = "\n\n".join(
+        [
+            f"PE: {args.pe}; batch {args.batch}; float32; {attention_memory.HEADS} heads x "
+            f"{attention_memory.HEAD_DIM}; q_len = k_len = length. Milliseconds per forward call "
+            f"(best of {args.repeats}); in brackets, the time relative to the reference kernel "
+            "measured in the same run.",
+            record.table(["length"] + [f"{k} ms" for k in kernels], rows),
+        ]
+    )
     record.write(f"attention_speed_{args.pe}", "Attention kernels: forward time vs length", body)
 
 

@@ -21,8 +21,10 @@ import statistics
 import subprocess
 import sys
 
-ONEDNN = ("--xla_cpu_experimental_ynn_fusion_type= --xla_cpu_use_onednn=true "
-          "--xla_cpu_experimental_onednn_custom_call=true")  # fmt: skip
+ONEDNN = (
+    "--xla_cpu_experimental_ynn_fusion_type= --xla_cpu_use_onednn=true "
+    "--xla_cpu_experimental_onednn_custom_call=true"
+)
 # name -> (devices, oneDNN flags on, model dtype)
 VARIANTS = {
     "1 device": (1, False, "float32"),
@@ -48,8 +50,7 @@ def worker(size: str, dtype: str, steps: int, repeats: int) -> None:
     config = tt.case_config(size, "nope", 0.0)
     config.model.dtype = dtype
     batch = tt.synthetic_batch(64, 64, 32)
-    run = tt.measure_jax(config, 32, batch, check_steps=2, warmup=2, steps=steps,
-                         repeats=repeats)  # fmt: skip
+    run = tt.measure_jax(config, 32, batch, check_steps=2, warmup=2, steps=steps, repeats=repeats)
     print(json.dumps(dict(ms=1e3 * min(run["step_seconds"]), devices=run["devices"])))
 
 
@@ -57,10 +58,21 @@ def time_variant(name: str, size: str, steps: int, repeats: int) -> float:
     devices, onednn, dtype = VARIANTS[name]
     env = dict(os.environ, XLA_FLAGS=xla_flags(devices, onednn))
     out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.cpu_flags", "--worker", f"--sizes={size}",
-         f"--dtype={dtype}", f"--steps={steps}", f"--repeats={repeats}"],
-        env=env, capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.cpu_flags",
+            "--worker",
+            f"--sizes={size}",
+            f"--dtype={dtype}",
+            f"--steps={steps}",
+            f"--repeats={repeats}",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     reply = json.loads(out.stdout.strip().splitlines()[-1])
     if reply["devices"] != devices:
         raise RuntimeError(f"{name}: expected {devices} devices, JAX saw {reply['devices']}")
@@ -76,7 +88,7 @@ def report(times: dict, args, load: tuple) -> str:
         "at the end). Ratios compare variants measured in the same rounds.",
         "",
         f"Command: `python -m benchmarks.cpu_flags --sizes={args.sizes} --rounds={args.rounds} "
-        f"--steps={args.steps} --repeats={args.repeats} --variants=\"{args.variants}\"`. "
+        f'--steps={args.steps} --repeats={args.repeats} --variants="{args.variants}"`. '
         "NoPE, batch 64 x 64, vocabulary 32; "
         f"each cell: median over {args.rounds} rounds of the best of {args.repeats} windows of "
         f"{args.steps} steps. oneDNN flags: `{ONEDNN}`.",
@@ -115,7 +127,7 @@ def main() -> None:
     sizes = args.sizes.split(",")
     times = {size: {name: [] for name in names} for size in sizes}
     for round_ in range(args.rounds):
-        order = names[round_ % len(names):] + names[: round_ % len(names)]
+        order = names[round_ % len(names) :] + names[: round_ % len(names)]
         for size in sizes:
             for name in order:
                 ms = time_variant(name, size, args.steps, args.repeats)

@@ -44,10 +44,16 @@ def _model(flags) -> Decoder:
         {"name": flags.pe, flags.pe: positional.default_options(flags.pe)}
     )
     return Decoder(
-        vocab_size=VOCAB, num_layers=flags.num_layers, d_model=flags.d_model,
-        num_heads=flags.num_heads, d_kv=flags.d_model // flags.num_heads, d_ff=4 * flags.d_model,
-        dropout_rate=0.0, pe=pe, attention_impl=flags.attention_impl,
-    )  # fmt: skip
+        vocab_size=VOCAB,
+        num_layers=flags.num_layers,
+        d_model=flags.d_model,
+        num_heads=flags.num_heads,
+        d_kv=flags.d_model // flags.num_heads,
+        d_ff=4 * flags.d_model,
+        dropout_rate=0.0,
+        pe=pe,
+        attention_impl=flags.attention_impl,
+    )
 
 
 def _compiled_methods(model: Decoder, params, batch: int, length: int, methods) -> dict:
@@ -123,16 +129,16 @@ def main() -> None:
         print(rows[-1], flush=True)
 
     ratio_names = [f"{slow} / {fast}" for fast, slow in zip(methods, methods[1:], strict=False)]
-    body = "\n\n".join([
-        f"Model: {flags.num_layers} layers, d_model {flags.d_model}, {flags.num_heads} heads, "
-        f"d_ff {4 * flags.d_model}, PE {flags.pe}, attention_impl={flags.attention_impl}, "
-        f"float32. Batch {flags.batch}; a length-L sequence is an L/2 prompt and L/2 target "
-        f"tokens. Milliseconds per batch (best of {flags.repeats}, compile excluded); the "
-        "ratios are between methods measured in the same run.",
-        record.table(
-            ["length", *(f"{m} ms" for m in methods), *ratio_names], rows
-        ),
-    ])  # fmt: skip
+    body = "\n\n".join(
+        [
+            f"Model: {flags.num_layers} layers, d_model {flags.d_model}, {flags.num_heads} heads, "
+            f"d_ff {4 * flags.d_model}, PE {flags.pe}, attention_impl={flags.attention_impl}, "
+            f"float32. Batch {flags.batch}; a length-L sequence is an L/2 prompt and L/2 target "
+            f"tokens. Milliseconds per batch (best of {flags.repeats}, compile excluded); the "
+            "ratios are between methods measured in the same run.",
+            record.table(["length", *(f"{m} ms" for m in methods), *ratio_names], rows),
+        ]
+    )
     name = "_vs_".join(methods) + f"_batch{flags.batch}_len{lengths[0]}-{lengths[-1]}"
     record.write(f"eval_throughput_{name}", "Evaluation throughput vs length", body)
 

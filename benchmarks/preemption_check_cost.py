@@ -28,8 +28,7 @@ def _worker(port: int, processes: int, process_id: int, calls: int) -> None:
     flag = np.asarray(False)
     timings = {}
     for name, check in (
-        ("process_allgather", lambda step: bool(np.any(
-            multihost_utils.process_allgather(flag)))),
+        ("process_allgather", lambda step: bool(np.any(multihost_utils.process_allgather(flag)))),
         ("reached_preemption_sync_point", multihost_utils.reached_preemption_sync_point),
     ):
         for step in range(20):  # warm-up (the allgather compiles once)
@@ -44,9 +43,11 @@ def _worker(port: int, processes: int, process_id: int, calls: int) -> None:
     if process_id == 0:
         for name, seconds in timings.items():
             quantiles = statistics.quantiles(seconds, n=10)
-            print(f"{name}: median {statistics.median(seconds) * 1e6:.1f} us, "
-                  f"p90 {quantiles[-1] * 1e6:.1f} us per call ({calls} calls, {processes} "
-                  "processes)")
+            print(
+                f"{name}: median {statistics.median(seconds) * 1e6:.1f} us, "
+                f"p90 {quantiles[-1] * 1e6:.1f} us per call ({calls} calls, {processes} "
+                "processes)"
+            )
     jax.distributed.shutdown()
 
 
@@ -60,10 +61,21 @@ def main(argv: list[str]) -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     env = dict(os.environ, JAX_PLATFORMS="cpu")
-    children = [subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.preemption_check_cost", f"--processes={processes}",
-         f"--calls={calls}", f"--port={port}", f"--process_id={i}"], env=env)
-        for i in range(processes)]
+    children = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.preemption_check_cost",
+                f"--processes={processes}",
+                f"--calls={calls}",
+                f"--port={port}",
+                f"--process_id={i}",
+            ],
+            env=env,
+        )
+        for i in range(processes)
+    ]
     sys.exit(max(child.wait() for child in children))
 
 

@@ -107,12 +107,16 @@ def parameter_shapes(model: dict) -> dict[str, tuple[int, ...]]:
         shapes["pe/rel_embedding"] = (model["pe"].get("num_buckets", 32), heads)
     for layer in range(model["num_layers"]):
         block = f"block_{layer}"
-        shapes.update({
-            f"{block}/attention_norm/scale": (d,), f"{block}/ffn_norm/scale": (d,),
-            **{f"{block}/attention/{w}": (d, heads, d_kv) for w in ("query", "key", "value")},
-            f"{block}/attention/out": (heads, d_kv, d),
-            f"{block}/ffn/wi": (d, model["d_ff"]), f"{block}/ffn/wo": (model["d_ff"], d),
-        })  # fmt: skip
+        shapes.update(
+            {
+                f"{block}/attention_norm/scale": (d,),
+                f"{block}/ffn_norm/scale": (d,),
+                **{f"{block}/attention/{w}": (d, heads, d_kv) for w in ("query", "key", "value")},
+                f"{block}/attention/out": (heads, d_kv, d),
+                f"{block}/ffn/wi": (d, model["d_ff"]),
+                f"{block}/ffn/wo": (model["d_ff"], d),
+            }
+        )
     return shapes
 
 
@@ -134,8 +138,9 @@ class PositionalEncoding(_Module):
         elif self.name == "rotary":
             self.rotary_dim = int(d_kv * pe.get("fraction", 0.25))
             if self.rotary_dim < 2 or self.rotary_dim % 2:
-                raise ValueError(f"rotary needs an even int(fraction * d_kv) >= 2, got "
-                                 f"{self.rotary_dim}")  # fmt: skip
+                raise ValueError(
+                    f"rotary needs an even int(fraction * d_kv) >= 2, got {self.rotary_dim}"
+                )
             freq = inverse_frequencies(self.rotary_dim, pe.get("base", 10000.0))
             self.register_buffer("inv_freq", torch.from_numpy(freq))
         elif self.name == "t5":
@@ -290,8 +295,9 @@ def masked_loss(logits: torch.Tensor, tokens: torch.Tensor, loss_mask: torch.Ten
     """lenggen's `loss_and_metrics` loss: mean cross entropy of logits[:, :-1] predicting
     tokens[:, 1:] over the target tokens (loss_mask[:, 1:]) of the whole batch."""
     vocab = logits.shape[-1]
-    ce = F.cross_entropy(logits[:, :-1].reshape(-1, vocab), tokens[:, 1:].reshape(-1),
-                         reduction="none")  # fmt: skip
+    ce = F.cross_entropy(
+        logits[:, :-1].reshape(-1, vocab), tokens[:, 1:].reshape(-1), reduction="none"
+    )
     mask = loss_mask[:, 1:].reshape(-1).float()
     return (ce * mask).sum() / mask.sum().clamp(min=1.0)
 
@@ -303,14 +309,19 @@ class Trainer:
         self.model, self.train, self.count = model, train, 0
         params = model.named_flat_parameters()
         groups = [
-            {"params": [p for n, p in params.items() if decays(n)],
-             "weight_decay": train["weight_decay"]},
+            {
+                "params": [p for n, p in params.items() if decays(n)],
+                "weight_decay": train["weight_decay"],
+            },
             {"params": [p for n, p in params.items() if not decays(n)], "weight_decay": 0.0},
-        ]  # fmt: skip
+        ]
         self.optimizer = torch.optim.AdamW(
-            groups, lr=0.0, betas=(train["adam_b1"], train["adam_b2"]), eps=train["adam_eps"],
+            groups,
+            lr=0.0,
+            betas=(train["adam_b1"], train["adam_b2"]),
+            eps=train["adam_eps"],
             foreach=True,
-        )  # fmt: skip
+        )
 
         def loss_fn(tokens, positions, valid, loss_mask):
             return masked_loss(self.model(tokens, positions, valid), tokens, loss_mask)
@@ -326,8 +337,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(self.count, self.train)
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self.loss_fn(batch["tokens"], batch["positions"], batch["valid"],
-                            batch["loss_mask"])  # fmt: skip
+        loss = self.loss_fn(batch["tokens"], batch["positions"], batch["valid"], batch["loss_mask"])
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.train["grad_clip_norm"])
         self.optimizer.step()
@@ -341,10 +351,16 @@ class Trainer:
 def _load(arrays_path: str) -> tuple[dict, dict]:
     """The request's npz: `params/<name>` arrays and the batch (`batch/<key>`)."""
     with np.load(arrays_path) as arrays:
-        params = {k.removeprefix("params/"): torch.from_numpy(arrays[k])
-                  for k in arrays.files if k.startswith("params/")}  # fmt: skip
-        batch = {k.removeprefix("batch/"): torch.from_numpy(arrays[k])
-                 for k in arrays.files if k.startswith("batch/")}  # fmt: skip
+        params = {
+            k.removeprefix("params/"): torch.from_numpy(arrays[k])
+            for k in arrays.files
+            if k.startswith("params/")
+        }
+        batch = {
+            k.removeprefix("batch/"): torch.from_numpy(arrays[k])
+            for k in arrays.files
+            if k.startswith("batch/")
+        }
     batch = {k: v.long() if k in ("tokens", "positions") else v for k, v in batch.items()}
     return params, batch
 
@@ -372,8 +388,11 @@ def handle(request: dict) -> dict:
     for _ in range(request["check_steps"]):
         trainer.step(batch)
     stepped = {n: p.detach().numpy() for n, p in model.named_flat_parameters().items()}
-    np.savez(request["check_out"], logits=logits.numpy(), **{f"params/{n}": v
-                                                            for n, v in stepped.items()})
+    np.savez(
+        request["check_out"],
+        logits=logits.numpy(),
+        **{f"params/{n}": v for n, v in stepped.items()},
+    )
     reply = {"name": request["name"], "loss": float(loss), "timings": {}}
     for mode in request["modes"]:
         try:
@@ -422,8 +441,10 @@ def serve(stdin=sys.stdin, stdout=sys.stdout) -> None:
         try:
             request = json.loads(line)
             if request["kind"] == "peak":
-                reply = {"kind": "peak", "gflops": matmul_peak(request["sizes"],
-                                                               request["repeats"])}
+                reply = {
+                    "kind": "peak",
+                    "gflops": matmul_peak(request["sizes"], request["repeats"]),
+                }
             else:
                 reply = handle(request)
         except Exception as error:

@@ -66,8 +66,17 @@ SIZES = {
     ).MODEL,
     "4x256": dict(num_layers=4, d_model=256, num_heads=4, d_kv=64, d_ff=1024),
 }
-TRAIN_FIELDS = ("learning_rate", "end_learning_rate", "warmup_fraction", "num_steps",
-                "weight_decay", "adam_b1", "adam_b2", "adam_eps", "grad_clip_norm")  # fmt: skip
+TRAIN_FIELDS = (
+    "learning_rate",
+    "end_learning_rate",
+    "warmup_fraction",
+    "num_steps",
+    "weight_decay",
+    "adam_b1",
+    "adam_b2",
+    "adam_eps",
+    "grad_clip_norm",
+)
 
 
 class TorchWorkerError(ValueError):
@@ -96,9 +105,13 @@ def train_gemms(model: dict, vocab_size: int, batch: int, length: int) -> list[t
     its two backward products `[m, n] @ [n, k]` (input grad) and `[k, m] @ [m, n]` (weight)."""
     d, heads, d_kv, tokens = model["d_model"], model["num_heads"], model["d_kv"], batch * length
     width = heads * d_kv
-    layer = [(1, tokens, d, width)] * 3 + [(1, tokens, width, d), (1, tokens, d, model["d_ff"]),
-             (1, tokens, model["d_ff"], d), (batch * heads, length, d_kv, length),
-             (batch * heads, length, length, d_kv)]  # fmt: skip
+    layer = [(1, tokens, d, width)] * 3 + [
+        (1, tokens, width, d),
+        (1, tokens, d, model["d_ff"]),
+        (1, tokens, model["d_ff"], d),
+        (batch * heads, length, d_kv, length),
+        (batch * heads, length, length, d_kv),
+    ]
     forward = layer * model["num_layers"] + [(1, tokens, d, vocab_size)]
     return [g for b, m, k, n in forward for g in ((b, m, k, n), (b, m, n, k), (b, k, m, n))]
 
@@ -118,8 +131,9 @@ def matmul_peak(sizes: list[int], repeats: int) -> dict[int, float]:
     result = {}
     for n in sizes:
         a, b = (jax.random.normal(jax.random.key(i), (n, n), jnp.float32) for i in (0, 1))
-        result[n] = 2 * n**3 / _best_seconds(functools.partial(jax.jit(jnp.dot), a, b),
-                                             repeats) / 1e9  # fmt: skip
+        result[n] = (
+            2 * n**3 / _best_seconds(functools.partial(jax.jit(jnp.dot), a, b), repeats) / 1e9
+        )
     return result
 
 
@@ -154,9 +168,10 @@ def synthetic_batch(batch: int, length: int, vocab_size: int, seed: int = 0) -> 
     positions = np.broadcast_to(np.arange(length, dtype=np.int32), (batch, length))
     return dict(
         tokens=np.random.default_rng(seed).integers(0, vocab_size, (batch, length), np.int32),
-        positions=positions.copy(), valid=np.ones((batch, length), bool),
+        positions=positions.copy(),
+        valid=np.ones((batch, length), bool),
         loss_mask=positions >= length // 2,
-    )  # fmt: skip
+    )
 
 
 def flat(tree) -> dict[str, np.ndarray]:
@@ -165,8 +180,9 @@ def flat(tree) -> dict[str, np.ndarray]:
     return {"/".join(str(k.key) for k in path): np.asarray(leaf) for path, leaf in leaves}
 
 
-def measure_jax(config, vocab_size: int, batch: dict, *, check_steps: int, warmup: int,
-                steps: int, repeats: int) -> dict:
+def measure_jax(
+    config, vocab_size: int, batch: dict, *, check_steps: int, warmup: int, steps: int, repeats: int
+) -> dict:
     """Builds lenggen's jitted train step from `config` and times it.
 
     Returns a dict: `params` (initial, flat), `logits` `[batch, length, vocab]` and `loss` at
@@ -185,8 +201,12 @@ def measure_jax(config, vocab_size: int, batch: dict, *, check_steps: int, warmu
     dropout_key = jax.random.fold_in(jax.random.key(config.seed), 1)
     device_batch = loader.to_global(batch, mesh)
     params = flat(state["params"])
-    logits = jax.jit(model.apply)({"params": state["params"]}, device_batch["tokens"],
-                                  device_batch["positions"], device_batch["valid"])  # fmt: skip
+    logits = jax.jit(model.apply)(
+        {"params": state["params"]},
+        device_batch["tokens"],
+        device_batch["positions"],
+        device_batch["valid"],
+    )
     loss = float(jax.jit(step_lib.loss_and_metrics)(logits, device_batch)[0])
     for _ in range(check_steps):
         state, _ = step(state, device_batch, dropout_key)
@@ -201,8 +221,14 @@ def measure_jax(config, vocab_size: int, batch: dict, *, check_steps: int, warmu
             state, _ = step(state, device_batch, dropout_key)
         jax.block_until_ready(state)
         windows.append((time.perf_counter() - start) / steps)
-    return dict(params=params, logits=np.asarray(logits), loss=loss, checked=checked,
-                step_seconds=windows, devices=jax.device_count())  # fmt: skip
+    return dict(
+        params=params,
+        logits=np.asarray(logits),
+        loss=loss,
+        checked=checked,
+        step_seconds=windows,
+        devices=jax.device_count(),
+    )
 
 
 def update_difference(before: np.ndarray, jax_after: np.ndarray, torch_after: np.ndarray) -> float:
@@ -216,8 +242,9 @@ def update_difference(before: np.ndarray, jax_after: np.ndarray, torch_after: np
     return float(np.linalg.norm(kept) / max(float(np.linalg.norm(jax_update)), 1e-30))
 
 
-def check_agreement(jax_run: dict, torch_loss: float, torch_out: dict, name: str,
-                    atol: float, update_rtol: float) -> dict:
+def check_agreement(
+    jax_run: dict, torch_loss: float, torch_out: dict, name: str, atol: float, update_rtol: float
+) -> dict:
     """Raises MismatchError unless PyTorch's logits and loss match lenggen's within `atol` and
     each parameter's update over the check steps within `update_rtol` (`update_difference`).
 
@@ -231,20 +258,26 @@ def check_agreement(jax_run: dict, torch_loss: float, torch_out: dict, name: str
     logit_diff = float(np.max(np.abs(torch_out["logits"] - jax_run["logits"])))
     loss_diff = abs(torch_loss - jax_run["loss"])
     if not logit_diff <= atol or not loss_diff <= atol:
-        raise MismatchError(f"{name}: PyTorch and lenggen differ from the same parameters: "
-                            f"max |logit diff| {logit_diff:.3g}, |loss diff| {loss_diff:.3g}; "
-                            f"expected both <= {atol:g}")  # fmt: skip
+        raise MismatchError(
+            f"{name}: PyTorch and lenggen differ from the same parameters: "
+            f"max |logit diff| {logit_diff:.3g}, |loss diff| {loss_diff:.3g}; "
+            f"expected both <= {atol:g}"
+        )
     if set(torch_out) - {"logits"} != {f"params/{key}" for key in jax_run["params"]}:
-        raise MismatchError(f"{name}: PyTorch returned parameters {sorted(torch_out)}, "
-                            f"expected {sorted(jax_run['params'])}")  # fmt: skip
+        raise MismatchError(
+            f"{name}: PyTorch returned parameters {sorted(torch_out)}, "
+            f"expected {sorted(jax_run['params'])}"
+        )
     worst = 0.0
     for key, before in jax_run["params"].items():
         error = update_difference(before, jax_run["checked"][key], torch_out[f"params/{key}"])
         worst = max(worst, error)
         if not error <= update_rtol:
-            raise MismatchError(f"{name}: parameter {key!r} moved differently in PyTorch and "
-                                f"lenggen over the check steps: relative L2 difference of the "
-                                f"updates {error:.3g}, expected <= {update_rtol:g}")  # fmt: skip
+            raise MismatchError(
+                f"{name}: parameter {key!r} moved differently in PyTorch and "
+                f"lenggen over the check steps: relative L2 difference of the "
+                f"updates {error:.3g}, expected <= {update_rtol:g}"
+            )
     return dict(logit_diff=logit_diff, update_diff=worst)
 
 
@@ -261,8 +294,9 @@ def parse_reply(line: str, required: tuple[str, ...]) -> dict:
     try:
         reply = json.loads(line)
     except json.JSONDecodeError as error:
-        raise TorchWorkerError(f"PyTorch worker sent a line that is not JSON ({error}): "
-                               f"{line[:200]!r}") from None  # fmt: skip
+        raise TorchWorkerError(
+            f"PyTorch worker sent a line that is not JSON ({error}): {line[:200]!r}"
+        ) from None
     if not isinstance(reply, dict):
         raise TorchWorkerError(f"PyTorch worker sent {type(reply).__name__}, expected an object")
     if "error" in reply:
@@ -278,11 +312,15 @@ def step_seconds(timing: dict, mode: str) -> list[float] | None:
     if "error" in timing:
         return None
     windows = timing.get("step_seconds")
-    if not isinstance(windows, list) or not windows or not all(
-        isinstance(s, (int, float)) and s > 0 for s in windows
+    if (
+        not isinstance(windows, list)
+        or not windows
+        or not all(isinstance(s, (int, float)) and s > 0 for s in windows)
     ):
-        raise TorchWorkerError(f"PyTorch {mode} timing must be a non-empty list of positive "
-                               f"step_seconds, got {windows!r}")  # fmt: skip
+        raise TorchWorkerError(
+            f"PyTorch {mode} timing must be a non-empty list of positive "
+            f"step_seconds, got {windows!r}"
+        )
     return windows
 
 
@@ -297,19 +335,23 @@ class TorchWorker:
                 "(a Python 3.11 venv with a CPU torch at benchmarks/.torch-venv), install the "
                 "[bench] extra, or pass --torch_python=PATH."
             )
-        self.process = subprocess.Popen([python, str(script)], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, text=True)  # fmt: skip
+        self.process = subprocess.Popen(
+            [python, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
         self.hello = parse_reply(self._readline(), ("protocol", "torch", "threads"))
         if self.hello["protocol"] != PROTOCOL:
-            raise TorchWorkerError(f"PyTorch worker speaks protocol {self.hello['protocol']}, "
-                                   f"expected {PROTOCOL}")  # fmt: skip
+            raise TorchWorkerError(
+                f"PyTorch worker speaks protocol {self.hello['protocol']}, expected {PROTOCOL}"
+            )
 
     def _readline(self) -> str:
         line = self.process.stdout.readline()
         if not line:
-            raise TorchWorkerError(f"PyTorch worker exited (code {self.process.poll()}) without "
-                                   "replying; its stderr is above. Run benchmarks/torch_env.sh "
-                                   "if torch is missing.")  # fmt: skip
+            raise TorchWorkerError(
+                f"PyTorch worker exited (code {self.process.poll()}) without "
+                "replying; its stderr is above. Run benchmarks/torch_env.sh "
+                "if torch is missing."
+            )
         return line
 
     def request(self, message: dict, required: tuple[str, ...]) -> dict:
@@ -322,29 +364,48 @@ class TorchWorker:
         self.process.wait(timeout=60)
 
 
-def torch_case(worker: TorchWorker, config, size: str, vocab_size: int, jax_run: dict,
-               batch: dict, flags) -> tuple[dict, dict]:
+def torch_case(
+    worker: TorchWorker, config, size: str, vocab_size: int, jax_run: dict, batch: dict, flags
+) -> tuple[dict, dict]:
     """Runs one case in the worker: its reply and its check output (logits, params)."""
     pe = config.model.pe.name
-    model = dict(vocab_size=vocab_size, dropout_rate=config.model.dropout_rate, **SIZES[size],
-                 pe=dict(name=pe, **config.model.pe[pe].to_dict()))  # fmt: skip
+    model = dict(
+        vocab_size=vocab_size,
+        dropout_rate=config.model.dropout_rate,
+        **SIZES[size],
+        pe=dict(name=pe, **config.model.pe[pe].to_dict()),
+    )
     with tempfile.TemporaryDirectory() as tmp:
         arrays, check_out = f"{tmp}/arrays.npz", f"{tmp}/check.npz"
-        np.savez(arrays, **{f"params/{k}": v for k, v in jax_run["params"].items()},
-                 **{f"batch/{k}": v for k, v in batch.items()})  # fmt: skip
-        reply = worker.request(dict(
-            kind="case", name=f"{size}/{pe}", model=model, arrays=arrays, check_out=check_out,
-            train={field: config.train[field] for field in TRAIN_FIELDS},
-            check_steps=flags.check_steps, modes=flags.torch_modes.split(","),
-            warmup=flags.warmup, steps=flags.steps, repeats=flags.repeats,
-            attention=flags.torch_attention,
-        ), required=("name", "loss", "timings"))  # fmt: skip
+        np.savez(
+            arrays,
+            **{f"params/{k}": v for k, v in jax_run["params"].items()},
+            **{f"batch/{k}": v for k, v in batch.items()},
+        )
+        reply = worker.request(
+            dict(
+                kind="case",
+                name=f"{size}/{pe}",
+                model=model,
+                arrays=arrays,
+                check_out=check_out,
+                train={field: config.train[field] for field in TRAIN_FIELDS},
+                check_steps=flags.check_steps,
+                modes=flags.torch_modes.split(","),
+                warmup=flags.warmup,
+                steps=flags.steps,
+                repeats=flags.repeats,
+                attention=flags.torch_attention,
+            ),
+            required=("name", "loss", "timings"),
+        )
         with np.load(check_out) as out:
             return reply, dict(out)
 
 
-def run_case(worker: TorchWorker | None, size: str, pe: str, batch_size: int, flags,
-             peak: float, roof: float) -> dict:
+def run_case(
+    worker: TorchWorker | None, size: str, pe: str, batch_size: int, flags, peak: float, roof: float
+) -> dict:
     """Measures one (size, PE, batch) in JAX then (unless `worker` is None) in PyTorch, after
     checking that both agree.
 
@@ -355,19 +416,32 @@ def run_case(worker: TorchWorker | None, size: str, pe: str, batch_size: int, fl
     """
     config = case_config(size, pe, flags.dropout_rate)
     batch = synthetic_batch(batch_size, flags.length, flags.vocab_size)
-    jax_run = measure_jax(config, flags.vocab_size, batch, check_steps=flags.check_steps,
-                          warmup=flags.warmup, steps=flags.steps, repeats=flags.repeats)
+    jax_run = measure_jax(
+        config,
+        flags.vocab_size,
+        batch,
+        check_steps=flags.check_steps,
+        warmup=flags.warmup,
+        steps=flags.steps,
+        repeats=flags.repeats,
+    )
     jax_s = min(jax_run["step_seconds"])
     tokens = batch_size * flags.length
     gflops = train_flops(SIZES[size], flags.vocab_size, batch_size, flags.length) / 1e9
-    jax_cells = [f"{jax_s * 1e3:.1f}", f"{tokens / jax_s:,.0f}", f"{gflops / jax_s:.1f}",
-                 f"{gflops / jax_s / peak:.0%}", f"{roof / peak:.0%}"]  # fmt: skip
+    jax_cells = [
+        f"{jax_s * 1e3:.1f}",
+        f"{tokens / jax_s:,.0f}",
+        f"{gflops / jax_s:.1f}",
+        f"{gflops / jax_s / peak:.0%}",
+        f"{roof / peak:.0%}",
+    ]
     case = dict(key=(size, pe), batch=batch_size, jax_s=jax_s, torch={}, best_mode=None)
     if worker is None:
         return dict(case, row=[size, pe, str(batch_size), *jax_cells])
     reply, torch_out = torch_case(worker, config, size, flags.vocab_size, jax_run, batch, flags)
-    agreement = check_agreement(jax_run, reply["loss"], torch_out, f"{size}/{pe}", flags.atol,
-                                flags.update_rtol)  # fmt: skip
+    agreement = check_agreement(
+        jax_run, reply["loss"], torch_out, f"{size}/{pe}", flags.atol, flags.update_rtol
+    )
     modes = flags.torch_modes.split(",")
     torch_s = {mode: step_seconds(reply["timings"].get(mode, {}), mode) for mode in modes}
     for mode in modes:
@@ -378,13 +452,23 @@ def run_case(worker: TorchWorker | None, size: str, pe: str, batch_size: int, fl
     best_mode = min((m for m in modes if torch_s[m]), key=lambda m: min(torch_s[m]))
     torch_best = min(torch_s[best_mode])
     ran = {mode: min(times) for mode, times in torch_s.items() if times}
-    return dict(case, torch=ran, best_mode=best_mode, row=[
-        size, pe, str(batch_size), *jax_cells,
-        *(f"{min(torch_s[m]) * 1e3:.1f}" if torch_s[m] else "failed" for m in modes),
-        f"{tokens / torch_best:,.0f}", f"{gflops / torch_best:.1f}",
-        f"{gflops / torch_best / peak:.0%}", f"**{torch_best / jax_s:.2f}x** ({best_mode})",
-        f"{agreement['logit_diff']:.1e} / {agreement['update_diff']:.1e}",
-    ])  # fmt: skip
+    return dict(
+        case,
+        torch=ran,
+        best_mode=best_mode,
+        row=[
+            size,
+            pe,
+            str(batch_size),
+            *jax_cells,
+            *(f"{min(torch_s[m]) * 1e3:.1f}" if torch_s[m] else "failed" for m in modes),
+            f"{tokens / torch_best:,.0f}",
+            f"{gflops / torch_best:.1f}",
+            f"{gflops / torch_best / peak:.0%}",
+            f"**{torch_best / jax_s:.2f}x** ({best_mode})",
+            f"{agreement['logit_diff']:.1e} / {agreement['update_diff']:.1e}",
+        ],
+    )
 
 
 def fixed_cost_rows(cases: list[dict]) -> list[list[str]]:
@@ -405,61 +489,108 @@ def fixed_cost_rows(cases: list[dict]) -> list[list[str]]:
             continue
         fixed, total = small["torch"][mode], case["torch"][mode]
         ceiling = f"{total / (total - fixed):.2f}x" if total > fixed else "unbounded"
-        rows.append([*case["key"], str(case["batch"]), mode, f"{fixed * 1e3:.1f}",
-                     f"{total * 1e3:.1f}", f"<= {fixed / total:.0%}", ceiling,
-                     f"{total / case['jax_s']:.2f}x"])  # fmt: skip
+        rows.append(
+            [
+                *case["key"],
+                str(case["batch"]),
+                mode,
+                f"{fixed * 1e3:.1f}",
+                f"{total * 1e3:.1f}",
+                f"<= {fixed / total:.0%}",
+                ceiling,
+                f"{total / case['jax_s']:.2f}x",
+            ]
+        )
     return rows
 
 
-def report(flags, cases: list[dict], peak: float, peaks: dict, torch_peaks: dict | None,
-           hello: dict | None) -> str:
+def report(
+    flags, cases: list[dict], peak: float, peaks: dict, torch_peaks: dict | None, hello: dict | None
+) -> str:
     """The results file's body: setup, peaks, formula, table, and the fixed-cost bound when
     batch 1 was run."""
-    header = ["size", "PE", "batch", "JAX ms/step", "JAX tokens/s", "JAX GFLOP/s", "JAX MFU",
-              "matmul roofline"]  # fmt: skip
+    header = [
+        "size",
+        "PE",
+        "batch",
+        "JAX ms/step",
+        "JAX tokens/s",
+        "JAX GFLOP/s",
+        "JAX MFU",
+        "matmul roofline",
+    ]
     torch_note = "PyTorch not run (--torch_modes=none)."
     if hello is not None:
-        header += [*(f"torch {m} ms/step" for m in flags.torch_modes.split(",")),
-                   "torch tokens/s (best mode)", "torch GFLOP/s", "torch MFU",
-                   "JAX / torch (best torch mode)", "check: logits / updates"]  # fmt: skip
-        torch_note = (f"PyTorch {hello['torch']} with {hello['threads']} threads, attention "
-                      f"'{flags.torch_attention}'; torch.mm GFLOP/s by n: "
-                      + ", ".join(f"{n}: {g:.1f}" for n, g in torch_peaks.items()) + ".")
+        header += [
+            *(f"torch {m} ms/step" for m in flags.torch_modes.split(",")),
+            "torch tokens/s (best mode)",
+            "torch GFLOP/s",
+            "torch MFU",
+            "JAX / torch (best torch mode)",
+            "check: logits / updates",
+        ]
+        torch_note = (
+            f"PyTorch {hello['torch']} with {hello['threads']} threads, attention "
+            f"'{flags.torch_attention}'; torch.mm GFLOP/s by n: "
+            + ", ".join(f"{n}: {g:.1f}" for n, g in torch_peaks.items())
+            + "."
+        )
     sizes = ", ".join(f"{k} = {v}" for k, v in SIZES.items() if k in flags.sizes.split(","))
     fixed = fixed_cost_rows(cases)
-    fixed_section = [] if not fixed else [
-        "Fixed per-step cost (`fixed_cost_rows`): PyTorch's step at batch 1 bounds everything "
-        "in its step that does not grow with the batch. At batch B, a step with no fixed cost "
-        "running PyTorch's kernels would be at most t(B) / (t(B) - t(1)) times as fast as "
-        "PyTorch: that ceiling is what removing per-step overhead (the jit) can buy.",
-        record.table(["size", "PE", "batch B", "torch mode", "torch ms/step at 1",
-                      "torch ms/step at B", "fixed share at B", "ceiling of a zero-overhead step",
-                      "measured JAX / torch at B"], fixed),
-    ]  # fmt: skip
-    return "\n\n".join([
-        f"Batch {flags.batches} x {flags.length} tokens, vocabulary {flags.vocab_size}, float32, "
-        f"dropout {flags.dropout_rate}; the AdamW recipe of configs/quickstart.py. Sizes: "
-        f"{sizes}. Step times: best of {flags.repeats} windows of {flags.steps} steps, after "
-        f"{flags.check_steps + flags.warmup} untimed steps (compilation excluded). JAX on "
-        f"{jax.device_count()} device(s), XLA_FLAGS='{os.environ.get('XLA_FLAGS', '')}'.",
-        "Float32 matmul peak, GFLOP/s by n (n x n): jnp.dot "
-        + ", ".join(f"{n}: {g:.1f}" for n, g in peaks.items())
-        + f". {torch_note} The best of all, {peak:.1f} GFLOP/s, is every MFU's denominator.",
-        "Model FLOPs per step = 6 N B T + 12 L B T^2 H K (benchmarks/train_throughput.py); "
-        "matmul roofline: the step's GEMMs alone in JAX, as a share of the peak. Check: max "
-        "|logit difference| at the initial parameters / worst relative L2 difference of a "
-        f"parameter's update over {flags.check_steps} train steps.",
-        record.table(header, [case["row"] for case in cases]),
-        *fixed_section,
-    ])  # fmt: skip
+    fixed_section = (
+        []
+        if not fixed
+        else [
+            "Fixed per-step cost (`fixed_cost_rows`): PyTorch's step at batch 1 bounds everything "
+            "in its step that does not grow with the batch. At batch B, a step with no fixed cost "
+            "running PyTorch's kernels would be at most t(B) / (t(B) - t(1)) times as fast as "
+            "PyTorch: that ceiling is what removing per-step overhead (the jit) can buy.",
+            record.table(
+                [
+                    "size",
+                    "PE",
+                    "batch B",
+                    "torch mode",
+                    "torch ms/step at 1",
+                    "torch ms/step at B",
+                    "fixed share at B",
+                    "ceiling of a zero-overhead step",
+                    "measured JAX / torch at B",
+                ],
+                fixed,
+            ),
+        ]
+    )
+    return "\n\n".join(
+        [
+            f"Batch {flags.batches} x {flags.length} tokens, vocabulary {flags.vocab_size}, "
+            "float32, "
+            f"dropout {flags.dropout_rate}; the AdamW recipe of configs/quickstart.py. Sizes: "
+            f"{sizes}. Step times: best of {flags.repeats} windows of {flags.steps} steps, after "
+            f"{flags.check_steps + flags.warmup} untimed steps (compilation excluded). JAX on "
+            f"{jax.device_count()} device(s), XLA_FLAGS='{os.environ.get('XLA_FLAGS', '')}'.",
+            "Float32 matmul peak, GFLOP/s by n (n x n): jnp.dot "
+            + ", ".join(f"{n}: {g:.1f}" for n, g in peaks.items())
+            + f". {torch_note} The best of all, {peak:.1f} GFLOP/s, is every MFU's denominator.",
+            "Model FLOPs per step = 6 N B T + 12 L B T^2 H K (benchmarks/train_throughput.py); "
+            "matmul roofline: the step's GEMMs alone in JAX, as a share of the peak. Check: max "
+            "|logit difference| at the initial parameters / worst relative L2 difference of a "
+            f"parameter's update over {flags.check_steps} train steps.",
+            record.table(header, [case["row"] for case in cases]),
+            *fixed_section,
+        ]
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default=",".join(SIZES))
     parser.add_argument("--pes", default=",".join(PE_NAMES))
-    parser.add_argument("--batches", default="64", help="batch sizes; add 1 for the fixed-cost "
-                        "bound (fixed_cost_rows)")
+    parser.add_argument(
+        "--batches",
+        default="64",
+        help="batch sizes; add 1 for the fixed-cost bound (fixed_cost_rows)",
+    )
     parser.add_argument("--length", type=int, default=64)
     parser.add_argument("--vocab_size", type=int, default=32)
     parser.add_argument("--dropout_rate", type=float, default=0.0, help="quickstart's 0.0")
@@ -479,24 +610,33 @@ def main() -> None:
     try:
         batches = sorted({int(b) for b in flags.batches.split(",")})
     except ValueError:
-        raise ValueError(f"--batches must be comma-separated integers, got "
-                         f"{flags.batches!r}") from None  # fmt: skip
+        raise ValueError(
+            f"--batches must be comma-separated integers, got {flags.batches!r}"
+        ) from None
     if batches[0] < 1:
         raise ValueError(f"--batches must all be >= 1, got {flags.batches!r}")
-    for name, values, valid in (("sizes", sizes, SIZES), ("pes", pes, PE_NAMES),
-                                ("torch_modes", flags.torch_modes.split(","),
-                                 ("eager", "compiled", "none"))):  # fmt: skip
+    for name, values, valid in (
+        ("sizes", sizes, SIZES),
+        ("pes", pes, PE_NAMES),
+        ("torch_modes", flags.torch_modes.split(","), ("eager", "compiled", "none")),
+    ):
         if unknown := sorted(set(values) - set(valid)):
             raise ValueError(f"unknown {name} {unknown}; expected some of {list(valid)}")
     if flags.check_steps < 2:
-        raise ValueError(f"--check_steps must be >= 2 (step 0 has learning rate 0, so it checks "
-                         f"no update), got {flags.check_steps}")  # fmt: skip
+        raise ValueError(
+            f"--check_steps must be >= 2 (step 0 has learning rate 0, so it checks "
+            f"no update), got {flags.check_steps}"
+        )
 
     worker = None if flags.torch_modes == "none" else TorchWorker(flags.torch_python)
     peak_sizes = [int(n) for n in flags.peak_sizes.split(",")]
     peaks = matmul_peak(peak_sizes, flags.repeats + 2)
-    torch_peaks = worker and worker.request(
-        dict(kind="peak", sizes=peak_sizes, repeats=flags.repeats + 2), ("gflops",))["gflops"]
+    torch_peaks = (
+        worker
+        and worker.request(
+            dict(kind="peak", sizes=peak_sizes, repeats=flags.repeats + 2), ("gflops",)
+        )["gflops"]
+    )
     print(f"matmul GFLOP/s: jnp.dot {peaks}, torch.mm {torch_peaks}", flush=True)
     peak = max([*peaks.values(), *(torch_peaks or {}).values()])
     cases = []

@@ -43,9 +43,23 @@ GRID = os.path.join(REPO, "configs", "grids", "scale_study.py")
 OUT = os.path.join(REPO, "docs", "results", "scale_study")
 LOG_FILE = "study.log"
 ATTEMPTS_FILE = "study_attempts.jsonl"
-CSV_FIELDS = ("name", "task", "num_symbols", "pe", "point", "size", "parameters", "num_steps",
-              "learning_rate", "examples_seen", "in_distribution", "beyond", "cpu_seconds",
-              "wall_seconds", "timing_complete")  # fmt: skip
+CSV_FIELDS = (
+    "name",
+    "task",
+    "num_symbols",
+    "pe",
+    "point",
+    "size",
+    "parameters",
+    "num_steps",
+    "learning_rate",
+    "examples_seen",
+    "in_distribution",
+    "beyond",
+    "cpu_seconds",
+    "wall_seconds",
+    "timing_complete",
+)
 
 
 class StudyError(ValueError):
@@ -121,8 +135,10 @@ def make_record(name: str, workdir: str, overrides: dict[str, Any]) -> dict:
         "best_step": results.get("step"),
         "in_distribution": splits["validation"]["overall"],
         "beyond": splits["test"]["overall"],
-        "by_length": {split: {k: v["exact_match"] for k, v in splits[split]["by_length"].items()}
-                      for split in ("validation", "test")},
+        "by_length": {
+            split: {k: v["exact_match"] for k, v in splits[split]["by_length"].items()}
+            for split in ("validation", "test")
+        },
         "cpu_seconds": round(cpu, 1),
         "wall_seconds": round(wall, 1),
         # Each attempt after the first resumed the workdir; more resumes than recorded attempts
@@ -140,16 +156,19 @@ def run_one(argv: list[str], workdir: str, env: dict[str, str]) -> int:
         log.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(argv)}\n")
         log.flush()
         started = time.monotonic()
-        process = subprocess.Popen(argv, cwd=REPO, env=env, stdout=log,
-                                   stderr=subprocess.STDOUT)  # fmt: skip
+        process = subprocess.Popen(argv, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
         # wait4 reaps the child and returns its own rusage (its threads included), not the
         # sum over all children that RUSAGE_CHILDREN would give.
         _, status, usage = os.wait4(process.pid, 0)
         process.returncode = os.waitstatus_to_exitcode(status)
-    attempt = {"ended": time.strftime("%Y-%m-%dT%H:%M:%S"), "exit": process.returncode,
-               "user_seconds": usage.ru_utime, "system_seconds": usage.ru_stime,
-               "wall_seconds": time.monotonic() - started,
-               "max_rss_kib": usage.ru_maxrss}  # fmt: skip
+    attempt = {
+        "ended": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "exit": process.returncode,
+        "user_seconds": usage.ru_utime,
+        "system_seconds": usage.ru_stime,
+        "wall_seconds": time.monotonic() - started,
+        "max_rss_kib": usage.ru_maxrss,
+    }
     with open(os.path.join(workdir, ATTEMPTS_FILE), "a") as handle:
         handle.write(json.dumps(attempt) + "\n")
     return process.returncode
@@ -161,8 +180,9 @@ def command_run(args: argparse.Namespace) -> int:
     except ValueError as error:
         raise StudyError(f"configs/grids/scale_study.py: {error}") from None
     env = dict(os.environ)
-    env.setdefault("JAX_COMPILATION_CACHE_DIR",
-                   os.path.join(os.path.abspath(args.runs_dir), ".jax_cache"))
+    env.setdefault(
+        "JAX_COMPILATION_CACHE_DIR", os.path.join(os.path.abspath(args.runs_dir), ".jax_cache")
+    )
     failed = []
     for index, run in enumerate(runs, 1):
         path = record_path(args.out, run.name)
@@ -182,12 +202,18 @@ def command_run(args: argparse.Namespace) -> int:
         with open(path, "w") as handle:
             json.dump(record, handle, indent=1, sort_keys=True)
             handle.write("\n")
-        print(f"  in distribution {record['in_distribution']:.3f}, beyond "
-              f"{record['beyond']:.3f}, CPU {record['cpu_seconds']:.0f} s, wall "
-              f"{record['wall_seconds']:.0f} s", flush=True)
+        print(
+            f"  in distribution {record['in_distribution']:.3f}, beyond "
+            f"{record['beyond']:.3f}, CPU {record['cpu_seconds']:.0f} s, wall "
+            f"{record['wall_seconds']:.0f} s",
+            flush=True,
+        )
     own = resource.getrusage(resource.RUSAGE_SELF)
-    print(f"Done: {len(failed)} failed{': ' + ', '.join(failed) if failed else ''}; the "
-          f"runner itself used {own.ru_utime + own.ru_stime:.1f} CPU s.", flush=True)
+    print(
+        f"Done: {len(failed)} failed{': ' + ', '.join(failed) if failed else ''}; the "
+        f"runner itself used {own.ru_utime + own.ru_stime:.1f} CPU s.",
+        flush=True,
+    )
     return 1 if failed else 0
 
 
@@ -213,8 +239,17 @@ def load_records(out: str) -> list[dict]:
 def write_summary(records: list[dict], out: str) -> None:
     """OUT/summary.csv and OUT/summary.md (one row per record), and one plot per (task, number
     of symbols), named by `plot_name`."""
-    rows = sorted(records, key=lambda r: (r["task"], r["num_symbols"] or 0, r["parameters"],
-                                          r["num_steps"], r["learning_rate"], r["pe"]))  # fmt: skip
+    rows = sorted(
+        records,
+        key=lambda r: (
+            r["task"],
+            r["num_symbols"] or 0,
+            r["parameters"],
+            r["num_steps"],
+            r["learning_rate"],
+            r["pe"],
+        ),
+    )
     with open(os.path.join(out, "summary.csv"), "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS, extrasaction="ignore")
         writer.writeheader()
@@ -238,8 +273,12 @@ def write_summary(records: list[dict], out: str) -> None:
     for task in sorted({r["task"] for r in rows}):
         for symbols in sorted({r["num_symbols"] for r in rows if r["task"] == task}):
             mine = [r for r in rows if r["task"] == task and r["num_symbols"] == symbols]
-            plot(mine, os.path.join(out, plot_name(task, symbols)), f"{task}, {symbols} symbols",
-                 paper.HEADLINE.get(task, {}))
+            plot(
+                mine,
+                os.path.join(out, plot_name(task, symbols)),
+                f"{task}, {symbols} symbols",
+                paper.HEADLINE.get(task, {}),
+            )
 
 
 def plot_name(task: str, symbols: int) -> str:
@@ -258,8 +297,14 @@ def plot(rows: list[dict], path: str, title: str, reference: dict[str, float]) -
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colours = {"nope": "tab:blue", "t5": "tab:orange", "alibi": "tab:green",
-               "rotary": "tab:red", "ape": "tab:purple", "fire": "tab:brown"}  # fmt: skip
+    colours = {
+        "nope": "tab:blue",
+        "t5": "tab:orange",
+        "alibi": "tab:green",
+        "rotary": "tab:red",
+        "ape": "tab:purple",
+        "fire": "tab:brown",
+    }
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     by_size: dict[str, list[dict]] = {}
     for r in rows:
@@ -268,8 +313,13 @@ def plot(rows: list[dict], path: str, title: str, reference: dict[str, float]) -
         colour = colours.get(pe, "black")
         if pe in reference:
             for axis in (left, right):
-                axis.axhline(reference[pe], color=colour, linestyle=":", linewidth=1,
-                             label=f"{pe}, paper (12x768, 40k steps)")  # fmt: skip
+                axis.axhline(
+                    reference[pe],
+                    color=colour,
+                    linestyle=":",
+                    linewidth=1,
+                    label=f"{pe}, paper (12x768, 40k steps)",
+                )
         points = []
         for entries in by_size.values():
             mine = [r for r in entries if r["pe"] == pe]
@@ -287,8 +337,13 @@ def plot(rows: list[dict], path: str, title: str, reference: dict[str, float]) -
         for marker, (size, entries) in zip("osD^v", sorted(by_size.items())):
             mine = sorted((r["num_steps"], r["beyond"]) for r in entries if r["pe"] == pe)
             if mine:
-                right.plot(*zip(*mine), marker=marker, color=colour, label=f"{pe} {size}",
-                           linestyle="-" if pe == "nope" else "--")  # fmt: skip
+                right.plot(
+                    *zip(*mine),
+                    marker=marker,
+                    color=colour,
+                    label=f"{pe} {size}",
+                    linestyle="-" if pe == "nope" else "--",
+                )
     left.set_xscale("log")
     left.set_xlabel("parameters (PE table excluded)")
     left.set_ylabel("exact match, lengths 21-40 (trained on 2-20)")

@@ -66,10 +66,11 @@ def topology(name: str) -> Topology:
     """
     if name in LOCAL:
         devices = tuple(jax.devices())
-        return Topology("cpu", devices, None, 1,
-                        len({d.process_index for d in devices}))  # fmt: skip
-    expected = (f"expected '<generation>:<dims>' with a generation of {', '.join(chips.CHIPS)} "
-                "(e.g. v5e:2x2, v4:2x2x1, v5e:4x4), or 'cpu'")  # fmt: skip
+        return Topology("cpu", devices, None, 1, len({d.process_index for d in devices}))
+    expected = (
+        f"expected '<generation>:<dims>' with a generation of {', '.join(chips.CHIPS)} "
+        "(e.g. v5e:2x2, v4:2x2x1, v5e:4x4), or 'cpu'"
+    )
     if not _TOPOLOGY_NAME.match(name) or name.split(":")[0] not in chips.CHIPS:
         raise ValueError(f"unknown topology {name!r}: {expected}")
     # libtpu takes a machine-wide lock (/tmp/libtpu_lockfile) meant for processes driving
@@ -79,13 +80,19 @@ def topology(name: str) -> Topology:
         devices = tuple(topologies.get_topology_desc(platform="tpu", topology_name=name).devices)
     except ImportError as error:
         raise ValueError(
-            f"topology {name!r} needs libtpu ({error}): pip install -e '.[tpu]'") from None
+            f"topology {name!r} needs libtpu ({error}): pip install -e '.[tpu]'"
+        ) from None
     except Exception as error:  # noqa: BLE001 - libtpu raises its runtime error on bad names.
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ValueError(f"unknown topology {name!r} ({first}): {expected}") from None
     num_chips = chips.chips_in_topology(name)
-    return Topology(name, devices, chips.chip_of_topology(name), max(1, len(devices) // num_chips),
-                    len({d.process_index for d in devices}))  # fmt: skip
+    return Topology(
+        name,
+        devices,
+        chips.chip_of_topology(name),
+        max(1, len(devices) // num_chips),
+        len({d.process_index for d in devices}),
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,17 +126,24 @@ class Program:
     def peak_bytes(self) -> int:
         """Bytes live at once on a device: arguments, outputs not aliased to (donated)
         arguments, temporaries and the program's code."""
-        return (self.argument_bytes + self.output_bytes - self.alias_bytes + self.temp_bytes
-                + self.code_bytes)  # fmt: skip
+        return (
+            self.argument_bytes
+            + self.output_bytes
+            - self.alias_bytes
+            + self.temp_bytes
+            + self.code_bytes
+        )
 
 
 def _abstract(tree, shardings):
     """ShapeDtypeStructs of `tree` carrying `shardings` (a tree of the same shape, or one)."""
     if isinstance(shardings, NamedSharding):
         return jax.tree.map(
-            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=shardings), tree)
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=shardings), tree
+        )
     return jax.tree.map(
-        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings
+    )
 
 
 def batch_spec(batch_size: int, length: int) -> dict:
@@ -137,11 +151,15 @@ def batch_spec(batch_size: int, length: int) -> dict:
     row, column = (batch_size, length), (batch_size,)
     spec = jax.ShapeDtypeStruct
     return dict(
-        tokens=spec(row, jnp.int32), positions=spec(row, jnp.int32), valid=spec(row, jnp.bool_),
-        loss_mask=spec(row, jnp.float32), source_length=spec(column, jnp.int32),
-        length=spec(column, jnp.int32), example_mask=spec(column, jnp.bool_),
+        tokens=spec(row, jnp.int32),
+        positions=spec(row, jnp.int32),
+        valid=spec(row, jnp.bool_),
+        loss_mask=spec(row, jnp.float32),
+        source_length=spec(column, jnp.int32),
+        length=spec(column, jnp.int32),
+        example_mask=spec(column, jnp.bool_),
         index=spec(column, jnp.int32),
-    )  # fmt: skip
+    )
 
 
 def cache_shardings(cache, mesh: Mesh):
@@ -163,14 +181,19 @@ def _decode_step(params, cache, tokens, positions, *, model):
     """One greedy KV-cache step: `tokens`/`positions [batch, 1]` -> next tokens `[batch]` and
     the cache (as `decoding.greedy_decode`'s loop body)."""
     logits, state = model.apply(
-        {"params": params, "cache": cache}, tokens, positions, jnp.ones(tokens.shape, jnp.bool_),
-        decode=True, mutable=["cache"],
-    )  # fmt: skip
+        {"params": params, "cache": cache},
+        tokens,
+        positions,
+        jnp.ones(tokens.shape, jnp.bool_),
+        decode=True,
+        mutable=["cache"],
+    )
     return jnp.argmax(logits[:, -1], axis=-1).astype(jnp.int32), state["cache"]
 
 
-def build(config: ml_collections.ConfigDict, vocab_size: int, lengths: Lengths, mesh: Mesh,
-          modes=MODES) -> dict[str, tuple[Callable, tuple]]:
+def build(
+    config: ml_collections.ConfigDict, vocab_size: int, lengths: Lengths, mesh: Mesh, modes=MODES
+) -> dict[str, tuple[Callable, tuple]]:
     """`{mode: (jitted function, abstract arguments)}` for the run `config` describes.
 
     The model is built for `sharding.platform(mesh)`; shardings are the run's (lenggen.train.
@@ -179,8 +202,7 @@ def build(config: ml_collections.ConfigDict, vocab_size: int, lengths: Lengths, 
     unknown = sorted(set(modes) - set(MODES))
     if unknown:
         raise ValueError(f"unknown mode(s) {unknown}; expected some of {MODES}")
-    model = decoder.Decoder.from_config(config.model, vocab_size,
-                                        platform=sharding.platform(mesh))  # fmt: skip
+    model = decoder.Decoder.from_config(config.model, vocab_size, platform=sharding.platform(mesh))
     optimizer = optimizer_lib.make_optimizer(config.train)
     schedule = optimizer_lib.learning_rate_schedule(config.train)
     layout = state_lib.layout(model, optimizer, mesh, lengths.train)
@@ -189,23 +211,32 @@ def build(config: ml_collections.ConfigDict, vocab_size: int, lengths: Lengths, 
     programs = {}
     if "train" in modes:
         key = jax.eval_shape(lambda: jax.random.key(0))
-        args = (layout.restore_target(),
-                _abstract(batch_spec(config.train.batch_size, lengths.train), batch_sharding),
-                jax.ShapeDtypeStruct(key.shape, key.dtype, sharding=replicated))  # fmt: skip
+        args = (
+            layout.restore_target(),
+            _abstract(batch_spec(config.train.batch_size, lengths.train), batch_sharding),
+            jax.ShapeDtypeStruct(key.shape, key.dtype, sharding=replicated),
+        )
         programs["train"] = (
-            state_lib.jit_train_step(model, optimizer, schedule, layout, mesh), args)
+            state_lib.jit_train_step(model, optimizer, schedule, layout, mesh),
+            args,
+        )
     if "evaluate" in modes:
         fn = jax.jit(
-            functools.partial(eval_steps.teacher_forced_correct, model=model,
-                              max_new_tokens=config.eval.max_new_tokens),
-            in_shardings=(layout.param_sharding, batch_sharding), out_shardings=batch_sharding,
-        )  # fmt: skip
+            functools.partial(
+                eval_steps.teacher_forced_correct,
+                model=model,
+                max_new_tokens=config.eval.max_new_tokens,
+            ),
+            in_shardings=(layout.param_sharding, batch_sharding),
+            out_shardings=batch_sharding,
+        )
         batch = _abstract(batch_spec(config.eval.batch_size, lengths.evaluate), batch_sharding)
         programs["evaluate"] = (fn, (params, batch))
     if "decode" in modes:
         batch_size = config.eval.batch_size
         cache = jax.eval_shape(
-            functools.partial(kv_cache.init_cache, model, batch_size, lengths.cache))
+            functools.partial(kv_cache.init_cache, model, batch_size, lengths.cache)
+        )
         cache_sharding = cache_shardings(cache, mesh)
         token = jax.ShapeDtypeStruct((batch_size, 1), jnp.int32, sharding=batch_sharding)
         fn = jax.jit(
@@ -213,7 +244,7 @@ def build(config: ml_collections.ConfigDict, vocab_size: int, lengths: Lengths, 
             in_shardings=(layout.param_sharding, cache_sharding, batch_sharding, batch_sharding),
             out_shardings=(batch_sharding, cache_sharding),
             donate_argnums=(1,),
-        )  # fmt: skip
+        )
         programs["decode"] = (fn, (params, _abstract(cache, cache_sharding), token, token))
     return programs
 
@@ -228,15 +259,19 @@ def compile_program(name: str, fn: Callable, args: tuple, mesh: Mesh) -> Program
         compiled = lowered.compile()
     except Exception as error:  # noqa: BLE001 - any compiler rejection is the report.
         message = " ".join(str(error).split())[:2000]
-        return Program(name, False, f"{type(error).__name__}: {message}",
-                       time.perf_counter() - start)  # fmt: skip
+        return Program(
+            name, False, f"{type(error).__name__}: {message}", time.perf_counter() - start
+        )
     seconds = time.perf_counter() - start
     memory = compiled.memory_analysis()
     cost = compiled.cost_analysis() or {}
     if isinstance(cost, list):  # older JAX: one dict per program
         cost = cost[0] if cost else {}
     return Program(
-        name, True, None, seconds,
+        name,
+        True,
+        None,
+        seconds,
         argument_bytes=int(memory.argument_size_in_bytes),
         output_bytes=int(memory.output_size_in_bytes),
         alias_bytes=int(memory.alias_size_in_bytes),
@@ -245,18 +280,20 @@ def compile_program(name: str, fn: Callable, args: tuple, mesh: Mesh) -> Program
         flops=float(cost.get("flops", 0.0)),
         bytes_accessed=float(cost.get("bytes accessed", 0.0)),
         mosaic_kernels=compiled.as_text().count(MOSAIC_CALL),
-    )  # fmt: skip
+    )
 
 
-def state_bytes(config: ml_collections.ConfigDict, vocab_size: int, lengths: Lengths,
-                mesh: Mesh) -> dict[str, int]:
+def state_bytes(
+    config: ml_collections.ConfigDict, vocab_size: int, lengths: Lengths, mesh: Mesh
+) -> dict[str, int]:
     """Per-device bytes of the parameters and of the optimizer state in the run's layout."""
-    model = decoder.Decoder.from_config(config.model, vocab_size,
-                                        platform=sharding.platform(mesh))  # fmt: skip
-    layout = state_lib.layout(model, optimizer_lib.make_optimizer(config.train), mesh,
-                              lengths.train)  # fmt: skip
+    model = decoder.Decoder.from_config(config.model, vocab_size, platform=sharding.platform(mesh))
+    layout = state_lib.layout(
+        model, optimizer_lib.make_optimizer(config.train), mesh, lengths.train
+    )
     return dict(
         params=loop.state_bytes_per_device(layout.abstract["params"], layout.sharding["params"]),
-        optimizer=loop.state_bytes_per_device(layout.abstract["opt_state"],
-                                         layout.sharding["opt_state"]),
-    )  # fmt: skip
+        optimizer=loop.state_bytes_per_device(
+            layout.abstract["opt_state"], layout.sharding["opt_state"]
+        ),
+    )

@@ -125,8 +125,15 @@ def read_checksums(path: str | os.PathLike) -> tuple[dict, str | None]:
 
 
 def write_checksums(path: str | os.PathLike, entries: dict) -> None:
-    storage.write_json(path, dict(format=CHECKSUMS_FORMAT, algorithm="sha256", entries=entries,
-                                  digest=_entries_digest(entries)))
+    storage.write_json(
+        path,
+        dict(
+            format=CHECKSUMS_FORMAT,
+            algorithm="sha256",
+            entries=entries,
+            digest=_entries_digest(entries),
+        ),
+    )
 
 
 def _all_processes(ok: bool) -> bool:
@@ -169,8 +176,14 @@ class _Directory:
     verified against checksums.json; a directory that does not exist has no steps.
     """
 
-    def __init__(self, workdir: str, name: str, options: ocp.CheckpointManagerOptions,
-                 checksums: "_Checksums", read_only: bool = False):
+    def __init__(
+        self,
+        workdir: str,
+        name: str,
+        options: ocp.CheckpointManagerOptions,
+        checksums: "_Checksums",
+        read_only: bool = False,
+    ):
         self.workdir = storage.resolve(workdir)
         self.name = name
         self.path = self.workdir / name
@@ -195,8 +208,11 @@ class _Directory:
             raise CheckpointError(
                 f"{self.path} cannot be opened ({_describe(error)}). Move it aside (to keep it "
                 "for inspection) and run the same command again"
-                + (": evaluation then scores the newest checkpoint." if name == "best" else
-                   ": the run then starts from scratch.")
+                + (
+                    ": evaluation then scores the newest checkpoint."
+                    if name == "best"
+                    else ": the run then starts from scratch."
+                )
             ) from None
         self.pending: int | None = None  # the step of the save in flight
         self.failed: CheckpointSaveError | None = None
@@ -212,8 +228,11 @@ class _Directory:
 
     def _fail(self, step: int, path: str, error: BaseException) -> CheckpointSaveError:
         newest = max((s for s in self.manager.all_steps() if s != step), default=None)
-        kept = (f"The newest complete checkpoint, {self.name}/{newest}, is intact"
-                if newest is not None else f"No complete checkpoint in {self.path} yet")
+        kept = (
+            f"The newest complete checkpoint, {self.name}/{newest}, is intact"
+            if newest is not None
+            else f"No complete checkpoint in {self.path} yet"
+        )
         self.failed = CheckpointSaveError(
             f"Saving step {step} failed: {path}: {_save_failure(error)}. {kept}; free space "
             "(or fix the disk) and run the same command to resume."
@@ -227,8 +246,7 @@ class _Directory:
         try:
             self.manager.check_for_errors()
         except Exception as error:
-            raise self._fail(self.pending, f"{self.path}/{self.pending}",
-                             error) from None
+            raise self._fail(self.pending, f"{self.path}/{self.pending}", error) from None
 
     def save(self, step: int, state: Any, **kwargs) -> None:
         self.check()  # the previous save's failure first: it is the one to report
@@ -237,8 +255,9 @@ class _Directory:
             # Recorded before the save starts: an entry whose step never finished is harmless,
             # a finished step without its entry would fail to verify.
             kept = {str(s) for s in self.manager.all_steps()}
-            recorded = {k: v for k, v in self.checksums.entries.get(self.name, {}).items()
-                        if k in kept}
+            recorded = {
+                k: v for k, v in self.checksums.entries.get(self.name, {}).items() if k in kept
+            }
             self.checksums.entries[self.name] = dict(recorded, **{str(step): checksum})
             try:
                 self.checksums.write()
@@ -257,8 +276,7 @@ class _Directory:
         try:
             self.manager.wait_until_finished()
         except Exception as error:
-            raise self._fail(self.pending, f"{self.path}/{self.pending}",
-                             error) from None
+            raise self._fail(self.pending, f"{self.path}/{self.pending}", error) from None
 
     def restore(self, step: int, abstract_state: Any) -> Any:
         """The state of `step`, verified against its checksum; raises on any failure."""
@@ -287,8 +305,9 @@ class _Directory:
     def move_aside(self, step: int) -> str:
         """Moves a step that failed to restore to WORKDIR/corrupt/ (kept for inspection)."""
         if self.read_only:
-            raise CheckpointError(f"{self.path}/{step} does not restore; opened read-only, so "
-                                  "it was left in place.")
+            raise CheckpointError(
+                f"{self.path}/{step} does not restore; opened read-only, so it was left in place."
+            )
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
         destination = self.workdir / CORRUPT_DIR / f"{self.name}-{step}-{stamp}"
         if jax.process_index() == 0:
@@ -337,19 +356,24 @@ class Checkpoints:
         self.workdir = str(storage.resolve(workdir))
         self._checksums = _Checksums(self.workdir, read_only)
         self._latest = _Directory(
-            workdir, "checkpoints", ocp.CheckpointManagerOptions(max_to_keep=keep, create=create),
-            self._checksums, read_only,
+            workdir,
+            "checkpoints",
+            ocp.CheckpointManagerOptions(max_to_keep=keep, create=create),
+            self._checksums,
+            read_only,
         )
         try:
             self._best = _Directory(
-                workdir, "best",
+                workdir,
+                "best",
                 ocp.CheckpointManagerOptions(
                     max_to_keep=1,
                     best_fn=lambda metrics: metrics[BEST_METRIC],
                     best_mode="max",
                     create=create,
                 ),
-                self._checksums, read_only,
+                self._checksums,
+                read_only,
             )
         except CheckpointError:
             self._latest.manager.close()

@@ -47,7 +47,8 @@ def passes(dtype: str, precision: str) -> int:
     """bfloat16 MXU passes per matmul for compute `dtype` at matmul `precision`."""
     if precision not in FLOAT32_PASSES:
         raise ValueError(
-            f"unknown precision {precision!r}; expected one of {tuple(FLOAT32_PASSES)}")
+            f"unknown precision {precision!r}; expected one of {tuple(FLOAT32_PASSES)}"
+        )
     return 1 if dtype == "bfloat16" else FLOAT32_PASSES[precision]
 
 
@@ -68,8 +69,9 @@ def chips_in_topology(topology: str) -> int:
     return math.prod(int(d) for d in dims.split("x"))
 
 
-def roofline_seconds(flops: float, bytes_accessed: float, chip: Chip, *, devices_per_chip: int,
-                     matmul_passes: int) -> float:
+def roofline_seconds(
+    flops: float, bytes_accessed: float, chip: Chip, *, devices_per_chip: int, matmul_passes: int
+) -> float:
     """Lower bound on one device's time for a program of `flops` and `bytes_accessed` (both per
     device), where a chip holds `devices_per_chip` devices sharing its compute and bandwidth.
 

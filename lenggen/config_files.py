@@ -35,7 +35,7 @@ def resolve(spec: str) -> str:
     path, colon, argument = spec.partition(":")
     if not path or os.path.exists(path):
         return spec
-    name = path[len(_PREFIX):] if path.startswith(_PREFIX) else path
+    name = path[len(_PREFIX) :] if path.startswith(_PREFIX) else path
     for candidate in (name, name + ".py"):
         shipped = os.path.join(shipped_dir(), candidate)
         if os.path.isfile(shipped):
@@ -51,7 +51,7 @@ def resolve_argv(argv: Sequence[str], flag: str) -> list[str]:
             out.append(resolve(arg))
             resolve_next = False
         elif arg.startswith(f"--{flag}="):
-            out.append(f"--{flag}=" + resolve(arg[len(flag) + 3:]))
+            out.append(f"--{flag}=" + resolve(arg[len(flag) + 3 :]))
         else:
             out.append(arg)
             resolve_next = arg == f"--{flag}"

@@ -44,9 +44,7 @@ def pe_section(name: str) -> ml_collections.ConfigDict:
 def shrink_for_smoke_run(config: ml_collections.ConfigDict) -> None:
     """Shrinks model, data and schedule so any experiment runs on a laptop CPU in seconds."""
     config.model.update(num_layers=2, d_model=32, num_heads=2, d_kv=16, d_ff=64)
-    config.train.update(
-        batch_size=8, num_steps=20, log_every=5, eval_every=10, checkpoint_every=10
-    )
+    config.train.update(batch_size=8, num_steps=20, log_every=5, eval_every=10, checkpoint_every=10)
     config.eval.update(batch_size=16, max_new_tokens=64)
     # Tasks name their sizes num_train, num_validation and num_test_per_<bucket>.
     for key in config.task.options:
@@ -170,9 +168,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
         raise ConfigError(f"config.{error}") from None
     for pe in positional.names():
         if pe in model.pe:
-            _check_known_keys(
-                model.pe[pe], positional.default_options(pe), f"config.model.pe.{pe}"
-            )
+            _check_known_keys(model.pe[pe], positional.default_options(pe), f"config.model.pe.{pe}")
             _check_pe_options(model.pe, pe, model)
 
     # Seed: numpy's and JAX's generators take a non-negative integer below 2**32.
@@ -183,8 +179,14 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
 
     # Training schedule.
     train = config.train
-    for key in ("batch_size", "num_steps", "log_every", "eval_every", "checkpoint_every",
-                "checkpoints_to_keep"):
+    for key in (
+        "batch_size",
+        "num_steps",
+        "log_every",
+        "eval_every",
+        "checkpoint_every",
+        "checkpoints_to_keep",
+    ):
         _require(
             isinstance(train[key], int) and train[key] >= 1,
             f"config.train.{key}={train[key]!r}: expected a positive integer.",

@@ -46,20 +46,23 @@ def on_tpu_vm(dmi_product_name: str = _DMI_PRODUCT_NAME, dev: str = "/dev") -> b
                 return False
     except OSError:
         return False
-    return bool(glob.glob(os.path.join(dev, "accel*")) or
-                glob.glob(os.path.join(dev, "vfio", "[0-9]*")))
+    return bool(
+        glob.glob(os.path.join(dev, "accel*")) or glob.glob(os.path.join(dev, "vfio", "[0-9]*"))
+    )
 
 
-def gce_metadata(key: str, environ: Mapping[str, str] = os.environ, *, tries: int = 3,
-                 timeout: float = 5.0) -> str | None:
+def gce_metadata(
+    key: str, environ: Mapping[str, str] = os.environ, *, tries: int = 3, timeout: float = 5.0
+) -> str | None:
     """The VM's instance attribute `key`, or None if the VM has no such attribute (404).
 
     Raises:
       DistributedFlagsError: the metadata server did not answer in `tries` attempts.
     """
     host = environ.get("GCE_METADATA_IP", "metadata.google.internal")
-    request = urllib.request.Request(_METADATA_URL.format(host=host, key=key),
-                                     headers={"Metadata-Flavor": "Google"})
+    request = urllib.request.Request(
+        _METADATA_URL.format(host=host, key=key), headers={"Metadata-Flavor": "Google"}
+    )
     for attempt in range(tries):
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:
@@ -97,7 +100,8 @@ def tpu_vm_processes(environ: Mapping[str, str], metadata: Metadata) -> tuple[st
     endpoints = metadata("worker-network-endpoints") or ""
     workers = max(1, len([e for e in endpoints.split(",") if e.strip()]))
     slices = environ.get("MEGASCALE_NUM_SLICES") or _tpu_env_value(
-        metadata("tpu-env"), "MEGASCALE_NUM_SLICES")
+        metadata("tpu-env"), "MEGASCALE_NUM_SLICES"
+    )
     return accelerator.strip(), workers * int(slices or 1)
 
 

@@ -94,8 +94,10 @@ def product(
       GridError: an unknown task or PE name (listing the valid ones), or task_overrides for a
         task not in `tasks`.
     """
-    for kind, given, valid in (("task", tasks, tasks_lib.names()),
-                               ("positional encoding", pes, positional.names())):
+    for kind, given, valid in (
+        ("task", tasks, tasks_lib.names()),
+        ("positional encoding", pes, positional.names()),
+    ):
         unknown = [name for name in given if name not in valid]
         if unknown:
             raise GridError(f"Unknown {kind}(s) {unknown} in the grid. Valid: {', '.join(valid)}.")
@@ -103,8 +105,10 @@ def product(
     if extra:
         raise GridError(f"task_overrides names {extra}, not in the grid's tasks {list(tasks)}.")
     if variant and not variant.isidentifier():
-        raise GridError(f"variant={variant!r}: expected a word like 'randomized' (it names "
-                         "runs <task>/<pe>+<variant>/<seed>).")
+        raise GridError(
+            f"variant={variant!r}: expected a word like 'randomized' (it names "
+            "runs <task>/<pe>+<variant>/<seed>)."
+        )
     label = f"+{variant}" if variant else ""
     runs = []
     for task, pe, seed in itertools.product(tasks, pes, seeds):
@@ -130,15 +134,19 @@ def parse_pes(text: str, argument: str, *, randomized: bool = False) -> tuple[st
     valid = positional.names()
     unknown = [name for name in names if name not in valid]
     if unknown:
-        raise GridError(f"Grid argument {argument}={text!r}: unknown positional encoding(s) "
-                         f"{unknown}; expected names from {', '.join(valid)} joined by '+'.")
+        raise GridError(
+            f"Grid argument {argument}={text!r}: unknown positional encoding(s) "
+            f"{unknown}; expected names from {', '.join(valid)} joined by '+'."
+        )
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
         raise GridError(f"Grid argument {argument}={text!r} repeats {repeated}.")
     if randomized and "nope" in names:
-        raise GridError(f"Grid argument {argument}={text!r}: randomized positions change "
-                         "nothing for nope (its attention sees only their order); expected "
-                         "position-based PEs.")
+        raise GridError(
+            f"Grid argument {argument}={text!r}: randomized positions change "
+            "nothing for nope (its attention sees only their order); expected "
+            "position-based PEs."
+        )
     return names
 
 
@@ -208,12 +216,21 @@ def randomized_product(
       product_args: `args` and `overrides`, as `product`.
     """
     settings = {
-        task: {**(task_overrides or {}).get(task, {}),
-               **randomized_overrides(*test_lengths[task], max_new_tokens)}
+        task: {
+            **(task_overrides or {}).get(task, {}),
+            **randomized_overrides(*test_lengths[task], max_new_tokens),
+        }
         for task in tasks
-    }  # fmt: skip
-    return product(config_file, tasks, pes, seeds, task_overrides=settings,
-                   variant="randomized", **product_args)  # fmt: skip
+    }
+    return product(
+        config_file,
+        tasks,
+        pes,
+        seeds,
+        task_overrides=settings,
+        variant="randomized",
+        **product_args,
+    )
 
 
 def load_grid(spec: str) -> list[Run]:
@@ -264,8 +281,10 @@ def resolve_config(run: Run) -> ml_collections.ConfigDict:
     path, colon, arg = run.config.partition(":")
     path = os.path.join(REPO, path)
     if not os.path.isfile(path):
-        raise GridError(f"Run {run.name}: config file {path!r} does not exist (config paths "
-                         "in a grid are relative to the repository root).")
+        raise GridError(
+            f"Run {run.name}: config file {path!r} does not exist (config paths "
+            "in a grid are relative to the repository root)."
+        )
     argv = ["lenggen.grid", f"--config={path}{colon}{arg}", *run.override_flags()]
     values = flags.FlagValues()
     config_flags.DEFINE_config_file("config", None, "", flag_values=values, sys_argv=argv)
@@ -276,5 +295,6 @@ def resolve_config(run: Run) -> ml_collections.ConfigDict:
         # absl wraps the config file's own error (e.g. an unknown task) in a traceback.
         cause = error.__context__ if isinstance(error, flags.Error) and error.__context__ else error
         lines = [line for line in str(cause).splitlines() if line.strip()]
-        raise GridError(f"Run {run.name} ({run.config}): {lines[-1] if lines else cause!r}") \
-            from None
+        raise GridError(
+            f"Run {run.name} ({run.config}): {lines[-1] if lines else cause!r}"
+        ) from None

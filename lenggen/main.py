@@ -47,13 +47,16 @@ EXIT_NO_CHECKPOINT = 4
 EXIT_IO_ERROR = 74  # EX_IOERR of sysexits.h
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Config file, optionally with arguments: configs/base.py:task=copy,pe=nope.",
+    "config",
+    None,
+    "Config file, optionally with arguments: configs/base.py:task=copy,pe=nope.",
     lock_config=True,
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and results.")
 _MODE = flags.DEFINE_enum("mode", "train_and_evaluate", loop.MODES, "What to run.")
 _OVERWRITE = flags.DEFINE_bool(
-    "overwrite", False,
+    "overwrite",
+    False,
     "Start from scratch in a workdir that holds a different config (its files are moved "
     "aside to WORKDIR/replaced-<time>/, not deleted).",
 )
@@ -128,8 +131,11 @@ class _QuietOrbax(std_logging.Filter):
 def main(argv: list[str]) -> None:
     preemption.install()  # SIGTERM and SIGINT: a clean stop in every phase (preemption.py)
     if len(argv) > 1:
-        _exit(EXIT_BAD_INPUT, f"Unexpected argument(s) {' '.join(argv[1:])}: every option is a "
-              "--flag (e.g. --config=FILE --workdir=DIR). Pass --helpshort to list them.")
+        _exit(
+            EXIT_BAD_INPUT,
+            f"Unexpected argument(s) {' '.join(argv[1:])}: every option is a "
+            "--flag (e.g. --config=FILE --workdir=DIR). Pass --helpshort to list them.",
+        )
     if not flags.FLAGS["verbosity"].present:
         # Progress, metrics and results go to stdout and the workdir; Orbax and TFDS log
         # hundreds of INFO lines per run. --verbosity=0 brings them back.
@@ -154,8 +160,12 @@ def main(argv: list[str]) -> None:
         loop.run(config, _WORKDIR.value, _MODE.value, overwrite=_OVERWRITE.value)
     except (preemption.Preempted, preemption.Interrupted) as stop:
         _exit(preemption.exit_status(stop.signum), str(stop))
-    except (config_schema.ConfigError, rundir.WorkdirError, rundir.WorkdirLockedError,
-            rundir.StorageError) as error:
+    except (
+        config_schema.ConfigError,
+        rundir.WorkdirError,
+        rundir.WorkdirLockedError,
+        rundir.StorageError,
+    ) as error:
         _exit(EXIT_BAD_INPUT, str(error))
     except shared.Interrupted as stop:
         _exit(128 + stop.signum, str(stop))
@@ -166,8 +176,11 @@ def main(argv: list[str]) -> None:
     except checkpoint.CheckpointSaveError as error:
         _exit(EXIT_IO_ERROR, str(error))
     except OSError as error:  # any other failed write, e.g. metrics.jsonl on a full disk
-        _exit(EXIT_IO_ERROR, f"{' '.join(str(error).split())}. Fix that (e.g. free space) and "
-              "run the same command to resume.")
+        _exit(
+            EXIT_IO_ERROR,
+            f"{' '.join(str(error).split())}. Fix that (e.g. free space) and "
+            "run the same command to resume.",
+        )
 
 
 if __name__ == "__main__":

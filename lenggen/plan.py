@@ -39,16 +39,20 @@ EXIT_BAD_INPUT = 2
 PAPER_GRID = "configs/grids/paper.py"
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Config file with arguments, as for lenggen.main.", lock_config=True)
+    "config", None, "Config file with arguments, as for lenggen.main.", lock_config=True
+)
 _TOPOLOGY = flags.DEFINE_string(
-    "topology", "cpu", "TPU topology to compile for (v5e:2x2, v4:2x2x1, v5e:4x4, ...); "
-    "'cpu' or empty: this host's devices.")
+    "topology",
+    "cpu",
+    "TPU topology to compile for (v5e:2x2, v4:2x2x1, v5e:4x4, ...); "
+    "'cpu' or empty: this host's devices.",
+)
 _MODE = flags.DEFINE_enum("mode", "train", (*aot.MODES, "all"), "Programs to compile.")
 _JSON = flags.DEFINE_bool("json", False, "End with one JSON line of the results.")
 _SEQ_LEN = flags.DEFINE_integer(
-    "seq_len", 0, "Width of every program's sequences (0: from the task's dataset).")
-_GRID = flags.DEFINE_string(
-    "grid", PAPER_GRID, "Grid whose chip-hours to project ('' for none).")
+    "seq_len", 0, "Width of every program's sequences (0: from the task's dataset)."
+)
+_GRID = flags.DEFINE_string("grid", PAPER_GRID, "Grid whose chip-hours to project ('' for none).")
 
 
 class PlanError(ValueError):
@@ -76,8 +80,14 @@ def lengths_of(config, seq_len: int = 0) -> tuple[aot.Lengths, int, int]:
     return lengths, data.tokenizer.vocab_size, len(data.splits["validation"])
 
 
-def plan(config, topology: aot.Topology, modes, lengths: aot.Lengths, vocab_size: int,
-         num_validation: int = 0) -> dict:
+def plan(
+    config,
+    topology: aot.Topology,
+    modes,
+    lengths: aot.Lengths,
+    vocab_size: int,
+    num_validation: int = 0,
+) -> dict:
     """Compiles the run's programs for `topology` and prices them; the report as a dict."""
     try:
         config_schema.validate(config, len(topology.devices))
@@ -85,9 +95,10 @@ def plan(config, topology: aot.Topology, modes, lengths: aot.Lengths, vocab_size
         raise PlanError(str(error)) from None
     mesh = sharding.make_mesh(config.mesh.shape, topology.devices)
     state = aot.state_bytes(config, vocab_size, lengths, mesh)
-    programs = [aot.compile_program(name, fn, args, mesh)
-                for name, (fn, args) in aot.build(config, vocab_size, lengths, mesh,
-                                                  modes).items()]  # fmt: skip
+    programs = [
+        aot.compile_program(name, fn, args, mesh)
+        for name, (fn, args) in aot.build(config, vocab_size, lengths, mesh, modes).items()
+    ]
     chip = topology.chip
     hbm = chip.hbm_bytes // topology.devices_per_chip if chip else None
     matmul_passes = chips.passes(config.model.dtype, config.model.precision)
@@ -96,9 +107,13 @@ def plan(config, topology: aot.Topology, modes, lengths: aot.Lengths, vocab_size
     def seconds(program):
         if chip is None or not program.compiled:
             return None
-        return chips.roofline_seconds(program.flops, program.bytes_accessed, chip,
-                                      devices_per_chip=topology.devices_per_chip,
-                                      matmul_passes=matmul_passes)  # fmt: skip
+        return chips.roofline_seconds(
+            program.flops,
+            program.bytes_accessed,
+            chip,
+            devices_per_chip=topology.devices_per_chip,
+            matmul_passes=matmul_passes,
+        )
 
     step_seconds = seconds(by_name["train"]) if "train" in by_name else None
     run_hours = None
@@ -111,13 +126,23 @@ def plan(config, topology: aot.Topology, modes, lengths: aot.Lengths, vocab_size
         run_hours = total / 3600
     peak = max((p.peak_bytes for p in programs if p.compiled), default=0)
     return dict(
-        topology=topology.name, devices=len(topology.devices), chips=topology.num_chips,
-        hosts=topology.hosts, mesh=dict(mesh.shape), platform=sharding.platform(mesh),
-        pe=config.model.pe.name, attention_impl=config.model.attention_impl,
-        dtype=config.model.dtype, precision=config.model.precision,
-        matmul_passes=matmul_passes, lengths=vars(lengths), vocab_size=vocab_size,
-        programs={p.name: dict(vars(p), peak_bytes=p.peak_bytes,
-                               estimated_seconds=seconds(p)) for p in programs},
+        topology=topology.name,
+        devices=len(topology.devices),
+        chips=topology.num_chips,
+        hosts=topology.hosts,
+        mesh=dict(mesh.shape),
+        platform=sharding.platform(mesh),
+        pe=config.model.pe.name,
+        attention_impl=config.model.attention_impl,
+        dtype=config.model.dtype,
+        precision=config.model.precision,
+        matmul_passes=matmul_passes,
+        lengths=vars(lengths),
+        vocab_size=vocab_size,
+        programs={
+            p.name: dict(vars(p), peak_bytes=p.peak_bytes, estimated_seconds=seconds(p))
+            for p in programs
+        },
         params_bytes_per_device=state["params"],
         optimizer_bytes_per_device=state["optimizer"],
         hbm_bytes_per_device=hbm,
@@ -128,7 +153,7 @@ def plan(config, topology: aot.Topology, modes, lengths: aot.Lengths, vocab_size
         estimated_step_seconds=step_seconds,
         estimated_run_hours=run_hours,
         estimated_run_chip_hours=None if run_hours is None else run_hours * topology.num_chips,
-    )  # fmt: skip
+    )
 
 
 def project_grid(report: dict, grid: str, data_dir_of) -> dict:
@@ -151,10 +176,20 @@ def project_grid(report: dict, grid: str, data_dir_of) -> dict:
         if key not in widths:
             widths[key] = data_dir_of(config)[0].train
         tokens = widths[key] * config.train.batch_size
-        hours += (report["estimated_step_seconds"] * tokens / base_tokens
-                  * config.train.num_steps / 3600 * report["chips"])  # fmt: skip
-    return dict(grid=grid, runs=len(runs), chip_hours=hours,
-                train_widths={k[0]: v for k, v in widths.items()})  # fmt: skip
+        hours += (
+            report["estimated_step_seconds"]
+            * tokens
+            / base_tokens
+            * config.train.num_steps
+            / 3600
+            * report["chips"]
+        )
+    return dict(
+        grid=grid,
+        runs=len(runs),
+        chip_hours=hours,
+        train_widths={k[0]: v for k, v in widths.items()},
+    )
 
 
 def _gib(n) -> str:
@@ -163,31 +198,40 @@ def _gib(n) -> str:
 
 def print_report(report: dict, out=sys.stdout) -> None:
     """The report for people."""
+
     def say(line: str) -> None:
         print(line, file=out, flush=True)
 
-    say(f"Plan for {report['topology']} ({report['devices']} devices, {report['chips']} chips, "
+    say(
+        f"Plan for {report['topology']} ({report['devices']} devices, {report['chips']} chips, "
         f"{report['hosts']} host(s)), mesh {report['mesh']}, platform {report['platform']}; "
         f"PE {report['pe']}, attention {report['attention_impl']}, {report['dtype']} at "
         f"precision {report['precision']} ({report['matmul_passes']} bf16 MXU pass(es) per "
-        f"matmul); widths {report['lengths']}.")  # fmt: skip
-    say(f"Per device: parameters {_gib(report['params_bytes_per_device'])}, optimizer state "
+        f"matmul); widths {report['lengths']}."
+    )
+    say(
+        f"Per device: parameters {_gib(report['params_bytes_per_device'])}, optimizer state "
         f"{_gib(report['optimizer_bytes_per_device'])}, "
-        f"HBM {_gib(report['hbm_bytes_per_device'])}.")
+        f"HBM {_gib(report['hbm_bytes_per_device'])}."
+    )
     for name, p in report["programs"].items():
         if not p["compiled"]:
             say(f"  {name:8s} DOES NOT COMPILE ({p['compile_seconds']:.0f} s): {p['error']}")
             continue
         estimate = p["estimated_seconds"]
-        say(f"  {name:8s} compiles ({p['compile_seconds']:.0f} s); per device: peak "
+        say(
+            f"  {name:8s} compiles ({p['compile_seconds']:.0f} s); per device: peak "
             f"{_gib(p['peak_bytes'])} (arguments {_gib(p['argument_bytes'])}, temporaries "
             f"{_gib(p['temp_bytes'])}), {p['flops'] / 1e12:.3f} TFLOP, "
             f"{p['bytes_accessed'] / 1e9:.2f} GB accessed, Mosaic kernels "
             f"{p['mosaic_kernels']}; roofline "
-            + ("-" if estimate is None else f"{estimate * 1e3:.2f} ms"))  # fmt: skip
-    say(f"Fits: {report['fits']}. Estimated step {report['estimated_step_seconds']} s; run "
+            + ("-" if estimate is None else f"{estimate * 1e3:.2f} ms")
+        )
+    say(
+        f"Fits: {report['fits']}. Estimated step {report['estimated_step_seconds']} s; run "
         f"{report['estimated_run_hours']} h on {report['chips']} chips = "
-        f"{report['estimated_run_chip_hours']} chip-hours (roofline: a lower bound).")
+        f"{report['estimated_run_chip_hours']} chip-hours (roofline: a lower bound)."
+    )
     grid = report.get("grid")
     if grid and grid.get("chip_hours") is not None:
         say(f"Grid {grid['grid']}: {grid['runs']} runs, {grid['chip_hours']:.1f} chip-hours.")
@@ -223,8 +267,9 @@ def main(argv: list[str]) -> None:
         report = plan(config, topology, modes, lengths, vocab, validation)
         report["batch_size"] = config.train.batch_size
         if _GRID.value:
-            report["grid"] = project_grid(report, _GRID.value,
-                                          lambda c: lengths_of(c, _SEQ_LEN.value))
+            report["grid"] = project_grid(
+                report, _GRID.value, lambda c: lengths_of(c, _SEQ_LEN.value)
+            )
     except (PlanError, grid_lib.GridError, config_schema.ConfigError) as error:
         _exit(error)
     print_report(report)

@@ -46,8 +46,9 @@ def package_version(name: str) -> str | None:
 
 def _git(directory: str, *args: str) -> str | None:
     try:
-        done = subprocess.run(["git", "-C", directory, *args], capture_output=True, text=True,
-                              timeout=10, check=False)  # fmt: skip
+        done = subprocess.run(
+            ["git", "-C", directory, *args], capture_output=True, text=True, timeout=10, check=False
+        )
     except (OSError, subprocess.TimeoutExpired):  # no git binary, or a hung filesystem
         return None
     return done.stdout.strip() if done.returncode == 0 else None
@@ -72,8 +73,11 @@ def code() -> dict[str, Any]:
     state = dict(git_commit=None, git_dirty=None)
     top = _git(package_dir, "rev-parse", "--show-toplevel")
     checkout_package = os.path.join(top, "lenggen") if top else ""
-    if checkout_package and os.path.isdir(checkout_package) and \
-            os.path.samefile(checkout_package, package_dir):
+    if (
+        checkout_package
+        and os.path.isdir(checkout_package)
+        and os.path.samefile(checkout_package, package_dir)
+    ):
         state = git_state(package_dir)
     return dict(version=lenggen.__version__, **state)
 
@@ -83,14 +87,20 @@ def devices(mesh: Any = None) -> dict[str, Any]:
     import jax
 
     first = jax.devices()[0]
-    found = dict(platform=first.platform, kind=first.device_kind, count=jax.device_count(),
-                 processes=jax.process_count())  # fmt: skip
-    return dict(devices=found, mesh=None if mesh is None else {k: int(v) for k, v in
-                                                               mesh.shape.items()})  # fmt: skip
+    found = dict(
+        platform=first.platform,
+        kind=first.device_kind,
+        count=jax.device_count(),
+        processes=jax.process_count(),
+    )
+    return dict(
+        devices=found, mesh=None if mesh is None else {k: int(v) for k, v in mesh.shape.items()}
+    )
 
 
-def collect(mesh: Any = None, *, started: str | None = None,
-            argv: Sequence[str] | None = None) -> dict[str, Any]:
+def collect(
+    mesh: Any = None, *, started: str | None = None, argv: Sequence[str] | None = None
+) -> dict[str, Any]:
     """The provenance block of a run that started at `started` (default: now) on `mesh`."""
     argv = sys.argv if argv is None else argv
     program = os.path.basename(sys.executable)

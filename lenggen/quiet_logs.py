@@ -48,8 +48,7 @@ def below(level: int, *packages: str) -> Iterator[None]:
 def tfds_preparation() -> Iterator[None]:
     """Around building and preparing a TFDS dataset: no download banner (TFDS prints it to
     stdout), no warnings about the custom config or a not-yet-written dataset_info.json."""
-    with below(logging.ERROR, "tensorflow_datasets"), \
-            contextlib.redirect_stdout(io.StringIO()):  # fmt: skip
+    with below(logging.ERROR, "tensorflow_datasets"), contextlib.redirect_stdout(io.StringIO()):
         yield
 
 

@@ -42,9 +42,7 @@ def bucket_exact_match(lengths: Iterable[int], correct: Iterable[bool]) -> dict:
     by_length = {}
     for length in np.unique(lengths):
         selected = correct[lengths == length]
-        by_length[str(int(length))] = dict(
-            exact_match=float(selected.mean()), n=int(selected.size)
-        )
+        by_length[str(int(length))] = dict(exact_match=float(selected.mean()), n=int(selected.size))
     overall = float(correct.mean()) if correct.size else 0.0
     return dict(overall=overall, by_length=by_length)
 
@@ -84,7 +82,10 @@ def plot_accuracy_vs_length(results: Mapping[str, Any], path: str, title: str) -
         values = [split["by_length"][str(k)]["exact_match"] for k in lengths]
         axes.plot(lengths, values, marker="o", markersize=3, label=name)
     axes.axvspan(
-        axes.get_xlim()[0], results["train_max_length"] + 0.5, color="0.9", zorder=0,
+        axes.get_xlim()[0],
+        results["train_max_length"] + 0.5,
+        color="0.9",
+        zorder=0,
         label="training lengths",
     )
     axes.set_xlabel("length bucket")

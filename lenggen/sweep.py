@@ -52,8 +52,14 @@ SLURM_SCRIPT = "launch/slurm_sweep.sbatch"
 EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 75
 PENDING = ("new", "resume")
 # lenggen.main's exit statuses, named in the progress lines.
-_MAIN_EXIT_REASONS = {2: "bad input", 3: "diverged", 4: "no restorable checkpoint",
-                      75: "preempted", -15: "stopped by SIGTERM", -9: "killed (SIGKILL)"}
+_MAIN_EXIT_REASONS = {
+    2: "bad input",
+    3: "diverged",
+    4: "no restorable checkpoint",
+    75: "preempted",
+    -15: "stopped by SIGTERM",
+    -9: "killed (SIGKILL)",
+}
 
 
 class SweepError(grid.GridError):
@@ -143,8 +149,9 @@ def main_command(item: Planned) -> list[str]:
     return command(item.run, os.path.abspath(item.workdir), sys.executable)
 
 
-def _start(item: Planned, env: Mapping[str, str],
-           argv_for: Callable[[Planned], list[str]]) -> _Running:
+def _start(
+    item: Planned, env: Mapping[str, str], argv_for: Callable[[Planned], list[str]]
+) -> _Running:
     """Starts `item` in its own session, so a Ctrl-C reaches the sweep only (which then stops
     its runs with SIGTERM: lenggen.main checkpoints on SIGTERM, not on SIGINT)."""
     os.makedirs(item.workdir, exist_ok=True)
@@ -152,14 +159,24 @@ def _start(item: Planned, env: Mapping[str, str],
     log = open(os.path.join(item.workdir, LOG_FILE), "a")
     log.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(argv)}\n")
     log.flush()
-    process = subprocess.Popen(argv, cwd=grid.REPO, env=dict(env), stdout=log,
-                               stderr=subprocess.STDOUT, start_new_session=True)
+    process = subprocess.Popen(
+        argv,
+        cwd=grid.REPO,
+        env=dict(env),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     return _Running(item, process, log, time.monotonic())
 
 
 def run_local(
-    planned: Sequence[Planned], *, parallel: int = 1, env: Mapping[str, str] | None = None,
-    out: TextIO = sys.stdout, argv_for: Callable[[Planned], list[str]] = main_command,
+    planned: Sequence[Planned],
+    *,
+    parallel: int = 1,
+    env: Mapping[str, str] | None = None,
+    out: TextIO = sys.stdout,
+    argv_for: Callable[[Planned], list[str]] = main_command,
 ) -> int:
     """Runs the pending runs as subprocesses, `parallel` at a time; returns the exit status.
 
@@ -176,18 +193,24 @@ def run_local(
     def say(message: str) -> None:
         print(message, file=out, flush=True)
 
-    say(f"Sweep: {len(planned)} runs, {len(planned) - total} complete (skipped), {total} to "
-        f"run, {parallel} at a time.")
+    say(
+        f"Sweep: {len(planned)} runs, {len(planned) - total} complete (skipped), {total} to "
+        f"run, {parallel} at a time."
+    )
     queue, running, durations, failed = list(pending), [], [], []
     stop, forwarded = [], 0  # signals received; how many of them the runs were sent
-    previous = {s: signal.signal(s, lambda number, _: stop.append(number))
-                for s in (signal.SIGTERM, signal.SIGINT)}
+    previous = {
+        s: signal.signal(s, lambda number, _: stop.append(number))
+        for s in (signal.SIGTERM, signal.SIGINT)
+    }
     try:
         while queue or running:
             while queue and len(running) < parallel and not stop:
                 running.append(_start(queue.pop(0), env, argv_for))
-                say(f"[start {total - len(queue)}/{total}] {running[-1].item.run.name} "
-                    f"({running[-1].item.status})")
+                say(
+                    f"[start {total - len(queue)}/{total}] {running[-1].item.run.name} "
+                    f"({running[-1].item.status})"
+                )
             if len(stop) > forwarded:
                 # First signal: SIGTERM (lenggen.main checkpoints and exits); a second: SIGKILL.
                 forwarded = len(stop)
@@ -202,12 +225,20 @@ def run_local(
                 else:
                     failed.append(entry.item.run.name)
                 left = len(queue) + len(running)
-                eta = (_duration(sum(durations) / len(durations) * left / parallel)
-                       if durations else "unknown")
-                status = "ok" if code == 0 else (
-                    f"FAILED (exit {code}: {_MAIN_EXIT_REASONS.get(code, 'error')})")
-                say(f"[{total - left}/{total}] {entry.item.run.name}: {status} in "
-                    f"{_duration(seconds)}; {left} left" + (f", ETA {eta}" if left else ""))
+                eta = (
+                    _duration(sum(durations) / len(durations) * left / parallel)
+                    if durations
+                    else "unknown"
+                )
+                status = (
+                    "ok"
+                    if code == 0
+                    else (f"FAILED (exit {code}: {_MAIN_EXIT_REASONS.get(code, 'error')})")
+                )
+                say(
+                    f"[{total - left}/{total}] {entry.item.run.name}: {status} in "
+                    f"{_duration(seconds)}; {left} left" + (f", ETA {eta}" if left else "")
+                )
                 if code != 0:
                     log_path = os.path.join(entry.item.workdir, LOG_FILE)
                     say(f"---- last lines of {log_path}\n{_tail(log_path).rstrip()}\n----")
@@ -218,11 +249,15 @@ def run_local(
         for number, handler in previous.items():
             signal.signal(number, handler)
     if stop:
-        say(f"Interrupted after {len(durations)} successful run(s); {len(queue)} not started. "
-            "Rerun the same command to resume.")
+        say(
+            f"Interrupted after {len(durations)} successful run(s); {len(queue)} not started. "
+            "Rerun the same command to resume."
+        )
         return EXIT_INTERRUPTED
-    say(f"Sweep finished: {len(durations)} succeeded, {len(failed)} failed"
-        f"{': ' + ', '.join(failed) if failed else ''}.")
+    say(
+        f"Sweep finished: {len(durations)} succeeded, {len(failed)} failed"
+        f"{': ' + ', '.join(failed) if failed else ''}."
+    )
     return EXIT_FAILED if failed else 0
 
 
@@ -232,16 +267,20 @@ def child_environment(runs_dir: str, jax_cache: bool) -> dict[str, str]:
     same programs, so all but the first load them from disk."""
     env = dict(os.environ)
     if jax_cache:
-        env.setdefault("JAX_COMPILATION_CACHE_DIR",
-                       os.path.join(os.path.abspath(runs_dir), ".jax_cache"))
+        env.setdefault(
+            "JAX_COMPILATION_CACHE_DIR", os.path.join(os.path.abspath(runs_dir), ".jax_cache")
+        )
     return env
 
 
 def print_commands(planned: Sequence[Planned], out: TextIO = sys.stdout) -> None:
     """One shell command per pending run (complete runs are left out; a count goes to stderr)."""
     pending = [p for p in planned if p.status in ("new", "resume")]
-    print(f"# {len(pending)} of {len(planned)} runs to launch ({len(planned) - len(pending)} "
-          "complete). Run from the repository root.", file=sys.stderr)
+    print(
+        f"# {len(pending)} of {len(planned)} runs to launch ({len(planned) - len(pending)} "
+        "complete). Run from the repository root.",
+        file=sys.stderr,
+    )
     for item in pending:
         print(shlex.join(command(item.run, item.workdir)), file=out)
 
@@ -269,8 +308,9 @@ def grid_digest(runs: Sequence[grid.Run]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def slurm_command(planned: Sequence[Planned], grid_flags: Sequence[str],
-                  max_running: int | None = None) -> list[str] | None:
+def slurm_command(
+    planned: Sequence[Planned], grid_flags: Sequence[str], max_running: int | None = None
+) -> list[str] | None:
     """The `sbatch` command of a job array with one task per pending run (array index = the
     run's index in `planned`), or None when no run is pending.
 
@@ -283,12 +323,24 @@ def slurm_command(planned: Sequence[Planned], grid_flags: Sequence[str],
     if not indices:
         return None
     array = array_spec(indices) + (f"%{max_running}" if max_running else "")
-    return ["sbatch", f"--array={array}", SLURM_SCRIPT, *grid_flags,
-            f"--expect_grid={grid_digest([item.run for item in planned])}"]
+    return [
+        "sbatch",
+        f"--array={array}",
+        SLURM_SCRIPT,
+        *grid_flags,
+        f"--expect_grid={grid_digest([item.run for item in planned])}",
+    ]
 
 
-def run_task(runs: Sequence[grid.Run], index: int, runs_dir: str, *, expect_grid: str | None,
-             print_only: bool, jax_cache: bool) -> int:
+def run_task(
+    runs: Sequence[grid.Run],
+    index: int,
+    runs_dir: str,
+    *,
+    expect_grid: str | None,
+    print_only: bool,
+    jax_cache: bool,
+) -> int:
     """Runs `runs[index]` in this process (exec), prints its command, or returns 0 if complete.
 
     Raises:
@@ -296,15 +348,21 @@ def run_task(runs: Sequence[grid.Run], index: int, runs_dir: str, *, expect_grid
         (`expect_grid`), or a workdir holding another experiment.
     """
     if expect_grid and grid_digest(runs) != expect_grid:
-        raise SweepError(f"the grid's runs changed since this array was submitted (digest "
-                         f"{grid_digest(runs)}, expected {expect_grid}): submit it again.")
+        raise SweepError(
+            f"the grid's runs changed since this array was submitted (digest "
+            f"{grid_digest(runs)}, expected {expect_grid}): submit it again."
+        )
     if not 0 <= index < len(runs):
-        raise SweepError(f"--task_index={index}: expected 0 <= index < {len(runs)} (the "
-                         "grid's runs after --only).")
+        raise SweepError(
+            f"--task_index={index}: expected 0 <= index < {len(runs)} (the "
+            "grid's runs after --only)."
+        )
     (item,) = plan([runs[index]], runs_dir)
     if item.status == "done":
-        print(f"{item.run.name}: complete ({item.workdir}/{rundir.RESULTS_FILE}); "
-              "nothing to run.", flush=True)
+        print(
+            f"{item.run.name}: complete ({item.workdir}/{rundir.RESULTS_FILE}); nothing to run.",
+            flush=True,
+        )
         return 0
     if print_only:
         print(shlex.join(command(item.run, item.workdir)), flush=True)
@@ -324,21 +382,46 @@ def run_task(runs: Sequence[grid.Run], index: int, runs_dir: str, *, expect_grid
 def define_flags() -> None:
     """The command line's flags (defined when run as a program, so that `--help` lists them as
     this program's and importing the module defines none)."""
-    flags.DEFINE_string("grid", None, "Grid file, optionally with an argument: "
-                        "configs/grids/paper.py:tasks=maths.")
+    flags.DEFINE_string(
+        "grid", None, "Grid file, optionally with an argument: configs/grids/paper.py:tasks=maths."
+    )
     flags.DEFINE_string("runs_dir", "runs", "Each run's workdir is RUNS_DIR/<name>.")
-    flags.DEFINE_enum("mode", "local", MODES, "local: run here; print: print the commands; "
-                      "slurm: print the sbatch command of a job array over the pending runs.")
-    flags.DEFINE_string("only", None, "Comma-separated glob patterns on run names "
-                        "(<task>/<pe>/<seed>), e.g. 'copy/*/*,reverse_2x/t5/*'.")
-    flags.DEFINE_integer("parallel", None, "local mode: runs at a time (default 1); slurm "
-                         "mode: array tasks running at once (default: no cap).")
-    flags.DEFINE_bool("jax_cache", True, "Share JAX's persistent compilation cache "
-                      "(RUNS_DIR/.jax_cache) between runs.")
-    flags.DEFINE_integer("task_index", None, "Run only the grid's run of this index (a SLURM "
-                         "array task: --task_index=$SLURM_ARRAY_TASK_ID).")
-    flags.DEFINE_string("expect_grid", None, "With --task_index: the grid's digest when the "
-                        "array was submitted; a different grid is refused (exit 2).")
+    flags.DEFINE_enum(
+        "mode",
+        "local",
+        MODES,
+        "local: run here; print: print the commands; "
+        "slurm: print the sbatch command of a job array over the pending runs.",
+    )
+    flags.DEFINE_string(
+        "only",
+        None,
+        "Comma-separated glob patterns on run names "
+        "(<task>/<pe>/<seed>), e.g. 'copy/*/*,reverse_2x/t5/*'.",
+    )
+    flags.DEFINE_integer(
+        "parallel",
+        None,
+        "local mode: runs at a time (default 1); slurm "
+        "mode: array tasks running at once (default: no cap).",
+    )
+    flags.DEFINE_bool(
+        "jax_cache",
+        True,
+        "Share JAX's persistent compilation cache (RUNS_DIR/.jax_cache) between runs.",
+    )
+    flags.DEFINE_integer(
+        "task_index",
+        None,
+        "Run only the grid's run of this index (a SLURM "
+        "array task: --task_index=$SLURM_ARRAY_TASK_ID).",
+    )
+    flags.DEFINE_string(
+        "expect_grid",
+        None,
+        "With --task_index: the grid's digest when the "
+        "array was submitted; a different grid is refused (exit 2).",
+    )
 
 
 def main(argv: list[str]) -> int:
@@ -352,9 +435,14 @@ def main(argv: list[str]) -> int:
         if values.task_index is not None:
             if values.mode == "slurm":
                 raise SweepError("--task_index runs one run: use --mode=local or --mode=print.")
-            return run_task(runs, values.task_index, values.runs_dir,
-                            expect_grid=values.expect_grid, print_only=values.mode == "print",
-                            jax_cache=values.jax_cache)
+            return run_task(
+                runs,
+                values.task_index,
+                values.runs_dir,
+                expect_grid=values.expect_grid,
+                print_only=values.mode == "print",
+                jax_cache=values.jax_cache,
+            )
         planned = plan(runs, values.runs_dir)
         if values.mode == "print":
             print_commands(planned)
@@ -364,12 +452,17 @@ def main(argv: list[str]) -> int:
             if values.only:
                 selection.append(f"--only={values.only}")
             if values.parallel is not None and values.parallel < 1:
-                raise SweepError(f"--parallel={values.parallel}: expected a positive number "
-                                 "of array tasks at a time.")
+                raise SweepError(
+                    f"--parallel={values.parallel}: expected a positive number "
+                    "of array tasks at a time."
+                )
             sbatch = slurm_command(planned, selection, values.parallel)
             pending = sum(item.status in PENDING for item in planned)
-            print(f"# {pending} of {len(planned)} runs to submit ({len(planned) - pending} "
-                  "complete). Submit from the repository root.", file=sys.stderr)
+            print(
+                f"# {pending} of {len(planned)} runs to submit ({len(planned) - pending} "
+                "complete). Submit from the repository root.",
+                file=sys.stderr,
+            )
             if sbatch:
                 print(shlex.join(sbatch))
             return 0

@@ -52,15 +52,25 @@ def test_library_filter_keeps_errors_and_other_packages(caplog):
         absl_logging.warning("kept: not from orbax")
     absl_logging.warning("kept: the filter is gone")
     assert [r.getMessage() for r in caplog.records] == [
-        "kept: an error", "kept: not from orbax", "kept: the filter is gone"]
+        "kept: an error",
+        "kept: not from orbax",
+        "kept: the filter is gone",
+    ]
 
 
 def test_every_command_help_lists_its_own_flags():
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    running = {module: subprocess.Popen([sys.executable, "-m", module, "--help"], cwd=REPO,
-                                        env=env, stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT, text=True)
-               for module in COMMANDS}  # fmt: skip
+    running = {
+        module: subprocess.Popen(
+            [sys.executable, "-m", module, "--help"],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for module in COMMANDS
+    }
     for module, process in running.items():
         out, _ = process.communicate(timeout=180)
         # absl's --help exits with status 1 after printing, argparse's with 0.
@@ -79,6 +89,9 @@ def test_shipped_results_name_no_absolute_paths():
                 if name.endswith((".md", ".json", ".jsonl", ".sh", ".ipynb", ".txt")):
                     path = os.path.join(directory, name)
                     with open(path, encoding="utf-8") as handle:
-                        found += [f"{os.path.relpath(path, REPO)}:{n}" for n, line in
-                                  enumerate(handle, 1) if pattern.search(line)]
+                        found += [
+                            f"{os.path.relpath(path, REPO)}:{n}"
+                            for n, line in enumerate(handle, 1)
+                            if pattern.search(line)
+                        ]
     assert found == []

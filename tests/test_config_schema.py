@@ -13,13 +13,24 @@ def config():
 
 def test_base_config_is_the_papers_recipe_and_validates(config):
     config_schema.validate(config, num_devices=1)
-    assert (config.model.num_layers, config.model.d_model, config.model.num_heads,
-            config.model.d_kv, config.model.d_ff) == (12, 768, 12, 64, 3072)
+    assert (
+        config.model.num_layers,
+        config.model.d_model,
+        config.model.num_heads,
+        config.model.d_kv,
+        config.model.d_ff,
+    ) == (12, 768, 12, 64, 3072)
     assert config.model.dropout_rate == 0.1 and config.model.dtype == "float32"
     train = config.train
-    assert (train.batch_size, train.num_steps, train.learning_rate, train.end_learning_rate,
-            train.warmup_fraction, train.weight_decay, train.grad_clip_norm) == (
-        64, 40_000, 3e-5, 1e-7, 0.06, 0.05, 1.0)
+    assert (
+        train.batch_size,
+        train.num_steps,
+        train.learning_rate,
+        train.end_learning_rate,
+        train.warmup_fraction,
+        train.weight_decay,
+        train.grad_clip_norm,
+    ) == (64, 40_000, 3e-5, 1e-7, 0.06, 0.05, 1.0)
     assert (train.adam_b1, train.adam_b2, train.adam_eps) == (0.9, 0.999, 1e-8)
     assert train.eval_every == 2_000
     assert base.PAPER_SEEDS == (256788, 234054, 146317)
@@ -41,29 +52,33 @@ def test_every_task_and_pe_builds_a_valid_config():
 def test_unknown_names_in_the_config_string():
     with pytest.raises(ValueError, match="Unknown task 'kopy'. Valid tasks: addition, copy"):
         base.get_config("task=kopy")
-    with pytest.raises(config_schema.ConfigError,
-                       match="Unknown positional encoding 'rope'. Valid: "):
+    with pytest.raises(
+        config_schema.ConfigError, match="Unknown positional encoding 'rope'. Valid: "
+    ):
         base.get_config("pe=rope")
 
 
 @pytest.mark.parametrize(
     "edit, message",
     [
-        (lambda c: setattr(c.model.pe, "name", "rope"),
-         "config.model.pe.name='rope'. Valid: "),
+        (lambda c: setattr(c.model.pe, "name", "rope"), "config.model.pe.name='rope'. Valid: "),
         (lambda c: setattr(c.task, "name", "kopy"), "Unknown task 'kopy'"),
         (lambda c: c.task.options.update(num_train=0), "num_train=0"),
         (lambda c: c.task.options.update(min_length=30), "min_length"),
-        (lambda c: setattr(c.model, "num_heads", 0),
-         "config.model.num_heads=0: expected a positive integer"),
+        (
+            lambda c: setattr(c.model, "num_heads", 0),
+            "config.model.num_heads=0: expected a positive integer",
+        ),
         (lambda c: setattr(c.model, "dropout_rate", 1.5), "dropout_rate=1.5"),
         (lambda c: setattr(c.model, "dtype", "float8"), "config.model.dtype='float8'"),
         (lambda c: setattr(c.model, "attention_impl", "flash9"), "attention_impl='flash9'"),
         (lambda c: setattr(c.train, "warmup_fraction", 1.0), "warmup_fraction=1.0"),
         (lambda c: setattr(c.train, "learning_rate", 0.0), "learning_rate=0.0"),
         (lambda c: setattr(c.eval, "metric", "bleu"), "config.eval.metric='bleu'"),
-        (lambda c: setattr(c.train, "batch_size", 6),
-         "config.train.batch_size=6 is not divisible by the mesh's data axis (4 devices)"),
+        (
+            lambda c: setattr(c.train, "batch_size", 6),
+            "config.train.batch_size=6 is not divisible by the mesh's data axis (4 devices)",
+        ),
         (lambda c: setattr(c.mesh, "shape", (3, 1)), "needs 3 devices but 4 are available"),
         (lambda c: setattr(c.mesh, "shape", (-1, 3)), "4 is not divisible by 3"),
         (lambda c: setattr(c.mesh, "shape", (2, 2, 1)), "expected 2 entries"),
@@ -107,6 +122,7 @@ def test_randomized_positions_are_configured_and_checked(config):
         config.eval.metric = metric
         config_schema.validate(config, num_devices=1)
     config.model.pe.randomized_max_position = -3
-    with pytest.raises(config_schema.ConfigError,
-                       match="randomized_max_position must be a non-neg"):
+    with pytest.raises(
+        config_schema.ConfigError, match="randomized_max_position must be a non-neg"
+    ):
         config_schema.validate(config, num_devices=1)

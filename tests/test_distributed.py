@@ -35,10 +35,17 @@ def _no_network(key):
 
 
 # A v4-32 slice: 4 workers in the new endpoint format (hostnames) and the old one (name:id:ip).
-V4_32 = dict(accelerator_type="v4-32", agent_worker_number="2",
-             worker_network_endpoints="t1k-w-0,t1k-w-1,t1k-w-2,t1k-w-3")
-V4_32_OLD = dict(V4_32, worker_network_endpoints=(
-    "unknown:0:10.130.0.2,unknown:1:10.130.0.3,unknown:2:10.130.0.4,unknown:3:10.130.0.5"))
+V4_32 = dict(
+    accelerator_type="v4-32",
+    agent_worker_number="2",
+    worker_network_endpoints="t1k-w-0,t1k-w-1,t1k-w-2,t1k-w-3",
+)
+V4_32_OLD = dict(
+    V4_32,
+    worker_network_endpoints=(
+        "unknown:0:10.130.0.2,unknown:1:10.130.0.3,unknown:2:10.130.0.4,unknown:3:10.130.0.5"
+    ),
+)
 
 
 @pytest.mark.parametrize(
@@ -54,8 +61,10 @@ V4_32_OLD = dict(V4_32, worker_network_endpoints=(
     ],
 )
 def test_cluster_detection_from_the_environment_off_tpu_vms(environ, cluster):
-    assert distributed.detected_cluster(environ, is_tpu_vm=lambda: False,
-                                        metadata=_no_network) == cluster
+    assert (
+        distributed.detected_cluster(environ, is_tpu_vm=lambda: False, metadata=_no_network)
+        == cluster
+    )
 
 
 @pytest.mark.parametrize(
@@ -67,11 +76,20 @@ def test_cluster_detection_from_the_environment_off_tpu_vms(environ, cluster):
         # A single-host TPU VM (v4-8: one worker) runs one process: nothing to start.
         (dict(accelerator_type="v4-8", worker_network_endpoints="t1k-w-0"), {}, None),
         # Multislice: 2 slices of one worker each are 2 processes (environment or tpu-env).
-        (dict(accelerator_type="v5litepod-8", worker_network_endpoints="w-0"),
-         {"MEGASCALE_NUM_SLICES": "2"}, "Cloud TPU VM v5litepod-8, 2 processes"),
-        (dict(accelerator_type="v5litepod-8", worker_network_endpoints="w-0",
-              tpu_env="ZONE: 'us-west4-a'\nMEGASCALE_NUM_SLICES: '3'\n"), {},
-         "Cloud TPU VM v5litepod-8, 3 processes"),
+        (
+            dict(accelerator_type="v5litepod-8", worker_network_endpoints="w-0"),
+            {"MEGASCALE_NUM_SLICES": "2"},
+            "Cloud TPU VM v5litepod-8, 2 processes",
+        ),
+        (
+            dict(
+                accelerator_type="v5litepod-8",
+                worker_network_endpoints="w-0",
+                tpu_env="ZONE: 'us-west4-a'\nMEGASCALE_NUM_SLICES: '3'\n",
+            ),
+            {},
+            "Cloud TPU VM v5litepod-8, 3 processes",
+        ),
         # A GCE VM that is no TPU VM (no accelerator-type attribute).
         ({}, {}, None),
     ],
@@ -84,8 +102,10 @@ def test_cloud_tpu_vm_detection_reads_the_metadata_server(attributes, environ, c
 
 def test_tpu_skip_mds_query_and_slurm_need_no_metadata():
     environ = {"TPU_SKIP_MDS_QUERY": "1", "SLURM_NTASKS": "2", "SLURM_PROCID": "0"}
-    assert distributed.detected_cluster(environ, is_tpu_vm=lambda: True,
-                                        metadata=_no_network) == "SLURM"
+    assert (
+        distributed.detected_cluster(environ, is_tpu_vm=lambda: True, metadata=_no_network)
+        == "SLURM"
+    )
 
 
 def test_a_tpu_vm_is_a_gce_vm_with_tpu_devices(tmp_path):
@@ -142,21 +162,25 @@ def test_gce_metadata_over_http(metadata_server):
     assert set(_MetadataHandler.headers_seen) == {"Google"}
     # The whole decision over HTTP, as on a worker of a v5litepod-16 (4 hosts).
     assert distributed.detected_cluster(environ, is_tpu_vm=lambda: True) == (
-        "Cloud TPU VM v5litepod-16, 4 processes")
+        "Cloud TPU VM v5litepod-16, 4 processes"
+    )
 
 
 def test_an_unreachable_metadata_server_is_one_clear_error():
     environ = {"GCE_METADATA_IP": "127.0.0.1:9"}  # the discard port: connection refused
-    with pytest.raises(distributed.DistributedFlagsError,
-                       match=r"The GCE metadata server \(127.0.0.1:9\) did not answer for "
-                             r"'accelerator-type' \(.*\): cannot tell how many workers"):
+    with pytest.raises(
+        distributed.DistributedFlagsError,
+        match=r"The GCE metadata server \(127.0.0.1:9\) did not answer for "
+        r"'accelerator-type' \(.*\): cannot tell how many workers",
+    ):
         distributed.gce_metadata("accelerator-type", environ, tries=2, timeout=1.0)
 
 
 def test_explicit_flags_start_the_runtime_with_them():
     start = _Recorder()
-    text = distributed.initialize("127.0.0.1:1234", 2, 1, {}, start=start, is_tpu_vm=lambda: True,
-                                  metadata=_no_network)
+    text = distributed.initialize(
+        "127.0.0.1:1234", 2, 1, {}, start=start, is_tpu_vm=lambda: True, metadata=_no_network
+    )
     assert start.calls == [
         dict(coordinator_address="127.0.0.1:1234", num_processes=2, process_id=1)
     ]
@@ -165,22 +189,32 @@ def test_explicit_flags_start_the_runtime_with_them():
 
 def test_single_process_starts_nothing():
     start = _Recorder()
-    assert distributed.initialize(None, None, None, {}, start=start,
-                                  is_tpu_vm=lambda: False) == "single process"
+    assert (
+        distributed.initialize(None, None, None, {}, start=start, is_tpu_vm=lambda: False)
+        == "single process"
+    )
     one_host = _metadata(accelerator_type="v4-8", worker_network_endpoints="w-0")
-    assert distributed.initialize(None, None, None, {}, start=start, is_tpu_vm=lambda: True,
-                                  metadata=one_host) == "single process"
+    assert (
+        distributed.initialize(
+            None, None, None, {}, start=start, is_tpu_vm=lambda: True, metadata=one_host
+        )
+        == "single process"
+    )
     assert start.calls == []
 
 
-@pytest.mark.parametrize("environ, is_tpu_vm, metadata", [
-    ({"OMPI_COMM_WORLD_SIZE": "2"}, False, _no_network),
-    ({}, True, _metadata(**V4_32)),  # a pod worker: JAX reads the same metadata itself
-])
+@pytest.mark.parametrize(
+    "environ, is_tpu_vm, metadata",
+    [
+        ({"OMPI_COMM_WORLD_SIZE": "2"}, False, _no_network),
+        ({}, True, _metadata(**V4_32)),  # a pod worker: JAX reads the same metadata itself
+    ],
+)
 def test_a_detected_cluster_starts_with_jax_own_detection(environ, is_tpu_vm, metadata):
     start = _Recorder()
-    distributed.initialize(None, None, None, environ, start=start, is_tpu_vm=lambda: is_tpu_vm,
-                           metadata=metadata)
+    distributed.initialize(
+        None, None, None, environ, start=start, is_tpu_vm=lambda: is_tpu_vm, metadata=metadata
+    )
     assert start.calls == [{}]
 
 

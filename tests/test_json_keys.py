@@ -6,8 +6,13 @@ from lenggen import json_keys, results
 
 
 def test_numeric_keys_in_numeric_order_then_names():
-    tree = {"b": 1, "10": 2, "9": 3, "a": {"12": 0, "-1": 0, "100": 0, "x": 0}, "2": [{"11": 1,
-            "3": 1}]}  # fmt: skip
+    tree = {
+        "b": 1,
+        "10": 2,
+        "9": 3,
+        "a": {"12": 0, "-1": 0, "100": 0, "x": 0},
+        "2": [{"11": 1, "3": 1}],
+    }
     ordered = json_keys.natural_order(tree)
     assert list(ordered) == ["2", "9", "10", "a", "b"]
     assert list(ordered["a"]) == ["-1", "12", "100", "x"]

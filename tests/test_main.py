@@ -15,7 +15,11 @@ def _main(*args: str, cwd: str = REPO) -> subprocess.CompletedProcess:
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
     return subprocess.run(
         [sys.executable, "-m", "lenggen.main", *args],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
@@ -48,12 +52,18 @@ def test_quickstart_smoke_run_through_main(tmp_path):
 
     # The same command again resumes: nothing left to train, same results.
     again = _main(
-        "--config=configs/quickstart.py", f"--workdir={workdir}",
+        "--config=configs/quickstart.py",
+        f"--workdir={workdir}",
         f"--config.data.dir={tmp_path / 'data'}",
-        "--config.task.options.num_train=256", "--config.task.options.num_validation=32",
-        "--config.task.options.num_test_per_length=4", "--config.model.num_layers=1",
-        "--config.model.d_model=32", "--config.model.d_ff=64", "--config.train.num_steps=6",
-        "--config.train.log_every=3", "--config.train.eval_every=3",
+        "--config.task.options.num_train=256",
+        "--config.task.options.num_validation=32",
+        "--config.task.options.num_test_per_length=4",
+        "--config.model.num_layers=1",
+        "--config.model.d_model=32",
+        "--config.model.d_ff=64",
+        "--config.train.num_steps=6",
+        "--config.train.log_every=3",
+        "--config.train.eval_every=3",
         "--config.train.checkpoint_every=3",
     )
     assert again.returncode == 0, again.stderr[-3000:]
@@ -67,10 +77,14 @@ def test_quickstart_smoke_run_through_main(tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--config=configs/base.py:task=kopy"],
-         "Unknown task 'kopy'. Valid tasks: addition, copy"),
-        (["--config=configs/base.py", "--config.train.batch_size=63"],
-         "config.train.batch_size=63 is not divisible by the mesh's data axis (2 devices)"),
+        (
+            ["--config=configs/base.py:task=kopy"],
+            "Unknown task 'kopy'. Valid tasks: addition, copy",
+        ),
+        (
+            ["--config=configs/base.py", "--config.train.batch_size=63"],
+            "config.train.batch_size=63 is not divisible by the mesh's data axis (2 devices)",
+        ),
     ],
 )
 def test_bad_input_stops_with_one_clear_error_before_any_work(tmp_path, args, message):

@@ -18,8 +18,12 @@ def test_quickstart_notebook_executes(tmp_path, monkeypatch):
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     # The committed notebook carries no outputs (they would go stale).
     assert all(not cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code")
-    nbclient.NotebookClient(notebook, timeout=600, kernel_name="python3",
-                            resources={"metadata": {"path": str(tmp_path)}}).execute()
+    nbclient.NotebookClient(
+        notebook,
+        timeout=600,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(tmp_path)}},
+    ).execute()
     outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")

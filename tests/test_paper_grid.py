@@ -18,8 +18,13 @@ def test_pcfg_runs_train_the_official_runs_steps_and_other_tasks_the_base_40k():
     paper = _paper_module()
     # Official trainer.max_steps of the PCFG productivity best_run_seed_exp runs, by the official
     # PE names (pe_none, pe_abs_sin, pe_t5, pe_alibi, pe_rotary), seeds 256788/234054/146317.
-    official = {"none": (100, 100, 100), "abs_sin": (60, 60, 100), "t5": (100, 100, 60),
-                "alibi": (60, 60, 60), "rotary": (60, 100, 100)}
+    official = {
+        "none": (100, 100, 100),
+        "abs_sin": (60, 60, 100),
+        "t5": (100, 100, 60),
+        "alibi": (60, 60, 60),
+        "rotary": (60, 100, 100),
+    }
     ours = {"none": "nope", "abs_sin": "ape", "t5": "t5", "alibi": "alibi", "rotary": "rotary"}
     by_name = {run.name: run for run in grid.load_grid("configs/grids/paper.py")}
     for name, thousands in official.items():
@@ -33,8 +38,9 @@ def test_pcfg_runs_train_the_official_runs_steps_and_other_tasks_the_base_40k():
 
 
 def test_pcfg_runs_beyond_the_paper_get_the_data_configs_steps_and_smoke_keeps_its_own():
-    runs = {run.name: run for run in grid.load_grid(
-        "configs/grids/paper.py:pes=fire,randomized=t5")}
+    runs = {
+        run.name: run for run in grid.load_grid("configs/grids/paper.py:pes=fire,randomized=t5")
+    }
     assert dict(runs["pcfg/fire/256788"].overrides) == {"train.num_steps": 100_000}
     assert dict(runs["pcfg/t5+randomized/146317"].overrides)["train.num_steps"] == 100_000
     assert "train.num_steps" not in dict(runs["scan/fire/256788"].overrides)

@@ -20,16 +20,24 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def _split(by_length: dict[int, tuple[float, int]]) -> dict:
     correct = sum(em * n for em, n in by_length.values())
     total = sum(n for _, n in by_length.values())
-    return {"overall": correct / total,
-            "by_length": {str(k): {"exact_match": em, "n": n} for k, (em, n) in by_length.items()}}
+    return {
+        "overall": correct / total,
+        "by_length": {str(k): {"exact_match": em, "n": n} for k, (em, n) in by_length.items()},
+    }
 
 
 def _write(runs_dir, task, pe, seed, validation, test, train_max_length=3) -> str:
     workdir = os.path.join(runs_dir, task, pe, str(seed))
     os.makedirs(workdir, exist_ok=True)
-    payload = {"train_max_length": train_max_length, "step": 10, "task": task, "pe": pe,
-               "seed": seed, "metric": "exact",
-               "splits": {"validation": _split(validation), "test": _split(test)}}
+    payload = {
+        "train_max_length": train_max_length,
+        "step": 10,
+        "task": task,
+        "pe": pe,
+        "seed": seed,
+        "metric": "exact",
+        "splits": {"validation": _split(validation), "test": _split(test)},
+    }
     with open(os.path.join(workdir, "results.json"), "w") as handle:
         json.dump(payload, handle)
     return workdir
@@ -46,13 +54,22 @@ def hand_made(tmp_path_factory):
     for seed, nope, t5 in ((1, 0.5, 0.2), (2, 1.0, 0.4), (3, 0.0, 0.6)):
         # Length 3 is in both splits for seed 1: validation 2/2 right, test 3/6 -> pooled 5/8.
         validation = {2: (1.0, 4), 3: (1.0, 2)}
-        _write(runs, "copy", "nope", seed, validation, {3: (nope, 6), 4: (nope, 4)} if seed == 1
-               else {4: (nope, 10)})
+        _write(
+            runs,
+            "copy",
+            "nope",
+            seed,
+            validation,
+            {3: (nope, 6), 4: (nope, 4)} if seed == 1 else {4: (nope, 10)},
+        )
         _write(runs, "copy", "t5", seed, {2: (0.5, 4), 3: (0.75, 4)}, {4: (t5, 10)})
     # Old runs moved aside by --overwrite, hidden folders (the sweep's compile cache) and
     # checkpoints are not searched.
-    for ignored in (os.path.join("copy", "nope", "1", "replaced-20260101-000000"), ".jax_cache",
-                    os.path.join("copy", "t5", "1", "checkpoints")):
+    for ignored in (
+        os.path.join("copy", "nope", "1", "replaced-20260101-000000"),
+        ".jax_cache",
+        os.path.join("copy", "t5", "1", "checkpoints"),
+    ):
         _write(os.path.join(runs, ignored), "x", "y", 0, {1: (1.0, 1)}, {2: (1.0, 1)})
     return runs
 
@@ -87,7 +104,11 @@ def test_one_seed_has_no_std_and_shows_a_dash():
 
 def test_average_ranks_share_tied_positions():
     assert aggregate.average_ranks({"a": 0.9, "b": 0.5, "c": 0.5, "d": 0.1}) == {
-        "a": 1.0, "b": 2.5, "c": 2.5, "d": 4.0}
+        "a": 1.0,
+        "b": 2.5,
+        "c": 2.5,
+        "d": 4.0,
+    }
     # 0.1 + 0.2 != 0.3 in floating point, but the accuracies tie.
     assert aggregate.average_ranks({"a": 0.1 + 0.2, "b": 0.3}) == {"a": 1.5, "b": 1.5}
 
@@ -97,16 +118,19 @@ def test_mean_reciprocal_rank_on_a_hand_worked_example(tmp_path):
     # (A, 2): alibi .7 > nope .5 = t5 .5 (rank 2.5) -> RR 0.4, 0.4, 1
     # (B, 1): all 0 (rank 2 each)                  -> RR 1/2 each
     # (B, 2): alibi missing                        -> left out
-    scores = {("A", 1): {"nope": 0.9, "t5": 0.5, "alibi": 0.1},
-              ("A", 2): {"nope": 0.5, "t5": 0.5, "alibi": 0.7},
-              ("B", 1): {"nope": 0.0, "t5": 0.0, "alibi": 0.0},
-              ("B", 2): {"nope": 0.2, "t5": 0.3}}
+    scores = {
+        ("A", 1): {"nope": 0.9, "t5": 0.5, "alibi": 0.1},
+        ("A", 2): {"nope": 0.5, "t5": 0.5, "alibi": 0.7},
+        ("B", 1): {"nope": 0.0, "t5": 0.0, "alibi": 0.0},
+        ("B", 2): {"nope": 0.2, "t5": 0.3},
+    }
     for (task, seed), by_pe in scores.items():
         for pe, accuracy in by_pe.items():
             _write(tmp_path, task, pe, seed, {1: (1.0, 2)}, {2: (accuracy, 10)})
     result = aggregate.mean_reciprocal_rank(collect(str(tmp_path)))
     assert result["mrr"] == pytest.approx(
-        {"nope": (1 + 0.4 + 0.5) / 3, "t5": (0.5 + 0.4 + 0.5) / 3, "alibi": (1 / 3 + 1 + 0.5) / 3})
+        {"nope": (1 + 0.4 + 0.5) / 3, "t5": (0.5 + 0.4 + 0.5) / 3, "alibi": (1 / 3 + 1 + 0.5) / 3}
+    )
     assert result["groups"] == [["A", 1], ["A", 2], ["B", 1]]
     assert result["incomplete"] == [["B", 2, ["alibi"]]]
 
@@ -135,8 +159,13 @@ def test_bad_runs_directories_raise_clear_errors(tmp_path):
 
 
 def test_command_line_reports_a_bad_runs_directory(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "lenggen.report", str(tmp_path)], cwd=REPO,
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "lenggen.report", str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2
     assert f"lenggen.report: No results.json under {str(tmp_path)!r}" in result.stderr
 
@@ -152,8 +181,9 @@ def test_results_without_identity_fall_back_to_config_json(tmp_path):
     with pytest.raises(ReportError, match="names no task, pe and seed"):
         collect(str(tmp_path))
     with open(os.path.join(workdir, "config.json"), "w") as handle:
-        json.dump({"seed": 7, "task": {"name": "reverse"}, "model": {"pe": {"name": "alibi"}}},
-                  handle)
+        json.dump(
+            {"seed": 7, "task": {"name": "reverse"}, "model": {"pe": {"name": "alibi"}}}, handle
+        )
     (run,) = collect(str(tmp_path))
     assert (run.task, run.pe, run.seed) == ("reverse", "alibi", 7)
 
@@ -173,14 +203,20 @@ def test_runs_beyond_the_paper_get_their_own_columns_and_ranking(tmp_path):
     with open(os.path.join(workdir, "config.json"), "w") as handle:
         json.dump({"model": {"pe": {"name": "rotary", "randomized_max_position": 128}}}, handle)
     assert {run.pe for run in collect(str(tmp_path))} == {
-        "nope", "fire", "t5", "rotary", "rotary+randomized"}
+        "nope",
+        "fire",
+        "t5",
+        "rotary",
+        "rotary+randomized",
+    }
 
     report = build_report(str(tmp_path), str(tmp_path / "out"))
     assert report["pes"] == ["nope", "t5", "rotary", "fire", "rotary+randomized"]
     assert report["mrr"]["pes"] == ["nope", "t5", "rotary"]
     assert report["mrr"]["mrr"] == pytest.approx({"nope": 1.0, "t5": 1 / 2, "rotary": 1 / 3})
     assert report["mrr_all"]["mrr"] == pytest.approx(
-        {"nope": 1.0, "fire": 1 / 2, "t5": 1 / 3, "rotary+randomized": 1 / 4, "rotary": 1 / 5})
+        {"nope": 1.0, "fire": 1 / 2, "t5": 1 / 3, "rotary+randomized": 1 / 4, "rotary": 1 / 5}
+    )
     assert report["ood_test"]["A"]["rotary+randomized"]["mean"] == pytest.approx(0.3)
     text = (tmp_path / "out" / "report.md").read_text()
     assert "| task | NoPE | T5 | Rotary | FIRE | Rotary+randomized |" in text
@@ -194,7 +230,7 @@ def test_runs_beyond_the_paper_get_their_own_columns_and_ranking(tmp_path):
 
 # ---------------------------------------------------------------- a small real sweep
 
-GRID = '''
+GRID = """
 from lenggen import grid
 
 
@@ -209,7 +245,7 @@ def get_grid(arg=None):
             "task.options.num_test_per_length": 4, "data.dir": {data_dir!r},
         }},
     )
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -220,18 +256,35 @@ def real_sweep(tmp_path_factory):
     grid.write_text(GRID.format(data_dir=str(root / "data")))
     # Two runs at a time on one CPU device each; XLA -O0 as in conftest.py (tiny models: the
     # time is compile time); every compile goes to the sweep's shared cache.
-    env = dict(os.environ,
-               XLA_FLAGS="--xla_force_host_platform_device_count=1 "
-                         "--xla_backend_optimization_level=0",
-               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+    env = dict(
+        os.environ,
+        XLA_FLAGS="--xla_force_host_platform_device_count=1 --xla_backend_optimization_level=0",
+        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+    )
     sweep = subprocess.run(
-        [sys.executable, "-m", "lenggen.sweep", f"--grid={grid}", f"--runs_dir={root / 'runs'}",
-         "--parallel=2"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "lenggen.sweep",
+            f"--grid={grid}",
+            f"--runs_dir={root / 'runs'}",
+            "--parallel=2",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert sweep.returncode == 0, sweep.stdout[-3000:] + sweep.stderr[-3000:]
     (root / "sweep.out").write_text(sweep.stdout)
     report = subprocess.run(
         [sys.executable, "-m", "lenggen.report", str(root / "runs"), f"--out={root / 'out'}"],
-        cwd=REPO, capture_output=True, text=True, timeout=120)
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert report.returncode == 0, report.stderr[-3000:]
     assert "Report of 8 runs (2 tasks x 2 PEs)" in report.stdout
     return root
@@ -239,19 +292,32 @@ def real_sweep(tmp_path_factory):
 
 def test_real_sweep_ran_every_run_two_at_a_time_then_skips_them(real_sweep):
     out = (real_sweep / "sweep.out").read_text()
-    assert out.startswith("Sweep: 8 runs, 0 complete (skipped), 8 to run, 2 at a time.\n"
-                          "[start 1/8] copy_repeat/nope/11 (new)\n"
-                          "[start 2/8] copy_repeat/nope/12 (new)\n")
+    assert out.startswith(
+        "Sweep: 8 runs, 0 complete (skipped), 8 to run, 2 at a time.\n"
+        "[start 1/8] copy_repeat/nope/11 (new)\n"
+        "[start 2/8] copy_repeat/nope/12 (new)\n"
+    )
     assert re.search(r"\[1/8\] copy_repeat/nope/1[12]: ok in \d+ s; 7 left, ETA \d+ s", out)
     assert re.search(r"\[8/8\] reverse/alibi/1[12]: ok in \d+ s; 0 left\n", out)
     assert out.endswith("Sweep finished: 8 succeeded, 0 failed.\n")
     again = subprocess.run(
-        [sys.executable, "-m", "lenggen.sweep", f"--grid={real_sweep / 'grid.py'}",
-         f"--runs_dir={real_sweep / 'runs'}"], cwd=REPO, capture_output=True, text=True,
-        timeout=120)
+        [
+            sys.executable,
+            "-m",
+            "lenggen.sweep",
+            f"--grid={real_sweep / 'grid.py'}",
+            f"--runs_dir={real_sweep / 'runs'}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert again.returncode == 0, again.stderr
-    assert again.stdout == ("Sweep: 8 runs, 8 complete (skipped), 0 to run, 1 at a time.\n"
-                            "Sweep finished: 0 succeeded, 0 failed.\n")
+    assert again.stdout == (
+        "Sweep: 8 runs, 8 complete (skipped), 0 to run, 1 at a time.\n"
+        "Sweep finished: 0 succeeded, 0 failed.\n"
+    )
 
 
 def _results_files(runs_dir) -> dict[tuple, dict]:
@@ -285,8 +351,10 @@ def test_real_sweep_tables_match_the_results_files(real_sweep):
             assert sorted(curves, key=int) == [str(n) for n in range(2, 8)]
             for length, cell in curves.items():
                 split = "validation" if int(length) <= 4 else "test"
-                values = [files[task, pe, seed]["splits"][split]["by_length"][length]
-                          ["exact_match"] for seed in (11, 12)]
+                values = [
+                    files[task, pe, seed]["splits"][split]["by_length"][length]["exact_match"]
+                    for seed in (11, 12)
+                ]
                 assert cell["mean"] == pytest.approx(np.mean(values), abs=1e-12)
                 assert cell["std"] == pytest.approx(np.std(values, ddof=1), abs=1e-12)
 
@@ -298,8 +366,7 @@ def test_real_sweep_mrr_matches_ranks_counted_here(real_sweep):
     reciprocal = {"nope": [], "alibi": []}
     for task in ("copy_repeat", "reverse"):
         for seed in (11, 12):
-            accuracy = {pe: files[task, pe, seed]["splits"]["test"]["overall"]
-                        for pe in reciprocal}
+            accuracy = {pe: files[task, pe, seed]["splits"]["test"]["overall"] for pe in reciprocal}
             for pe, mine in accuracy.items():
                 better = sum(other > mine for other in accuracy.values())
                 tied = sum(other == mine for other in accuracy.values())  # includes itself
@@ -314,8 +381,10 @@ def test_real_sweep_markdown_and_plots(real_sweep):
         report = json.load(handle)
     text = (out / "report.md").read_text()
     for task, label in (("copy_repeat", "Copy-Repeat"), ("reverse", "Reverse")):
-        row = [markdown.format_cell(report["ood_test"][task][pe], show_n=False)
-               for pe in ("nope", "alibi")]
+        row = [
+            markdown.format_cell(report["ood_test"][task][pe], show_n=False)
+            for pe in ("nope", "alibi")
+        ]
         assert f"| {label} | {row[0]} | {row[1]} |" in text
         assert f"![{task}](plots/{task}.png)" in text
         # The paper's numbers for the tasks it reported, beside ours.
@@ -327,8 +396,10 @@ def test_real_sweep_markdown_and_plots(real_sweep):
         pixels = image.imread(out / name)
         assert pixels.ndim == 3 and pixels.shape[0] > 200 and pixels.shape[1] > 300
     # The summary grid holds both tasks side by side: wider than one task's figure.
-    assert image.imread(out / "summary.png").shape[1] > image.imread(
-        out / "plots/copy_repeat.png").shape[1]
+    assert (
+        image.imread(out / "summary.png").shape[1]
+        > image.imread(out / "plots/copy_repeat.png").shape[1]
+    )
 
 
 def test_build_report_in_process_equals_the_command_line(real_sweep, tmp_path):

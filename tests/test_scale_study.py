@@ -30,41 +30,60 @@ study_grid = _load("configs/grids/scale_study.py", "scale_study_grid")
 def test_grid_pairs_t5_and_nope_per_point_at_the_papers_lengths():
     runs = grid.load_grid("configs/grids/scale_study.py")
     assert len(runs) == 2 * len(study_grid.POINTS)
-    assert [r.name for r in runs[:2]] == ["copy_repeat/t5+m2x128_s1000_lr1em3/256788",
-                                          "copy_repeat/nope+m2x128_s1000_lr1em3/256788"]
+    assert [r.name for r in runs[:2]] == [
+        "copy_repeat/t5+m2x128_s1000_lr1em3/256788",
+        "copy_repeat/nope+m2x128_s1000_lr1em3/256788",
+    ]
     built = None
     for run, point in zip(runs[::2], study_grid.POINTS):
         config = grid.resolve_config(run)
         config_schema.validate(config, num_devices=1)
         size = study_grid.SIZES[point.size]
-        assert (config.model.num_layers, config.model.d_model, config.model.num_heads,
-                config.model.d_kv, config.train.num_steps, config.train.learning_rate) == (
-            size.num_layers, size.d_model, size.num_heads, size.d_kv, point.num_steps,
-            point.learning_rate)
+        assert (
+            config.model.num_layers,
+            config.model.d_model,
+            config.model.num_heads,
+            config.model.d_kv,
+            config.train.num_steps,
+            config.train.learning_rate,
+        ) == (
+            size.num_layers,
+            size.d_model,
+            size.num_heads,
+            size.d_kv,
+            point.num_steps,
+            point.learning_rate,
+        )
         assert config.train.weight_decay_mask == "hf_trainer_4_16"
         built = built or tasks.get(config.task.name, **config.task.options.to_dict())
     assert built.lengths("train") == tuple(range(2, 21))
     assert built.lengths("test") == tuple(range(21, 41))
     # The first points are the cheapest: steps x d_model^2 x layers never falls below the first.
     sizes = study_grid.SIZES
-    costs = [p.num_steps * sizes[p.size].d_model ** 2 * sizes[p.size].num_layers
-             for p in study_grid.POINTS]
+    costs = [
+        p.num_steps * sizes[p.size].d_model ** 2 * sizes[p.size].num_layers
+        for p in study_grid.POINTS
+    ]
     assert costs[0] == min(costs) and costs[-1] == max(costs)
-    assert [r.name for r in grid.load_grid("configs/grids/scale_study.py:pes=nope,points=2")] \
-        == ["copy_repeat/nope+m2x128_s1000_lr1em3/256788",
-            "copy_repeat/nope+m2x128_s2000_lr1em3/256788"]
+    assert [r.name for r in grid.load_grid("configs/grids/scale_study.py:pes=nope,points=2")] == [
+        "copy_repeat/nope+m2x128_s1000_lr1em3/256788",
+        "copy_repeat/nope+m2x128_s2000_lr1em3/256788",
+    ]
     with pytest.raises(grid.GridError, match="points=99: expected 1 to"):
         grid.load_grid("configs/grids/scale_study.py:points=99")
 
 
 def test_reverse_2x_and_the_number_of_symbols_are_grid_arguments():
     runs = grid.load_grid("configs/grids/scale_study.py:task=reverse_2x,symbols=16,points=1")
-    assert [r.name for r in runs] == ["reverse_2x/t5+m2x128_s1000_lr1em3_v16/256788",
-                                      "reverse_2x/nope+m2x128_s1000_lr1em3_v16/256788"]
+    assert [r.name for r in runs] == [
+        "reverse_2x/t5+m2x128_s1000_lr1em3_v16/256788",
+        "reverse_2x/nope+m2x128_s1000_lr1em3_v16/256788",
+    ]
     config = grid.resolve_config(runs[1])
     assert (config.task.name, config.task.options.num_symbols) == ("reverse_2x", 16)
-    default = grid.resolve_config(grid.load_grid(
-        "configs/grids/scale_study.py:task=reverse_2x,points=1")[0])
+    default = grid.resolve_config(
+        grid.load_grid("configs/grids/scale_study.py:task=reverse_2x,points=1")[0]
+    )
     assert default.task.options.num_symbols == 100  # the paper's
     assert study.plot_name("reverse_2x", 16) == "scale_study_reverse_2x_v16.png"
     assert study.plot_name("copy_repeat", 512) == "scale_study.png"
@@ -88,31 +107,44 @@ def test_run_one_records_the_childs_own_cpu_time(tmp_path):
     assert child_cpu >= 0.4
     # The same child, as this process's children counters saw it (wait4 reaped only it).
     seen = (after.children_user - before.children_user) + (
-        after.children_system - before.children_system)
+        after.children_system - before.children_system
+    )
     assert child_cpu == pytest.approx(seen, abs=0.02)
     assert attempt["wall_seconds"] >= 0.4 and attempt["exit"] == 0
-    assert study.run_one([sys.executable, "-c", "raise SystemExit(3)"], str(tmp_path),
-                         dict(os.environ)) == 3  # fmt: skip
+    assert (
+        study.run_one(
+            [sys.executable, "-c", "raise SystemExit(3)"], str(tmp_path), dict(os.environ)
+        )
+        == 3
+    )
     assert study.attempts_cpu(str(tmp_path))[2] == 2
 
 
 def _fake_run(workdir, pe, steps, test_em, resumed=0):
-    config = json.loads(grid.resolve_config(grid.load_grid(
-        f"configs/grids/scale_study.py:pes={pe},points=1")[0]).to_json())
+    config = json.loads(
+        grid.resolve_config(
+            grid.load_grid(f"configs/grids/scale_study.py:pes={pe},points=1")[0]
+        ).to_json()
+    )
     config["train"]["num_steps"] = steps
     os.makedirs(workdir)
     with open(os.path.join(workdir, "config.json"), "w") as handle:
         json.dump(config, handle)
-    splits = {"validation": {"overall": 1.0, "by_length": {"20": {"exact_match": 1.0, "n": 5}}},
-              "test": {"overall": test_em,
-                       "by_length": {"21": {"exact_match": test_em, "n": 4}}}}  # fmt: skip
+    splits = {
+        "validation": {"overall": 1.0, "by_length": {"20": {"exact_match": 1.0, "n": 5}}},
+        "test": {"overall": test_em, "by_length": {"21": {"exact_match": test_em, "n": 4}}},
+    }
     with open(os.path.join(workdir, "results.json"), "w") as handle:
         json.dump({"train_max_length": 20, "step": steps, "splits": splits}, handle)
     with open(os.path.join(workdir, "metrics.jsonl"), "w") as handle:
         handle.write('{"event": "resumed", "step": 5}\n' * resumed)
     with open(os.path.join(workdir, study.ATTEMPTS_FILE), "w") as handle:
-        handle.write(json.dumps({"user_seconds": 50.0, "system_seconds": 10.0,
-                                 "wall_seconds": 100.0, "exit": 0}) + "\n")  # fmt: skip
+        handle.write(
+            json.dumps(
+                {"user_seconds": 50.0, "system_seconds": 10.0, "wall_seconds": 100.0, "exit": 0}
+            )
+            + "\n"
+        )
 
 
 def test_records_summary_and_plot(tmp_path):
@@ -151,9 +183,9 @@ def test_parameter_count_matches_the_model():
     from lenggen.model.decoder import Decoder
 
     model = dict(num_layers=2, d_model=16, num_heads=2, d_kv=8, d_ff=32)
-    decoder = Decoder(vocab_size=11, dropout_rate=0.0, pe=config_schema.pe_section("nope"),
-                      **model)  # fmt: skip
-    params = decoder.init(jax.random.key(0), jnp.zeros((1, 4), jnp.int32),
-                          jnp.arange(4)[None], jnp.ones((1, 4), bool))["params"]  # fmt: skip
+    decoder = Decoder(vocab_size=11, dropout_rate=0.0, pe=config_schema.pe_section("nope"), **model)
+    params = decoder.init(
+        jax.random.key(0), jnp.zeros((1, 4), jnp.int32), jnp.arange(4)[None], jnp.ones((1, 4), bool)
+    )["params"]
     total = sum(leaf.size for leaf in jax.tree.leaves(params))
     assert study.count_parameters(model, 11) == total

@@ -7,17 +7,20 @@ import re
 REPO = pathlib.Path(__file__).resolve().parent.parent
 SKIP = {".git", ".venv", "node_modules", "__pycache__", "runs"}
 # Written in pieces so that this file does not match itself.
-OUTSIDE = re.compile("|".join([r"facts" + r"\.md", r"DESIGN" + r"\.md", r"STYLE" + r"\.md",
-                               r"\.\./" + "shared"]))  # fmt: skip
+OUTSIDE = re.compile(
+    "|".join([r"facts" + r"\.md", r"DESIGN" + r"\.md", r"STYLE" + r"\.md", r"\.\./" + "shared"])
+)
 LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
 
 
 def _files(suffixes: tuple[str, ...]) -> list[pathlib.Path]:
     return sorted(
-        path for path in REPO.rglob("*")
-        if path.is_file() and path.suffix in suffixes
+        path
+        for path in REPO.rglob("*")
+        if path.is_file()
+        and path.suffix in suffixes
         and not SKIP.intersection(path.relative_to(REPO).parts)
-    )  # fmt: skip
+    )
 
 
 def test_no_file_cites_a_path_outside_the_repository():

@@ -33,8 +33,14 @@ CHILD_ENV = dict(
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "lenggen.sweep", *args], cwd=REPO, env=CHILD_ENV,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "lenggen.sweep", *args],
+        cwd=REPO,
+        env=CHILD_ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def _complete(run: grid.Run, workdir: str, results: bool = True) -> None:
@@ -52,19 +58,31 @@ def _complete(run: grid.Run, workdir: str, results: bool = True) -> None:
 
 def test_product_names_runs_and_passes_overrides_as_main_parses_them():
     runs = grid.product(
-        "configs/base.py", ("copy", "reverse"), ("nope", "t5"), (1, 2), args={"smoke": True},
+        "configs/base.py",
+        ("copy", "reverse"),
+        ("nope", "t5"),
+        (1, 2),
+        args={"smoke": True},
         overrides={"train.num_steps": 5, "mesh.shape": (2, 1)},
         task_overrides={"reverse": {"train.num_steps": 7, "train.learning_rate": 1e-05}},
     )
     assert [r.name for r in runs] == [
-        "copy/nope/1", "copy/nope/2", "copy/t5/1", "copy/t5/2",
-        "reverse/nope/1", "reverse/nope/2", "reverse/t5/1", "reverse/t5/2",
+        "copy/nope/1",
+        "copy/nope/2",
+        "copy/t5/1",
+        "copy/t5/2",
+        "reverse/nope/1",
+        "reverse/nope/2",
+        "reverse/t5/1",
+        "reverse/t5/2",
     ]
     assert runs[0].config == "configs/base.py:task=copy,pe=nope,seed=1,smoke=true"
     run = runs[6]
     assert run.flags("w") == [
-        "--config=configs/base.py:task=reverse,pe=t5,seed=1,smoke=true", "--workdir=w",
-        "--config.train.num_steps=7", "--config.mesh.shape=(2, 1)",
+        "--config=configs/base.py:task=reverse,pe=t5,seed=1,smoke=true",
+        "--workdir=w",
+        "--config.train.num_steps=7",
+        "--config.mesh.shape=(2, 1)",
         "--config.train.learning_rate=1e-05",
     ]
     config = grid.resolve_config(run)
@@ -76,24 +94,46 @@ def test_product_names_runs_and_passes_overrides_as_main_parses_them():
 
 
 def test_product_rejects_unknown_names():
-    with pytest.raises(grid.GridError, match=r"Unknown task\(s\) \['kopy'\] in the grid. "
-                                               r"Valid: addition, copy, "):
+    with pytest.raises(
+        grid.GridError,
+        match=r"Unknown task\(s\) \['kopy'\] in the grid. "
+        r"Valid: addition, copy, ",
+    ):
         grid.product("configs/base.py", ("copy", "kopy"), ("nope",), (1,))
-    with pytest.raises(grid.GridError, match=r"Unknown positional encoding\(s\) \['nape'\].*"
-                                               r"Valid: nope, ape, t5, alibi, rotary"):
+    with pytest.raises(
+        grid.GridError,
+        match=r"Unknown positional encoding\(s\) \['nape'\].*"
+        r"Valid: nope, ape, t5, alibi, rotary",
+    ):
         grid.product("configs/base.py", ("copy",), ("nape",), (1,))
     with pytest.raises(grid.GridError, match=r"task_overrides names \['scan'\], not in"):
-        grid.product("configs/base.py", ("copy",), ("nope",), (1,),
-                      task_overrides={"scan": {"train.num_steps": 1}})
+        grid.product(
+            "configs/base.py",
+            ("copy",),
+            ("nope",),
+            (1,),
+            task_overrides={"scan": {"train.num_steps": 1}},
+        )
 
 
 def test_paper_grid_is_ten_tasks_by_five_pes_by_three_seeds_of_the_base_recipe():
     runs = grid.load_grid("configs/grids/paper.py")
-    main_tasks = ["copy_repeat", "copy_repeat_2x", "copy_repeat_change", "copy", "copy_2x",
-                  "reverse", "reverse_2x", "reverse_copy", "scan", "pcfg"]
+    main_tasks = [
+        "copy_repeat",
+        "copy_repeat_2x",
+        "copy_repeat_change",
+        "copy",
+        "copy_2x",
+        "reverse",
+        "reverse_2x",
+        "reverse_copy",
+        "scan",
+        "pcfg",
+    ]
     assert len(runs) == 150
     assert {tuple(r.name.split("/")) for r in runs} == {
-        (t, p, str(s)) for t in main_tasks for p in PAPER_PES for s in PAPER_SEEDS}
+        (t, p, str(s)) for t in main_tasks for p in PAPER_PES for s in PAPER_SEEDS
+    }
     for run in runs:
         task, pe, seed = run.name.split("/")
         assert run.config == f"configs/base.py:task={task},pe={pe},seed={seed}"
@@ -105,8 +145,15 @@ def test_paper_grid_is_ten_tasks_by_five_pes_by_three_seeds_of_the_base_recipe()
         assert config.train.num_steps == 40_000 or task == "pcfg"
     maths = grid.load_grid("configs/grids/paper.py:tasks=maths")
     assert len(maths) == 120 and {r.name.split("/")[0] for r in maths} == {
-        "addition", "polynomial", "sort_single_token", "sort_multi_digit", "summation",
-        "parity", "lego", "lego_shuffled"}
+        "addition",
+        "polynomial",
+        "sort_single_token",
+        "sort_multi_digit",
+        "summation",
+        "parity",
+        "lego",
+        "lego_shuffled",
+    }
     assert len(grid.load_grid("configs/grids/paper.py:tasks=all")) == 270
     with pytest.raises(grid.GridError, match="tasks='bogus': expected one of main, maths, all"):
         grid.load_grid("configs/grids/paper.py:tasks=bogus")
@@ -116,19 +163,27 @@ def test_cpu_mini_grid_is_valid_for_two_devices_with_twice_the_training_lengths(
     runs = grid.load_grid("configs/grids/cpu_mini.py")
     assert len(runs) == 45
     assert {tuple(r.name.split("/")) for r in runs} == {
-        (t, p, str(s)) for t in ("copy_repeat", "reverse_2x", "addition") for p in PAPER_PES
-        for s in PAPER_SEEDS}
+        (t, p, str(s))
+        for t in ("copy_repeat", "reverse_2x", "addition")
+        for p in PAPER_PES
+        for s in PAPER_SEEDS
+    }
     built = {}
     for run in runs:
         config = grid.resolve_config(run)
         config_schema.validate(config, num_devices=2)
         assert (config.model.num_layers, config.model.d_model, config.train.batch_size) == (
-            2, 128, 64)
+            2,
+            128,
+            64,
+        )
         if config.task.name not in built:
             built[config.task.name] = tasks.get(config.task.name, **config.task.options.to_dict())
-    for name, (train_max, test) in {"copy_repeat": (8, range(9, 17)),
-                                    "reverse_2x": (8, range(9, 17)),
-                                    "addition": (4, range(5, 9))}.items():
+    for name, (train_max, test) in {
+        "copy_repeat": (8, range(9, 17)),
+        "reverse_2x": (8, range(9, 17)),
+        "addition": (4, range(5, 9)),
+    }.items():
         assert max(built[name].lengths("train")) == train_max
         assert sorted(built[name].lengths("test")) == list(test)
     assert len(grid.load_grid("configs/grids/cpu_mini.py:seeds=1")) == 15
@@ -146,14 +201,23 @@ def test_randomized_overrides_hand_worked():
     assert grid.randomized_overrides(133, 257, 256) == {key: 1024, budget: 256}
     assert grid.randomized_overrides(48, 16, 256) == {key: 128, budget: 16}
     assert grid.randomized_overrides(49, 16, 256) == {key: 256, budget: 16}
-    with pytest.raises(grid.GridError, match=r"randomized_overrides\(0, 5, 40\): expected "
-                                               "positive token counts"):
+    with pytest.raises(
+        grid.GridError,
+        match=r"randomized_overrides\(0, 5, 40\): expected "
+        "positive token counts",
+    ):
         grid.randomized_overrides(0, 5, 40)
 
 
 def test_product_names_a_variant_after_the_pe():
-    runs = grid.product("configs/base.py", ("copy",), ("t5",), (1,), variant="randomized",
-                         overrides={"model.pe.randomized_max_position": 64})
+    runs = grid.product(
+        "configs/base.py",
+        ("copy",),
+        ("t5",),
+        (1,),
+        variant="randomized",
+        overrides={"model.pe.randomized_max_position": 64},
+    )
     assert [r.name for r in runs] == ["copy/t5+randomized/1"]
     assert runs[0].config == "configs/base.py:task=copy,pe=t5,seed=1"
     config = grid.resolve_config(runs[0])
@@ -163,8 +227,9 @@ def test_product_names_a_variant_after_the_pe():
 
 
 def test_paper_grid_adds_fire_and_randomized_runs():
-    runs = grid.load_grid("configs/grids/paper.py:pes=nope+ape+t5+alibi+rotary+fire,"
-                           "randomized=rotary+t5")
+    runs = grid.load_grid(
+        "configs/grids/paper.py:pes=nope+ape+t5+alibi+rotary+fire,randomized=rotary+t5"
+    )
     assert len(runs) == 10 * (6 + 2) * 3
     by_name = {run.name: run for run in runs}
     paper_runs = grid.load_grid("configs/grids/paper.py")
@@ -172,33 +237,48 @@ def test_paper_grid_adds_fire_and_randomized_runs():
     assert by_name["scan/fire/234054"].overrides == ()
     assert by_name["scan/fire/234054"].config == "configs/base.py:task=scan,pe=fire,seed=234054"
     # Per task: (M, budget) from its longest test prompt and target (randomized_overrides).
-    expected = {"copy_repeat": (256, 48), "copy_repeat_2x": (512, 96), "scan": (256, 64),
-                "pcfg": (1024, 256)}
+    expected = {
+        "copy_repeat": (256, 48),
+        "copy_repeat_2x": (512, 96),
+        "scan": (256, 64),
+        "pcfg": (1024, 256),
+    }
     for task, (max_position, budget) in expected.items():
         for pe in ("rotary", "t5"):
             run = by_name[f"{task}/{pe}+randomized/146317"]
             assert run.config == f"configs/base.py:task={task},pe={pe},seed=146317"
             # (PCFG's runs also set its training steps: tests/test_paper_grid.py.)
             assert {k: v for k, v in run.overrides if k != "train.num_steps"} == {
-                "model.pe.randomized_max_position": max_position, "eval.max_new_tokens": budget}
+                "model.pe.randomized_max_position": max_position,
+                "eval.max_new_tokens": budget,
+            }
     config = grid.resolve_config(by_name["scan/t5+randomized/256788"])
     assert (config.model.pe.name, config.model.pe.randomized_max_position) == ("t5", 256)
     assert (config.eval.max_new_tokens, config.train.num_steps) == (64, 40_000)
-    assert [r.name for r in grid.load_grid("configs/grids/paper.py:tasks=maths,pes=fire")][:3] \
-        == ["addition/fire/256788", "addition/fire/234054", "addition/fire/146317"]
+    assert [r.name for r in grid.load_grid("configs/grids/paper.py:tasks=maths,pes=fire")][:3] == [
+        "addition/fire/256788",
+        "addition/fire/234054",
+        "addition/fire/146317",
+    ]
     smoke = grid.load_grid("configs/grids/paper.py:smoke=true,pes=,randomized=alibi")
     assert len(smoke) == 30 and smoke[0].config.endswith(",smoke=true")
     # Budgets are capped by the smoke config's 64 new tokens: PCFG gets 64.
-    assert dict(smoke[-1].overrides) == {"model.pe.randomized_max_position": 512,
-                                         "eval.max_new_tokens": 64}
+    assert dict(smoke[-1].overrides) == {
+        "model.pe.randomized_max_position": 512,
+        "eval.max_new_tokens": 64,
+    }
 
 
 def test_cpu_mini_grid_adds_runs_with_the_same_settings():
     runs = grid.load_grid("configs/grids/cpu_mini.py:seeds=1,pes=fire,randomized=rotary")
     assert [r.name for r in runs] == [
-        "copy_repeat/fire/256788", "reverse_2x/fire/256788", "addition/fire/256788",
-        "copy_repeat/rotary+randomized/256788", "reverse_2x/rotary+randomized/256788",
-        "addition/rotary+randomized/256788"]
+        "copy_repeat/fire/256788",
+        "reverse_2x/fire/256788",
+        "addition/fire/256788",
+        "copy_repeat/rotary+randomized/256788",
+        "reverse_2x/rotary+randomized/256788",
+        "addition/rotary+randomized/256788",
+    ]
     plain = {r.name: r for r in grid.load_grid("configs/grids/cpu_mini.py:seeds=1")}
     budgets = {"copy_repeat": 32, "reverse_2x": 40, "addition": 16}
     for run in runs:
@@ -208,15 +288,20 @@ def test_cpu_mini_grid_adds_runs_with_the_same_settings():
             assert dict(run.overrides) == baseline
             config_schema.validate(grid.resolve_config(run), num_devices=2)
         else:
-            assert dict(run.overrides) == {**baseline, "model.pe.randomized_max_position": 128,
-                                           "eval.max_new_tokens": budgets[task]}
+            assert dict(run.overrides) == {
+                **baseline,
+                "model.pe.randomized_max_position": 128,
+                "eval.max_new_tokens": budgets[task],
+            }
     assert len(grid.load_grid("configs/grids/cpu_mini.py:randomized=t5+alibi")) == 45 + 18
 
 
 def _longest_test_prompt_and_target(task) -> tuple[int, int]:
     """Tokens (words; EOS added to the target) as lenggen.data.tokenizer counts them."""
-    return (max(len(e.source.split()) for e in task.examples("test")),
-            max(len(e.target.split()) + 1 for e in task.examples("test")))
+    return (
+        max(len(e.source.split()) for e in task.examples("test")),
+        max(len(e.target.split()) + 1 for e in task.examples("test")),
+    )
 
 
 def test_grid_test_lengths_are_the_datasets():
@@ -241,15 +326,24 @@ def test_grid_test_lengths_are_the_datasets():
         assert paper.TEST_LENGTHS[name] == _longest_test_prompt_and_target(task)
 
 
-@pytest.mark.parametrize("arg, message", [
-    ("pes=nope+fir", r"pes='nope\+fir': unknown positional encoding\(s\) \['fir'\]; expected "
-                     r"names from nope, ape, t5, alibi, rotary, fire joined by '\+'"),
-    ("pes=t5++alibi", r"unknown positional encoding\(s\) \[''\]"),
-    ("randomized=t5+t5", r"randomized='t5\+t5' repeats \['t5'\]"),
-    ("randomized=nope+t5", r"randomized='nope\+t5': randomized positions change nothing for "
-                           "nope"),
-    ("pes=,randomized=", "pes= and randomized= are both empty"),
-])
+@pytest.mark.parametrize(
+    "arg, message",
+    [
+        (
+            "pes=nope+fir",
+            r"pes='nope\+fir': unknown positional encoding\(s\) \['fir'\]; expected "
+            r"names from nope, ape, t5, alibi, rotary, fire joined by '\+'",
+        ),
+        ("pes=t5++alibi", r"unknown positional encoding\(s\) \[''\]"),
+        ("randomized=t5+t5", r"randomized='t5\+t5' repeats \['t5'\]"),
+        (
+            "randomized=nope+t5",
+            r"randomized='nope\+t5': randomized positions change nothing for "
+            "nope",
+        ),
+        ("pes=,randomized=", "pes= and randomized= are both empty"),
+    ],
+)
 @pytest.mark.parametrize("grid_file", ["configs/grids/paper.py", "configs/grids/cpu_mini.py"])
 def test_bad_grid_arguments(grid_file, arg, message):
     with pytest.raises(grid.GridError, match=message):
@@ -262,8 +356,10 @@ def test_load_grid_errors(tmp_path):
     for body, message in (
         ("x = 1\n", "has no get_grid"),
         ("def get_grid(arg):\n    return {}\n", "returned dict {}; expected a non-empty list"),
-        ("from lenggen import grid\ndef get_grid(arg):\n    return [grid.Run('a', 'c')] * 2\n",
-         r"run names must be unique; repeated: \['a'\]"),
+        (
+            "from lenggen import grid\ndef get_grid(arg):\n    return [grid.Run('a', 'c')] * 2\n",
+            r"run names must be unique; repeated: \['a'\]",
+        ),
     ):
         (tmp_path / "grid.py").write_text(body)
         with pytest.raises(grid.GridError, match=message):
@@ -273,34 +369,52 @@ def test_load_grid_errors(tmp_path):
 def test_select_by_glob_patterns():
     runs = grid.product("configs/base.py", ("copy", "scan"), ("nope", "t5"), (1, 2))
     assert [r.name for r in grid.select(runs, "copy/*/1, scan/t5/*")] == [
-        "copy/nope/1", "copy/t5/1", "scan/t5/1", "scan/t5/2"]
+        "copy/nope/1",
+        "copy/t5/1",
+        "scan/t5/1",
+        "scan/t5/2",
+    ]
     assert grid.select(runs, None) == runs
-    with pytest.raises(grid.GridError, match=r"--only pattern 'copy/alibi/\*' matches no run. "
-                       r"Run names are <task>/<pe>/<seed>, e.g. copy/nope/1"):
+    with pytest.raises(
+        grid.GridError,
+        match=r"--only pattern 'copy/alibi/\*' matches no run. "
+        r"Run names are <task>/<pe>/<seed>, e.g. copy/nope/1",
+    ):
         grid.select(runs, "copy/*/1,copy/alibi/*")
 
 
-@pytest.mark.parametrize("run, message", [
-    (grid.Run("a/b/1", "configs/base.py:task=copy", (("train.nonsense", 1),)),
-     r"Run a/b/1 \(configs/base.py:task=copy\): .*nonsense"),
-    (grid.Run("a/b/1", "configs/base.py:task=copy", (("train.num_steps", "many"),)),
-     "invalid literal for int"),
-    (grid.Run("a/b/1", "configs/base.py:task=kopy"), "Unknown task 'kopy'. Valid tasks:"),
-    (grid.Run("a/b/1", "configs/missing.py:task=copy"), "config file .*missing.py' does not "
-                                                          "exist .*relative to the repository"),
-])
+@pytest.mark.parametrize(
+    "run, message",
+    [
+        (
+            grid.Run("a/b/1", "configs/base.py:task=copy", (("train.nonsense", 1),)),
+            r"Run a/b/1 \(configs/base.py:task=copy\): .*nonsense",
+        ),
+        (
+            grid.Run("a/b/1", "configs/base.py:task=copy", (("train.num_steps", "many"),)),
+            "invalid literal for int",
+        ),
+        (grid.Run("a/b/1", "configs/base.py:task=kopy"), "Unknown task 'kopy'. Valid tasks:"),
+        (
+            grid.Run("a/b/1", "configs/missing.py:task=copy"),
+            "config file .*missing.py' does not exist .*relative to the repository",
+        ),
+    ],
+)
 def test_resolve_config_reports_bad_runs(run, message):
     with pytest.raises(grid.GridError, match=message):
         grid.resolve_config(run)
 
 
 def test_plan_skips_complete_runs_resumes_partial_ones_and_refuses_conflicts(tmp_path):
-    runs = grid.product("configs/base.py", ("copy",), ("nope",), (1, 2, 3),
-                         args={"smoke": True})
+    runs = grid.product("configs/base.py", ("copy",), ("nope",), (1, 2, 3), args={"smoke": True})
     _complete(runs[1], tmp_path / "copy/nope/2", results=False)
     _complete(runs[2], tmp_path / "copy/nope/3")
     assert [(p.run.name, p.status) for p in sweep.plan(runs, str(tmp_path))] == [
-        ("copy/nope/1", "new"), ("copy/nope/2", "resume"), ("copy/nope/3", "done")]
+        ("copy/nope/1", "new"),
+        ("copy/nope/2", "resume"),
+        ("copy/nope/3", "done"),
+    ]
 
     # A key outside training (evaluation batch) may change; a training key may not.
     path = tmp_path / "copy/nope/3/config.json"
@@ -310,25 +424,39 @@ def test_plan_skips_complete_runs_resumes_partial_ones_and_refuses_conflicts(tmp
     assert sweep.plan(runs, str(tmp_path))[2].status == "done"
     saved["train"]["num_steps"] = 99
     path.write_text(json.dumps(saved))
-    with pytest.raises(sweep.SweepError, match=r"1 workdir\(s\) hold a different experiment: "
-                                               r".*copy/nope/3 \(differs in train.num_steps\)"):
+    with pytest.raises(
+        sweep.SweepError,
+        match=r"1 workdir\(s\) hold a different experiment: "
+        r".*copy/nope/3 \(differs in train.num_steps\)",
+    ):
         sweep.plan(runs, str(tmp_path))
 
 
 def test_print_mode_prints_pending_commands_only(tmp_path):
     runs = grid.select(grid.load_grid("configs/grids/cpu_mini.py"), "addition/*/256788")
     _complete(runs[0], tmp_path / "addition/nope/256788")
-    result = _cli("--grid=configs/grids/cpu_mini.py", f"--runs_dir={tmp_path}", "--mode=print",
-                  "--only=addition/*/256788")
+    result = _cli(
+        "--grid=configs/grids/cpu_mini.py",
+        f"--runs_dir={tmp_path}",
+        "--mode=print",
+        "--only=addition/*/256788",
+    )
     assert result.returncode == 0, result.stderr
     assert "# 4 of 5 runs to launch (1 complete)" in result.stderr
     commands = [shlex.split(line) for line in result.stdout.splitlines()]
     assert [words[3] for words in commands] == [
         f"--config=configs/base.py:task=addition,pe={pe},seed=256788"
-        for pe in paper.PAPER_PE_ORDER[1:]]  # the grid's order; NoPE's run is complete
+        for pe in paper.PAPER_PE_ORDER[1:]
+    ]  # the grid's order; NoPE's run is complete
     for words, run in zip(commands, runs[1:], strict=True):
-        assert words == ["python", "-m", "lenggen.main", f"--config={run.config}",
-                         f"--workdir={tmp_path}/{run.name}", *run.override_flags()]
+        assert words == [
+            "python",
+            "-m",
+            "lenggen.main",
+            f"--config={run.config}",
+            f"--workdir={tmp_path}/{run.name}",
+            *run.override_flags(),
+        ]
     assert "--config.train.num_steps=2000" in commands[0]  # addition's own number of steps
     bad = _cli("--grid=configs/grids/cpu_mini.py", "--mode=print", "--only=kopy/*/*")
     assert bad.returncode == 2 and "--only pattern 'kopy/*/*' matches no run" in bad.stderr
@@ -337,22 +465,39 @@ def test_print_mode_prints_pending_commands_only(tmp_path):
 def test_help_lists_the_sweep_flags():
     result = _cli("--help")  # absl prints the help and exits 1
     assert "Runs a grid of experiments" in result.stdout, result.stderr
-    for flag in ("--grid", "--runs_dir", "--mode", "--only", "--parallel", "--task_index",
-                 "--expect_grid", "--[no]jax_cache"):
+    for flag in (
+        "--grid",
+        "--runs_dir",
+        "--mode",
+        "--only",
+        "--parallel",
+        "--task_index",
+        "--expect_grid",
+        "--[no]jax_cache",
+    ):
         assert f"  {flag}:" in result.stdout, flag
 
 
 # ---------------------------------------------------------------- SLURM job arrays
 
 
-@pytest.mark.parametrize("indices, spec", [
-    ([0], "0"), ([0, 1, 2, 5, 7, 8], "0-2,5,7-8"), ([3, 4], "3-4"), ([1, 3, 5], "1,3,5"),
-    (list(range(150)), "0-149"),
-])
+@pytest.mark.parametrize(
+    "indices, spec",
+    [
+        ([0], "0"),
+        ([0, 1, 2, 5, 7, 8], "0-2,5,7-8"),
+        ([3, 4], "3-4"),
+        ([1, 3, 5], "1,3,5"),
+        (list(range(150)), "0-149"),
+    ],
+)
 def test_array_spec_writes_consecutive_indices_as_ranges(indices, spec):
     assert sweep.array_spec(indices) == spec
-    expanded = [i for part in spec.split(",")
-                for i in range(int(part.split("-")[0]), int(part.split("-")[-1]) + 1)]
+    expanded = [
+        i
+        for part in spec.split(",")
+        for i in range(int(part.split("-")[0]), int(part.split("-")[-1]) + 1)
+    ]
     assert expanded == indices  # the round trip
 
 
@@ -361,47 +506,70 @@ def test_slurm_mode_submits_an_array_of_the_pending_runs_only(tmp_path):
     _complete(runs[1], tmp_path / runs[1].name)
     _complete(runs[3], tmp_path / runs[3].name)
     _complete(runs[4], tmp_path / runs[4].name, results=False)  # resumable
-    result = _cli("--grid=configs/grids/cpu_mini.py", f"--runs_dir={tmp_path}", "--mode=slurm",
-                  "--only=addition/*/256788", "--parallel=2")
+    result = _cli(
+        "--grid=configs/grids/cpu_mini.py",
+        f"--runs_dir={tmp_path}",
+        "--mode=slurm",
+        "--only=addition/*/256788",
+        "--parallel=2",
+    )
     assert result.returncode == 0, result.stderr
     assert "# 3 of 5 runs to submit (2 complete)" in result.stderr
     (words,) = [shlex.split(line) for line in result.stdout.splitlines()]
     assert words == [
-        "sbatch", "--array=0,2,4%2", "launch/slurm_sweep.sbatch",
-        "--grid=configs/grids/cpu_mini.py", f"--runs_dir={tmp_path}",
-        "--only=addition/*/256788", f"--expect_grid={sweep.grid_digest(runs)}",
+        "sbatch",
+        "--array=0,2,4%2",
+        "launch/slurm_sweep.sbatch",
+        "--grid=configs/grids/cpu_mini.py",
+        f"--runs_dir={tmp_path}",
+        "--only=addition/*/256788",
+        f"--expect_grid={sweep.grid_digest(runs)}",
     ]
     assert re.fullmatch(r"[0-9a-f]{12}", sweep.grid_digest(runs))
     assert sweep.grid_digest(runs[::-1]) != sweep.grid_digest(runs)
     for index in range(5):
         _complete(runs[index], tmp_path / runs[index].name)
-    done = _cli("--grid=configs/grids/cpu_mini.py", f"--runs_dir={tmp_path}", "--mode=slurm",
-                "--only=addition/*/256788")
+    done = _cli(
+        "--grid=configs/grids/cpu_mini.py",
+        f"--runs_dir={tmp_path}",
+        "--mode=slurm",
+        "--only=addition/*/256788",
+    )
     assert done.returncode == 0 and done.stdout == ""
     assert "# 0 of 5 runs to submit (5 complete)" in done.stderr
 
 
 def test_task_index_runs_one_run_of_the_array(tmp_path):
-    selection = ["--grid=configs/grids/cpu_mini.py", f"--runs_dir={tmp_path}",
-                 "--only=addition/*/256788"]
+    selection = [
+        "--grid=configs/grids/cpu_mini.py",
+        f"--runs_dir={tmp_path}",
+        "--only=addition/*/256788",
+    ]
     runs = grid.select(grid.load_grid("configs/grids/cpu_mini.py"), "addition/*/256788")
     digest = f"--expect_grid={sweep.grid_digest(runs)}"
     _complete(runs[1], tmp_path / runs[1].name)
     printed = _cli(*selection, "--mode=print", "--task_index=2", digest)
     assert printed.returncode == 0, printed.stderr
-    assert shlex.split(printed.stdout) == ["python", "-m", "lenggen.main",
-                                           f"--config={runs[2].config}",
-                                           f"--workdir={tmp_path}/{runs[2].name}",
-                                           *runs[2].override_flags()]
+    assert shlex.split(printed.stdout) == [
+        "python",
+        "-m",
+        "lenggen.main",
+        f"--config={runs[2].config}",
+        f"--workdir={tmp_path}/{runs[2].name}",
+        *runs[2].override_flags(),
+    ]
     complete = _cli(*selection, "--task_index=1", digest)  # mode local: would exec lenggen.main
     assert complete.returncode == 0, complete.stderr
-    assert complete.stdout == (f"{runs[1].name}: complete ({tmp_path}/{runs[1].name}/"
-                               "results.json); nothing to run.\n")
+    assert complete.stdout == (
+        f"{runs[1].name}: complete ({tmp_path}/{runs[1].name}/results.json); nothing to run.\n"
+    )
     for args, message in (
         (("--task_index=5",), r"--task_index=5: expected 0 <= index < 5"),
-        (("--task_index=0", "--expect_grid=000000000000"),
-         r"the grid's runs changed since this array was submitted \(digest [0-9a-f]{12}, "
-         r"expected 000000000000\): submit it again."),
+        (
+            ("--task_index=0", "--expect_grid=000000000000"),
+            r"the grid's runs changed since this array was submitted \(digest [0-9a-f]{12}, "
+            r"expected 000000000000\): submit it again.",
+        ),
         (("--task_index=0", "--mode=slurm"), "--task_index runs one run"),
     ):
         bad = _cli(*selection, *args)
@@ -412,14 +580,17 @@ def test_task_index_becomes_lenggen_main(tmp_path):
     """The task's process is replaced by lenggen.main: its own checks, message and exit status
     (here a mesh for 3 devices on 2: main's exit 2, before any data is built)."""
     grid_file = tmp_path / "grid.py"
-    grid_file.write_text("from lenggen import grid\n\ndef get_grid(arg=None):\n"
-                         "    return grid.product('configs/base.py', ('copy',), ('nope',), (1,), "
-                         "args={'smoke': True}, overrides={'mesh.shape': (3, 1)})\n")
+    grid_file.write_text(
+        "from lenggen import grid\n\ndef get_grid(arg=None):\n"
+        "    return grid.product('configs/base.py', ('copy',), ('nope',), (1,), "
+        "args={'smoke': True}, overrides={'mesh.shape': (3, 1)})\n"
+    )
     result = _cli(f"--grid={grid_file}", f"--runs_dir={tmp_path / 'runs'}", "--task_index=0")
     assert result.returncode == 2, result.stdout + result.stderr
     assert result.stdout.startswith(f"copy/nope/1 (new): {sys.executable} -m lenggen.main ")
-    assert result.stderr.startswith("lenggen: config.mesh.shape=(3, 1) needs 3 devices but 2 "
-                                    "are available."), result.stderr
+    assert result.stderr.startswith(
+        "lenggen: config.mesh.shape=(3, 1) needs 3 devices but 2 are available."
+    ), result.stderr
     assert (tmp_path / "runs/copy/nope/1").is_dir()
 
 
@@ -452,12 +623,15 @@ def test_run_local_reports_progress_eta_and_failures(tmp_path):
     planned = _planned(tmp_path, 4)
     planned[0] = dataclasses.replace(planned[0], status="done")
     out = io.StringIO()
-    status = sweep.run_local(planned, out=out,
-                             argv_for=lambda p: FAIL if p.run.name == "copy/nope/3" else SUCCEED)
+    status = sweep.run_local(
+        planned, out=out, argv_for=lambda p: FAIL if p.run.name == "copy/nope/3" else SUCCEED
+    )
     text = out.getvalue()
     assert status == sweep.EXIT_FAILED, text
-    assert text.startswith("Sweep: 4 runs, 1 complete (skipped), 3 to run, 1 at a time.\n"
-                           "[start 1/3] copy/nope/2 (new)\n")
+    assert text.startswith(
+        "Sweep: 4 runs, 1 complete (skipped), 3 to run, 1 at a time.\n"
+        "[start 1/3] copy/nope/2 (new)\n"
+    )
     first = re.search(r"\[1/3\] copy/nope/2: ok in (\d+) s; 2 left, ETA (\d+) s", text)
     assert first, text
     # ETA = mean wall time of the finished runs x runs left / runs at a time.
@@ -475,8 +649,9 @@ def test_run_local_reports_progress_eta_and_failures(tmp_path):
 def test_run_local_runs_in_parallel(tmp_path):
     out = io.StringIO()
     started = time.monotonic()
-    assert sweep.run_local(_planned(tmp_path, 4), parallel=2, out=out,
-                           argv_for=lambda p: SUCCEED) == 0
+    assert (
+        sweep.run_local(_planned(tmp_path, 4), parallel=2, out=out, argv_for=lambda p: SUCCEED) == 0
+    )
     elapsed = time.monotonic() - started
     lines = out.getvalue().splitlines()
     assert lines[1:3] == ["[start 1/4] copy/nope/1 (new)", "[start 2/4] copy/nope/2 (new)"]
@@ -498,13 +673,25 @@ def test_child_environment_adds_the_shared_compilation_cache(tmp_path, monkeypat
 def test_sigterm_stops_the_sweep_and_its_runs(tmp_path):
     """The real command line: SIGTERM reaches the sweep, which stops its run and exits 75."""
     grid_file = tmp_path / "grid.py"
-    grid_file.write_text("from lenggen import grid\n\ndef get_grid(arg=None):\n"
-                         "    return grid.product('configs/base.py', ('copy_repeat',), ('nope',), "
-                    "(1, 2), args={'smoke': True})\n")
+    grid_file.write_text(
+        "from lenggen import grid\n\ndef get_grid(arg=None):\n"
+        "    return grid.product('configs/base.py', ('copy_repeat',), ('nope',), "
+        "(1, 2), args={'smoke': True})\n"
+    )
     process = subprocess.Popen(
-        [sys.executable, "-m", "lenggen.sweep", f"--grid={grid_file}",
-         f"--runs_dir={tmp_path / 'r'}"],
-        cwd=REPO, env=CHILD_ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        [
+            sys.executable,
+            "-m",
+            "lenggen.sweep",
+            f"--grid={grid_file}",
+            f"--runs_dir={tmp_path / 'r'}",
+        ],
+        cwd=REPO,
+        env=CHILD_ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     lines = [process.stdout.readline()]
     while "[start" not in lines[-1] and lines[-1]:
         lines.append(process.stdout.readline())
@@ -512,14 +699,17 @@ def test_sigterm_stops_the_sweep_and_its_runs(tmp_path):
     out = "".join(lines) + process.communicate(timeout=60)[0]
     assert process.returncode == sweep.EXIT_INTERRUPTED, out
     # Stopped while starting up (-15), or checkpointed if it was already training (75).
-    assert re.search(r"\[1/2\] copy_repeat/nope/1: FAILED \(exit (-15: stopped by SIGTERM|"
-                     r"75: preempted)\)", out), out
+    assert re.search(
+        r"\[1/2\] copy_repeat/nope/1: FAILED \(exit (-15: stopped by SIGTERM|"
+        r"75: preempted)\)",
+        out,
+    ), out
     assert "Interrupted after 0 successful run(s); 1 not started. Rerun the same command" in out
 
 
 # ---------------------------------------------------------------- a real sweep beyond the paper
 
-BEYOND_GRID = '''
+BEYOND_GRID = """
 import dataclasses
 import importlib.util
 
@@ -538,21 +728,37 @@ def get_grid(arg=None):
     runs = _paper.get_grid("smoke=true,pes=fire,randomized=rotary")
     return [dataclasses.replace(run, overrides=run.overrides + FAST)
             for run in runs if run.name in NAMES]
-'''
+"""
 
 
 def test_real_sweep_of_fire_and_randomized_positions(tmp_path):
     """The paper grid's FIRE and rotary+randomized runs of Copy-Repeat, through the command
     lines of the sweep and the report."""
     grid_file = tmp_path / "grid.py"
-    grid_file.write_text(BEYOND_GRID.format(paper=os.path.join(REPO, "configs/grids/paper.py"),
-                                            data_dir=str(tmp_path / "data")))
-    env = dict(CHILD_ENV, XLA_FLAGS="--xla_force_host_platform_device_count=1 "
-                                    "--xla_backend_optimization_level=0")
+    grid_file.write_text(
+        BEYOND_GRID.format(
+            paper=os.path.join(REPO, "configs/grids/paper.py"), data_dir=str(tmp_path / "data")
+        )
+    )
+    env = dict(
+        CHILD_ENV,
+        XLA_FLAGS="--xla_force_host_platform_device_count=1 --xla_backend_optimization_level=0",
+    )
     result = subprocess.run(
-        [sys.executable, "-m", "lenggen.sweep", f"--grid={grid_file}",
-         f"--runs_dir={tmp_path / 'runs'}", "--parallel=2"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "lenggen.sweep",
+            f"--grid={grid_file}",
+            f"--runs_dir={tmp_path / 'runs'}",
+            "--parallel=2",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert result.stdout.endswith("Sweep finished: 2 succeeded, 0 failed.\n")
     workdir = tmp_path / "runs/copy_repeat/rotary+randomized/256788"
@@ -562,8 +768,18 @@ def test_real_sweep_of_fire_and_randomized_positions(tmp_path):
     assert config["eval"]["max_new_tokens"] == 48
     assert json.loads((workdir / "results.json").read_text())["pe"] == "rotary"
     report = subprocess.run(
-        [sys.executable, "-m", "lenggen.report", str(tmp_path / "runs"),
-         f"--out={tmp_path / 'out'}"], cwd=REPO, capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            "-m",
+            "lenggen.report",
+            str(tmp_path / "runs"),
+            f"--out={tmp_path / 'out'}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert report.returncode == 0, report.stderr[-3000:]
     payload = json.loads((tmp_path / "out/report.json").read_text())
     assert payload["pes"] == ["fire", "rotary+randomized"]

@@ -68,4 +68,5 @@ def test_runs_saved_before_the_precision_key_read_as_highest():
     saved = {"model": {"d_model": 8}}
     assert workdir.differing_keys(saved, {"model": {"d_model": 8, "precision": "highest"}}) == []
     assert workdir.differing_keys(saved, {"model": {"d_model": 8, "precision": "default"}}) == [
-        "model.precision"]
+        "model.precision"
+    ]

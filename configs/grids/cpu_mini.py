@@ -39,6 +39,7 @@ TEST_LENGTHS = {"copy_repeat": (18, 17), "reverse_2x": (18, 34), "addition": (19
 # Training steps per task (why: docs/results/README.md, "Sizing the cpu_mini grid").
 NUM_STEPS = {"copy_repeat": 1_000, "reverse_2x": 3_000, "addition": 2_000}
 
+
 def _load(name: str):
     """configs/<name>.py as a module (config files are loaded by path, not as a package)."""
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", f"{name}.py")
@@ -73,8 +74,12 @@ _COPY_FAMILY = {
 PER_TASK = {
     # Copy-Repeat has only num_symbols distinct examples per length (the paper: 6,052 symbols x
     # 19 lengths); 512 symbols x 7 lengths leave room for 3,000 training examples.
-    "copy_repeat": {**_COPY_FAMILY, "task.options.num_symbols": 512,
-                    "task.options.num_train": 3_000, "train.num_steps": NUM_STEPS["copy_repeat"]},
+    "copy_repeat": {
+        **_COPY_FAMILY,
+        "task.options.num_symbols": 512,
+        "task.options.num_train": 3_000,
+        "train.num_steps": NUM_STEPS["copy_repeat"],
+    },
     # Reverse 2x: 16 symbols and 20,000 examples (the paper: 100 and 100,000), kept because the
     # published cpu_mini results (docs/results/) were trained with them. The grid's history
     # records no measurement behind the 16; what it does: lengths 2-8 over 16 symbols, so
@@ -82,8 +87,11 @@ PER_TASK = {
     # 3,000 steps x 64 see each of the 20,000 examples ~10 times. Whether the paper's 100
     # symbols and 100,000 examples change NoPE's in-distribution fit (0.84 with these) is
     # untested: a variable for the scale study (configs/grids/scale_study.py), not yet run.
-    "reverse_2x": {**_COPY_FAMILY, "task.options.num_symbols": 16,
-                   "train.num_steps": NUM_STEPS["reverse_2x"]},
+    "reverse_2x": {
+        **_COPY_FAMILY,
+        "task.options.num_symbols": 16,
+        "train.num_steps": NUM_STEPS["reverse_2x"],
+    },
     "addition": {
         "train.num_steps": NUM_STEPS["addition"],
         "task.options.num_train": 20_000,
@@ -114,7 +122,14 @@ def get_grid(arg: str | None = None) -> list[grid.Run]:
     seeds = seeds[: args["seeds"]]
     runs = grid.product(CONFIG, TASKS, pes, seeds, overrides=COMMON, task_overrides=PER_TASK)
     if randomized:
-        runs += grid.randomized_product(CONFIG, TASKS, randomized, seeds, TEST_LENGTHS,
-                                         COMMON["eval.max_new_tokens"], overrides=COMMON,
-                                         task_overrides=PER_TASK)  # fmt: skip
+        runs += grid.randomized_product(
+            CONFIG,
+            TASKS,
+            randomized,
+            seeds,
+            TEST_LENGTHS,
+            COMMON["eval.max_new_tokens"],
+            overrides=COMMON,
+            task_overrides=PER_TASK,
+        )
     return runs

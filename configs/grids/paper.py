@@ -43,22 +43,44 @@ SECTIONS = {"main": paper.MAIN_TASKS, "maths": paper.MATHS_TASKS, "all": paper.P
 # Tokens of each task's longest test prompt and longest test target (EOS included), counted on
 # the datasets of the base recipe's options (word-level tokenizer: one token per word).
 TEST_LENGTHS = {
-    "copy_repeat": (42, 41), "copy_repeat_2x": (42, 81), "copy_repeat_change": (46, 41),
-    "copy": (42, 41), "copy_2x": (42, 82), "reverse": (42, 41), "reverse_2x": (42, 82),
-    "reverse_copy": (42, 82), "scan": (11, 49), "pcfg": (73, 737),
-    "addition": (35, 22), "polynomial": (116, 6), "sort_single_token": (38, 39),
-    "sort_multi_digit": (86, 87), "summation": (34, 6), "parity": (43, 6), "lego": (89, 6),
+    "copy_repeat": (42, 41),
+    "copy_repeat_2x": (42, 81),
+    "copy_repeat_change": (46, 41),
+    "copy": (42, 41),
+    "copy_2x": (42, 82),
+    "reverse": (42, 41),
+    "reverse_2x": (42, 82),
+    "reverse_copy": (42, 82),
+    "scan": (11, 49),
+    "pcfg": (73, 737),
+    "addition": (35, 22),
+    "polynomial": (116, 6),
+    "sort_single_token": (38, 39),
+    "sort_multi_digit": (86, 87),
+    "summation": (34, 6),
+    "parity": (43, 6),
+    "lego": (89, 6),
     "lego_shuffled": (89, 6),
 }
 
 
 # The official PCFG productivity runs' trainer.max_steps per (PE, seed) (their logged configs).
 PCFG_STEPS = {
-    ("nope", 256788): 100_000, ("nope", 234054): 100_000, ("nope", 146317): 100_000,
-    ("ape", 256788): 60_000, ("ape", 234054): 60_000, ("ape", 146317): 100_000,
-    ("t5", 256788): 100_000, ("t5", 234054): 100_000, ("t5", 146317): 60_000,
-    ("alibi", 256788): 60_000, ("alibi", 234054): 60_000, ("alibi", 146317): 60_000,
-    ("rotary", 256788): 60_000, ("rotary", 234054): 100_000, ("rotary", 146317): 100_000,
+    ("nope", 256788): 100_000,
+    ("nope", 234054): 100_000,
+    ("nope", 146317): 100_000,
+    ("ape", 256788): 60_000,
+    ("ape", 234054): 60_000,
+    ("ape", 146317): 100_000,
+    ("t5", 256788): 100_000,
+    ("t5", 234054): 100_000,
+    ("t5", 146317): 60_000,
+    ("alibi", 256788): 60_000,
+    ("alibi", 234054): 60_000,
+    ("alibi", 146317): 60_000,
+    ("rotary", 256788): 60_000,
+    ("rotary", 234054): 100_000,
+    ("rotary", 146317): 100_000,
 }
 # The official PCFG data config's steps, for runs without an official counterpart.
 PCFG_CONFIG_STEPS = 100_000
@@ -94,6 +116,7 @@ def get_grid(arg: str | None = None) -> list[grid.Run]:
     runs = grid.product(CONFIG, tasks, pes, seeds, args=extra_args)
     if randomized:
         budget = base.get_config(f"smoke={args['smoke']}").eval.max_new_tokens
-        runs += grid.randomized_product(CONFIG, tasks, randomized, seeds, TEST_LENGTHS, budget,
-                                         args=extra_args)  # fmt: skip
+        runs += grid.randomized_product(
+            CONFIG, tasks, randomized, seeds, TEST_LENGTHS, budget, args=extra_args
+        )
     return runs if args["smoke"] else [_with_pcfg_steps(run) for run in runs]

@@ -113,11 +113,17 @@ COMMON = {
 TASKS = {
     # 512 symbols x 19 training lengths: 8,000 training examples (421 per length) and 320 for
     # validation fit in the 512 distinct examples each length has.
-    "copy_repeat": {"task.options.num_symbols": 512, "task.options.num_train": 8_000,
-                    "eval.max_new_tokens": 48},
+    "copy_repeat": {
+        "task.options.num_symbols": 512,
+        "task.options.num_train": 8_000,
+        "eval.max_new_tokens": 48,
+    },
     # The paper's 100 symbols (cpu_mini: 16), 20,000 examples (the paper: 100,000).
-    "reverse_2x": {"task.options.num_symbols": 100, "task.options.num_train": 20_000,
-                   "eval.max_new_tokens": 96},
+    "reverse_2x": {
+        "task.options.num_symbols": 100,
+        "task.options.num_train": 20_000,
+        "eval.max_new_tokens": 96,
+    },
 }
 
 
@@ -146,8 +152,9 @@ def _paper_seeds() -> tuple[int, ...]:
 
 
 def get_grid(arg: str | None = None) -> list[grid.Run]:
-    args = config_args.parse(arg, pes="+".join(PES), points=len(POINTS), seeds=1,
-                             randomized="", task=TASK, symbols=0)  # fmt: skip
+    args = config_args.parse(
+        arg, pes="+".join(PES), points=len(POINTS), seeds=1, randomized="", task=TASK, symbols=0
+    )
     if args["task"] not in TASKS:
         raise config_args.ConfigArgumentError(
             f"Grid argument task={args['task']!r}: expected one of {', '.join(TASKS)}."
@@ -178,6 +185,12 @@ def get_grid(arg: str | None = None) -> list[grid.Run]:
     suffix = f"_v{args['symbols']}" if args["symbols"] else ""
     for point in POINTS[: args["points"]]:
         overrides = point_overrides(point, args["task"], args["symbols"])
-        runs += grid.product(CONFIG, (args["task"],), pes, seeds[: args["seeds"]],
-                              overrides=overrides, variant=point.name + suffix)  # fmt: skip
+        runs += grid.product(
+            CONFIG,
+            (args["task"],),
+            pes,
+            seeds[: args["seeds"]],
+            overrides=overrides,
+            variant=point.name + suffix,
+        )
     return runs

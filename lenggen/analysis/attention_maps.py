@@ -42,12 +42,18 @@ def maps(run: runs_lib.Run, record: dict) -> dict:
     n = len(record["tokens"])
     weights = runs_lib.attention(run, batch)[:, 0, :, :n, :n]  # -> [layers, heads, n, n]
     return dict(
-        workdir=run.workdir, label=run.label, pe=run.config.model.pe.name, seed=run.config.seed,
-        step=run.step, length=int(record["length"]), source=_text(record["source"]),
-        target=_text(record["target"]), source_length=int(record["source_length"]),
+        workdir=run.workdir,
+        label=run.label,
+        pe=run.config.model.pe.name,
+        seed=run.config.seed,
+        step=run.step,
+        length=int(record["length"]),
+        source=_text(record["source"]),
+        target=_text(record["target"]),
+        source_length=int(record["source_length"]),
         tokens=[run.tokenizer.words[int(t)] for t in record["tokens"]],
         weights=np.round(weights.astype(np.float64), 5).tolist(),
-    )  # fmt: skip
+    )
 
 
 def _text(value) -> str:
@@ -87,9 +93,12 @@ def draw(payload: dict):
     ticks, labels = tick_labels(tokens)
     size = max(2.2, 0.11 * n)  # inches per heatmap: room for one label per token
     figure, axes = plt.subplots(
-        layers, heads, figsize=(size * heads + 1.6, size * layers + 1.4), squeeze=False,
+        layers,
+        heads,
+        figsize=(size * heads + 1.6, size * layers + 1.4),
+        squeeze=False,
         layout="constrained",
-    )  # fmt: skip
+    )
     boundary = payload["source_length"] - 0.5
     font = 6 if n > 16 else 7
     image = None
@@ -99,8 +108,9 @@ def draw(payload: dict):
             image = axis.imshow(weights[layer, head], cmap="viridis", vmin=0.0, vmax=1.0)
             axis.axhline(boundary, color="white", linewidth=0.6)
             axis.axvline(boundary, color="white", linewidth=0.6)
-            axis.set_xticks(ticks, labels if layer == layers - 1 else [], rotation=90,
-                            fontsize=font)  # fmt: skip
+            axis.set_xticks(
+                ticks, labels if layer == layers - 1 else [], rotation=90, fontsize=font
+            )
             axis.set_yticks(ticks, labels if head == 0 else [], fontsize=font)
             if layer == 0:
                 axis.set_title(f"head {head}", fontsize=9)
@@ -109,8 +119,10 @@ def draw(payload: dict):
             if layer == layers - 1:
                 axis.set_xlabel("key", fontsize=9)
     figure.colorbar(image, ax=axes, shrink=0.8, label="attention weight")
-    title = (f"{payload['label']}, step {payload['step']}, length {payload['length']}: "
-             f"{payload['source']} => {payload['target']}  (white lines: prompt | target)")
+    title = (
+        f"{payload['label']}, step {payload['step']}, length {payload['length']}: "
+        f"{payload['source']} => {payload['target']}  (white lines: prompt | target)"
+    )
     width = max(40, int(12 * (size * heads + 1.6)))  # characters that fit the figure's width
     figure.suptitle(textwrap.fill(title, width), fontsize=9)
     return figure
@@ -150,8 +162,14 @@ def main(argv: Sequence[str]) -> None:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     quiet_logs.warnings_only_unless_asked()  # Orbax and JAX log dozens of INFO lines.
     flag = flags.FLAGS
-    payload = run(flag.workdir, flag.output_dir, split=flag.split, length=flag.length,
-                  index=flag.index, checkpoint=flag.checkpoint)  # fmt: skip
+    payload = run(
+        flag.workdir,
+        flag.output_dir,
+        split=flag.split,
+        length=flag.length,
+        index=flag.index,
+        checkpoint=flag.checkpoint,
+    )
     print(
         f"{payload['label']}: {len(payload['weights'])} layers, example of length "
         f"{payload['length']} -> {os.path.join(flag.output_dir, PLOT_FILE)}"

@@ -71,8 +71,9 @@ def _distances(reference, others, records, batch_size, batch_fn, metrics) -> dic
     layers = reference.model.num_layers
     distances = {
         (c, metric): np.zeros((len(records), layers))
-        for c in range(len(others)) for metric in metrics
-    }  # fmt: skip
+        for c in range(len(others))
+        for metric in metrics
+    }
     for batch in runs_lib.batches(records, batch_size):
         rows = np.flatnonzero(batch["example_mask"])
         examples = batch["index"][rows]
@@ -112,20 +113,29 @@ def compare(
     for other in others:
         _check_comparable(reference, other)
     summaries: list[dict] = [{} for _ in others]
-    payload = dict(task=reference.config.task.to_dict(), split=split,
-                   examples_per_length=examples_per_length)  # fmt: skip
+    payload = dict(
+        task=reference.config.task.to_dict(), split=split, examples_per_length=examples_per_length
+    )
     jobs = []
     if variant in ("standard", "both"):
         jobs.append(("", (split,), divergence.batch_layer_distances, divergence.METRICS))
     if variant in ("official", "both"):
-        jobs.append(("official_", OFFICIAL_SPLITS, divergence.batch_official_layer_distances,
-                     divergence.OFFICIAL_METRICS))  # fmt: skip
+        jobs.append(
+            (
+                "official_",
+                OFFICIAL_SPLITS,
+                divergence.batch_official_layer_distances,
+                divergence.OFFICIAL_METRICS,
+            )
+        )
     for prefix, splits, batch_fn, metrics in jobs:
         records = [
-            record for name in splits
+            record
+            for name in splits
             for record in runs_lib.examples_per_length(
-                reference.task, reference.tokenizer, name, examples_per_length)
-        ]  # fmt: skip
+                reference.task, reference.tokenizer, name, examples_per_length
+            )
+        ]
         lengths = np.array([int(r["length"]) for r in records])
         distances = _distances(reference, others, records, batch_size, batch_fn, metrics)
         for c in range(len(others)):
@@ -134,14 +144,20 @@ def compare(
         payload[f"{prefix}num_examples" if prefix else "num_examples"] = len(records)
     payload["metrics"] = list(summaries[0]) if others else []
     payload["reference"] = _describe(reference)
-    payload["comparisons"] = [dict(_describe(other), **summaries[c])
-                              for c, other in enumerate(others)]  # fmt: skip
+    payload["comparisons"] = [
+        dict(_describe(other), **summaries[c]) for c, other in enumerate(others)
+    ]
     return payload
 
 
 def _describe(run: runs_lib.Run) -> dict:
-    return dict(workdir=run.workdir, label=run.label, pe=run.config.model.pe.name,
-                seed=run.config.seed, step=run.step)  # fmt: skip
+    return dict(
+        workdir=run.workdir,
+        label=run.label,
+        pe=run.config.model.pe.name,
+        seed=run.config.seed,
+        step=run.step,
+    )
 
 
 def plot(payload: dict, path: str) -> None:
@@ -162,19 +178,24 @@ def draw(payload: dict):
 
     metrics = tuple(payload.get("metrics", divergence.METRICS))
     labels = [c["label"] for c in payload["comparisons"]]
-    figure, axes = plt.subplots(1, len(metrics), figsize=(4 + 1.2 * len(labels), 4.4),
-                                layout="constrained")
+    figure, axes = plt.subplots(
+        1, len(metrics), figsize=(4 + 1.2 * len(labels), 4.4), layout="constrained"
+    )
     for axis, metric in zip(np.atleast_1d(axes), metrics, strict=True):
         values = [c[metric]["overall"] for c in payload["comparisons"]]
         axis.bar(range(len(labels)), values, color="tab:blue")
         axis.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
         axis.set_title(f"{metric} to {payload['reference']['label']}")
         # Each example's distance: per layer the closest head pair, averaged over layers.
-        axis.set_ylabel(f"{AXIS_NAMES.get(metric, metric)}\n(closest head pair; mean over "
-                        "layers and examples)", fontsize=9)  # fmt: skip
+        axis.set_ylabel(
+            f"{AXIS_NAMES.get(metric, metric)}\n(closest head pair; mean over layers and examples)",
+            fontsize=9,
+        )
         axis.grid(axis="y", alpha=0.3)
-    figure.suptitle(f"attention distance, {payload['task']['name']} ({payload['split']}, "
-                    f"{payload['examples_per_length']} per length)")  # fmt: skip
+    figure.suptitle(
+        f"attention distance, {payload['task']['name']} ({payload['split']}, "
+        f"{payload['examples_per_length']} per length)"
+    )
     return figure
 
 
@@ -195,9 +216,11 @@ def run(
     payload = compare(
         runs_lib.load(reference, checkpoint),
         [runs_lib.load(workdir, checkpoint) for workdir in compare_with],
-        split=split, examples_per_length=examples_per_length, batch_size=batch_size,
+        split=split,
+        examples_per_length=examples_per_length,
+        batch_size=batch_size,
         variant=variant,
-    )  # fmt: skip
+    )
     os.makedirs(output_dir, exist_ok=True)
     results.write_json_atomic(os.path.join(output_dir, JSON_FILE), payload)
     plot(payload, os.path.join(output_dir, PLOT_FILE))
@@ -207,16 +230,25 @@ def run(
 def _define_flags() -> None:
     """Command-line flags, defined only when run as a command (importing defines none)."""
     flags.DEFINE_string("reference", None, "Workdir of the reference run (NoPE).")
-    flags.DEFINE_list("compare", None, "Workdirs to compare with the reference (e.g. NoPE of "
-                      "another seed, T5, ALiBi, Rotary, APE).")  # fmt: skip
+    flags.DEFINE_list(
+        "compare",
+        None,
+        "Workdirs to compare with the reference (e.g. NoPE of "
+        "another seed, T5, ALiBi, Rotary, APE).",
+    )
     flags.DEFINE_string("output_dir", None, "Where the JSON and PNG are written.")
     flags.DEFINE_enum("split", "test", ("train", "validation", "test"), "Examples' split.")
     flags.DEFINE_integer("examples_per_length", 10, "Examples per length bucket.")
     flags.DEFINE_integer("batch_size", 16, "Examples per forward pass.")
     flags.DEFINE_enum("checkpoint", "best", runs_lib.CHECKPOINTS, "Which checkpoint.")
-    flags.DEFINE_enum("variant", "standard", VARIANTS, "standard: JSD and symmetric KL over "
-                      "all head pairs on --split; official: the official code's computation "
-                      "(pairs i<j, its 'JSD', validation + test lengths); both.")  # fmt: skip
+    flags.DEFINE_enum(
+        "variant",
+        "standard",
+        VARIANTS,
+        "standard: JSD and symmetric KL over "
+        "all head pairs on --split; official: the official code's computation "
+        "(pairs i<j, its 'JSD', validation + test lengths); both.",
+    )
     flags.mark_flags_as_required(["reference", "compare", "output_dir"])
 
 
@@ -225,9 +257,16 @@ def main(argv: Sequence[str]) -> None:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     quiet_logs.warnings_only_unless_asked()  # Orbax and JAX log dozens of INFO lines.
     flag = flags.FLAGS
-    payload = run(flag.reference, flag.compare, flag.output_dir, split=flag.split,
-                  examples_per_length=flag.examples_per_length, batch_size=flag.batch_size,
-                  checkpoint=flag.checkpoint, variant=flag.variant)  # fmt: skip
+    payload = run(
+        flag.reference,
+        flag.compare,
+        flag.output_dir,
+        split=flag.split,
+        examples_per_length=flag.examples_per_length,
+        batch_size=flag.batch_size,
+        checkpoint=flag.checkpoint,
+        variant=flag.variant,
+    )
     for comparison in payload["comparisons"]:
         print(
             f"{comparison['label']:<28} "

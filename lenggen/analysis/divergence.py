@@ -66,7 +66,10 @@ OFFICIAL_METRICS: dict[str, Callable[..., jax.Array]] = {
 
 
 def head_pair_distances(
-    a: jax.Array, b: jax.Array, query_valid: jax.Array, metric: str,
+    a: jax.Array,
+    b: jax.Array,
+    query_valid: jax.Array,
+    metric: str,
     metrics: Mapping[str, Callable[..., jax.Array]] = METRICS,
 ) -> jax.Array:
     """Mean over valid queries of the per-query distance, for every pair of heads.

@@ -113,8 +113,9 @@ def load(workdir: str, checkpoint: str = "best") -> Run:
     layout = state_lib.layout(model, optimizer_lib.make_optimizer(config.train), mesh, 8)
     step, state = _restore(workdir, checkpoint, layout.restore_target())
     # Recorded in the analyses' JSON: relative to the current directory where it can be.
-    return Run(provenance.portable_path(given), config, task, tokenizer, model, state["params"],
-               int(step))
+    return Run(
+        provenance.portable_path(given), config, task, tokenizer, model, state["params"], int(step)
+    )
 
 
 def examples_per_length(
@@ -139,8 +140,9 @@ def batches(records: Sequence[dict], batch_size: int, pad_multiple: int = 16):
     width = loader.round_up(max(len(r["tokens"]) for r in records), pad_multiple)
     for start in range(0, len(records), batch_size):
         chunk = records[start : start + batch_size]
-        yield loader.pack(chunk, list(range(start, start + len(chunk))), width,
-                          batch_size=batch_size)  # fmt: skip
+        yield loader.pack(
+            chunk, list(range(start, start + len(chunk))), width, batch_size=batch_size
+        )
 
 
 @functools.cache
@@ -149,16 +151,19 @@ def _attention_fn(model: Decoder, max_new_tokens: int):
     def attention(params, batch):
         # The positions evaluation uses (randomized ones for a run trained with them, from the
         # table greedy decoding with this budget draws).
-        positions = randomized.model_positions(
-            model.pe, batch, None, max_new_tokens=max_new_tokens
-        )
+        positions = randomized.model_positions(model.pe, batch, None, max_new_tokens=max_new_tokens)
         _, state = model.apply(
-            {"params": params}, batch["tokens"], positions, batch["valid"],
+            {"params": params},
+            batch["tokens"],
+            positions,
+            batch["valid"],
             mutable=["intermediates"],
-        )  # fmt: skip
+        )
         found = state["intermediates"]
-        return [found[f"block_{layer}"]["attention"]["attention_weights"][0]
-                for layer in range(model.num_layers)]  # fmt: skip
+        return [
+            found[f"block_{layer}"]["attention"]["attention_weights"][0]
+            for layer in range(model.num_layers)
+        ]
 
     return attention
 

@@ -97,10 +97,15 @@ def _constant_for(max_position: int) -> float:
 def _model(max_position: int, num_heads: int) -> Decoder:
     options = {name: positional.default_options(name) for name in positional.names()}
     return Decoder(
-        vocab_size=VOCAB_SIZE, num_layers=2, d_model=D_MODEL, num_heads=num_heads, d_kv=2,
-        d_ff=max_position, dropout_rate=0.0,
+        vocab_size=VOCAB_SIZE,
+        num_layers=2,
+        d_model=D_MODEL,
+        num_heads=num_heads,
+        d_kv=2,
+        d_ff=max_position,
+        dropout_rate=0.0,
         pe=ml_collections.ConfigDict(dict(name="nope", **options)),
-    )  # fmt: skip
+    )
 
 
 def build(max_position: int = 1000, num_heads: int = 2) -> Construction:
@@ -124,7 +129,7 @@ def build(max_position: int = 1000, num_heads: int = 2) -> Construction:
     shapes = jax.eval_shape(
         lambda: model.init(
             jax.random.key(0), *(jnp.zeros((1, 1), jnp.int32),) * 2, jnp.ones((1, 1), bool)
-        )  # fmt: skip
+        )
     )
     params = jax.tree.map(lambda s: np.zeros(s.shape, np.float64), nn.unbox(shapes["params"]))
 
@@ -186,9 +191,13 @@ def run(construction: Construction, tokens: np.ndarray) -> Trace:
     @jax.jit
     def apply(params, tokens, positions):
         _, state = construction.model.apply(
-            {"params": params}, tokens, positions, jnp.ones(tokens.shape, bool),
-            capture_intermediates=True, mutable=["intermediates"],
-        )  # fmt: skip
+            {"params": params},
+            tokens,
+            positions,
+            jnp.ones(tokens.shape, bool),
+            capture_intermediates=True,
+            mutable=["intermediates"],
+        )
         found = state["intermediates"]
         return (
             found["block_0"]["__call__"][0],
@@ -233,10 +242,14 @@ def main(argv: Sequence[str]) -> None:
     logits = layer2_logits(construction, trace)[0]
     distance = np.arange(length)[:, None] - np.arange(length)[None, :]
     alibi = -np.asarray(construction.slopes)[:, None, None] * distance
-    print(f"Theorem 1: positions 0..{length - 1} recovered after rounding: {exact} "
-          f"(max |h_t - t| = {error:.2e})")  # fmt: skip
-    print(f"Theorem 2: layer-2 logits = -m_h (i - j), max deviation "
-          f"{np.abs(logits - alibi).max():.2e} (slopes {construction.slopes})")  # fmt: skip
+    print(
+        f"Theorem 1: positions 0..{length - 1} recovered after rounding: {exact} "
+        f"(max |h_t - t| = {error:.2e})"
+    )
+    print(
+        f"Theorem 2: layer-2 logits = -m_h (i - j), max deviation "
+        f"{np.abs(logits - alibi).max():.2e} (slopes {construction.slopes})"
+    )
 
 
 if __name__ == "__main__":

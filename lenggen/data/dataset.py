@@ -208,8 +208,9 @@ class PreparedTask:
         return self.longest[split]
 
 
-def prepare(task, data_dir: str | os.PathLike, *,
-            staging_dir: str | os.PathLike = DEFAULT_STAGING_DIR) -> PreparedTask:
+def prepare(
+    task, data_dir: str | os.PathLike, *, staging_dir: str | os.PathLike = DEFAULT_STAGING_DIR
+) -> PreparedTask:
     """Generates `task`'s dataset under `data_dir` unless it is already there, then opens it.
 
     A gs:// `data_dir` is mirrored through a local `staging_dir` (see `_prepare_on_gcs`). An
@@ -257,14 +258,17 @@ def _prepare_local(task, data_dir: str | os.PathLike) -> PreparedTask:
     """`prepare` on a local `data_dir`: under the build lock, verifies (or rebuilds) and opens."""
     notes = []
     with _build_lock(data_dir, task) as locked:
-        version_dir = epath.Path(data_dir) / "lenggen_task" / config_name(task) / str(
-            task_version(task))
+        version_dir = (
+            epath.Path(data_dir) / "lenggen_task" / config_name(task) / str(task_version(task))
+        )
         if locked:
             notes += _remove_killed_builds(version_dir.parent)
         damaged = _damaged_file(version_dir)
         if damaged is not None:
-            notes.append(f"Dataset file {damaged} is damaged (its sha256 differs from the one "
-                         f"recorded when it was built): rebuilding {version_dir}.")
+            notes.append(
+                f"Dataset file {damaged} is damaged (its sha256 differs from the one "
+                f"recorded when it was built): rebuilding {version_dir}."
+            )
             shutil.rmtree(version_dir)
         builder = LenggenTask(task=task, data_dir=data_dir)
         if not builder.is_prepared():
@@ -341,7 +345,8 @@ def _record_files(version_dir: epath.Path) -> None:
     """Writes the sha256 of every file of a built dataset to its FILES_RECORD (atomically)."""
     files = {
         path.name: _file_digest(path)
-        for path in sorted(version_dir.iterdir()) if path.is_file() and path.name != FILES_RECORD
+        for path in sorted(version_dir.iterdir())
+        if path.is_file() and path.name != FILES_RECORD
     }
     temporary = version_dir / f".{FILES_RECORD}.{os.getpid()}.tmp"
     temporary.write_text(json.dumps(dict(format=1, algorithm="sha256", files=files), indent=1))

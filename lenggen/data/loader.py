@@ -66,16 +66,23 @@ def _read_all(source) -> list[dict]:
     return records
 
 
-def pack(records: Sequence[dict], indices: Sequence[int], seq_len: int, *,
-         batch_size: int | None = None, origin: str = "source") -> dict[str, np.ndarray]:
+def pack(
+    records: Sequence[dict],
+    indices: Sequence[int],
+    seq_len: int,
+    *,
+    batch_size: int | None = None,
+    origin: str = "source",
+) -> dict[str, np.ndarray]:
     """Right-pads `records` (their record indices given) into one batch of width `seq_len`.
 
     Rows past `len(records)`, up to `batch_size`, are filler rows (see the module docstring).
     """
     batch_size = len(records) if batch_size is None else batch_size
     if not 0 < len(records) <= batch_size:
-        raise BatchError(f"Got {len(records)} records for a batch of {batch_size}; expected 1 to "
-                         f"{batch_size}.")
+        raise BatchError(
+            f"Got {len(records)} records for a batch of {batch_size}; expected 1 to {batch_size}."
+        )
     tokens = np.full((batch_size, seq_len), PAD_ID, dtype=np.int32)
     lengths = np.zeros(batch_size, dtype=np.int32)  # tokens per row
     source_length = np.zeros(batch_size, dtype=np.int32)
@@ -116,8 +123,10 @@ def pack(records: Sequence[dict], indices: Sequence[int], seq_len: int, *,
 
 def _check_process(process_index: int, process_count: int) -> None:
     if process_count < 1 or not 0 <= process_index < process_count:
-        raise BatchError(f"Got process_index={process_index}, process_count={process_count}; "
-                         "expected 0 <= process_index < process_count.")
+        raise BatchError(
+            f"Got process_index={process_index}, process_count={process_count}; "
+            "expected 0 <= process_index < process_count."
+        )
 
 
 class TrainBatches:
@@ -132,17 +141,29 @@ class TrainBatches:
     [i * local, (i + 1) * local) of it, local = global_batch_size // process_count.
     """
 
-    def __init__(self, source, *, global_batch_size: int, seq_len: int, seed: int,
-                 process_index: int = 0, process_count: int = 1):
+    def __init__(
+        self,
+        source,
+        *,
+        global_batch_size: int,
+        seq_len: int,
+        seed: int,
+        process_index: int = 0,
+        process_count: int = 1,
+    ):
         if len(source) == 0:
             raise BatchError(f"{_describe(source)} is empty; expected at least one record.")
         _check_process(process_index, process_count)
         if global_batch_size < 1 or global_batch_size % process_count:
-            raise BatchError(f"global_batch_size={global_batch_size} must be a positive multiple "
-                             f"of process_count={process_count}.")
+            raise BatchError(
+                f"global_batch_size={global_batch_size} must be a positive multiple "
+                f"of process_count={process_count}."
+            )
         if seq_len < 1 or seed < 0:
-            raise BatchError(f"Got seq_len={seq_len}, seed={seed}; expected seq_len >= 1 and a "
-                             "non-negative seed.")
+            raise BatchError(
+                f"Got seq_len={seq_len}, seed={seed}; expected seq_len >= 1 and a "
+                "non-negative seed."
+            )
         self.source = source
         self.global_batch_size = global_batch_size
         self.local_batch_size = global_batch_size // process_count
@@ -198,8 +219,15 @@ def record_sizes(source, *, process_index: int = 0, process_count: int = 1) -> n
     return sizes
 
 
-def eval_batches(source, *, batch_size: int, pad_multiple: int = 16, sizes=None,
-                 process_index: int = 0, process_count: int = 1) -> Iterator[dict]:
+def eval_batches(
+    source,
+    *,
+    batch_size: int,
+    pad_multiple: int = 16,
+    sizes=None,
+    process_index: int = 0,
+    process_count: int = 1,
+) -> Iterator[dict]:
     """Every record exactly once, in global batches of `batch_size` ordered by token count.
 
     Sorting by length keeps each batch's rows alike; each batch's width is its longest row rounded
@@ -220,8 +248,10 @@ def eval_batches(source, *, batch_size: int, pad_multiple: int = 16, sizes=None,
     """
     _check_process(process_index, process_count)
     if batch_size < 1 or pad_multiple < 1 or batch_size % process_count:
-        raise BatchError(f"Got batch_size={batch_size}, pad_multiple={pad_multiple}; expected "
-                         f"both >= 1 and batch_size a multiple of process_count={process_count}.")
+        raise BatchError(
+            f"Got batch_size={batch_size}, pad_multiple={pad_multiple}; expected "
+            f"both >= 1 and batch_size a multiple of process_count={process_count}."
+        )
     if sizes is None:
         records = _read_all(source)
         sizes = np.array([len(r["tokens"]) for r in records], dtype=np.int64)
@@ -231,11 +261,14 @@ def eval_batches(source, *, batch_size: int, pad_multiple: int = 16, sizes=None,
     else:
         sizes = np.asarray(sizes)
         if sizes.shape != (len(source),):
-            raise BatchError(f"Got sizes of shape {sizes.shape} for {_describe(source)}; expected "
-                             f"({len(source)},), one per record.")
+            raise BatchError(
+                f"Got sizes of shape {sizes.shape} for {_describe(source)}; expected "
+                f"({len(source)},), one per record."
+            )
 
         def read(indices):
             return _read(source, indices)
+
     local = batch_size // process_count
     order = np.argsort(sizes, kind="stable")  # ties keep record order
     for start in range(0, len(order), batch_size):
@@ -245,14 +278,16 @@ def eval_batches(source, *, batch_size: int, pad_multiple: int = 16, sizes=None,
         if mine.size:
             yield pack(read(mine), mine, width, batch_size=local, origin=_describe(source))
         else:  # This process's share of the last batch is past the last record: all filler.
-            batch = pack(read(chosen[:1]), chosen[:1], width, batch_size=local,
-                         origin=_describe(source))
+            batch = pack(
+                read(chosen[:1]), chosen[:1], width, batch_size=local, origin=_describe(source)
+            )
             batch["example_mask"][0], batch["index"][0], batch["loss_mask"][0] = False, -1, 0.0
             yield batch
 
 
-def prompt_batch(batch: dict, *, pad_id: int = PAD_ID, pad_multiple: int = 16,
-                 longest: int | None = None) -> dict:
+def prompt_batch(
+    batch: dict, *, pad_id: int = PAD_ID, pad_multiple: int = 16, longest: int | None = None
+) -> dict:
     """The prompts (source tokens only) of a batch, LEFT-padded to a common width for decoding.
 
     Left padding puts every prompt's last token in the last column, so greedy decoding appends
@@ -274,8 +309,10 @@ def prompt_batch(batch: dict, *, pad_id: int = PAD_ID, pad_multiple: int = 16,
     if longest is None:
         longest = here
     elif longest < here:
-        raise BatchError(f"Got longest={longest} but this batch has a prompt of {here} tokens; "
-                         "expected the longest prompt of the global batch.")
+        raise BatchError(
+            f"Got longest={longest} but this batch has a prompt of {here} tokens; "
+            "expected the longest prompt of the global batch."
+        )
     width = round_up(longest, pad_multiple)
     columns = np.arange(width)  # -> [prompt_len]
     # Column c of row b holds prompt token c - (width - n_b) when that is >= 0.

@@ -104,16 +104,23 @@ def evaluate_split(
         )
     num_records = len(source)
     if num_records == 0:
-        return SplitEvaluation(summary=results.bucket_exact_match([], []),
-                               correct=np.zeros(0, dtype=bool), samples=[])
+        return SplitEvaluation(
+            summary=results.bucket_exact_match([], []), correct=np.zeros(0, dtype=bool), samples=[]
+        )
     # Several processes plan the same batches from all sizes, each having read only its block;
     # a single process reads every record once, inside eval_batches (sizes=None).
     sizes = None
     if process_count > 1:
-        sizes = _gather(loader.record_sizes(source, process_index=process_index,
-                                            process_count=process_count))[:num_records]
-    batches = loader.eval_batches(source, batch_size=batch_size, sizes=sizes,
-                                  process_index=process_index, process_count=process_count)
+        sizes = _gather(
+            loader.record_sizes(source, process_index=process_index, process_count=process_count)
+        )[:num_records]
+    batches = loader.eval_batches(
+        source,
+        batch_size=batch_size,
+        sizes=sizes,
+        process_index=process_index,
+        process_count=process_count,
+    )
     rows = []  # per batch: int32 [local_batch, 3] of (record index or -1, verdict, length)
     samples = []  # (batch number, process, row, sample) of this process's failed rows
     for number, batch in enumerate(batches):
@@ -135,8 +142,12 @@ def evaluate_split(
                     target = _text(record["target"])
                     verdict[row] = task.score(prediction, target)
                     if not verdict[row] and len(samples) < num_samples:
-                        sample = dict(length=int(record["length"]), target=target,
-                                      source=_text(record["source"]), prediction=prediction)
+                        sample = dict(
+                            length=int(record["length"]),
+                            target=target,
+                            source=_text(record["source"]),
+                            prediction=prediction,
+                        )
                         samples.append((number, process_index, int(row), sample))
         rows.append(np.stack([batch["index"], verdict, batch["length"]], axis=1).astype(np.int32))
     # -> [processes * num_batches * local_batch, 3]

@@ -30,9 +30,17 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 # paper's fp32 training); 'high': bfloat16_3x; 'default': one bfloat16 pass on a TPU.
 PRECISIONS = {"highest": "highest", "high": "high", "default": "default"}
 CONFIG_FIELDS = (
-    "num_layers", "d_model", "num_heads", "d_kv", "d_ff", "dropout_rate", "dtype",
-    "precision", "attention_impl", "pe",
-)  # fmt: skip
+    "num_layers",
+    "d_model",
+    "num_heads",
+    "d_kv",
+    "d_ff",
+    "dropout_rate",
+    "dtype",
+    "precision",
+    "attention_impl",
+    "pe",
+)
 
 
 def _param(module: nn.Module, name: str, stddev: float, shape: tuple, axes: tuple) -> jax.Array:
@@ -100,10 +108,17 @@ class Attention(nn.Module):
 
         use_dropout = not deterministic and self.dropout_rate > 0.0
         out = attention.get(self.attention_impl, self.platform)(
-            q, k, v, positions, k_positions, k_valid, self.pe.bias,
-            tile_bias=self.pe.tile_bias(), dropout_rate=self.dropout_rate,
+            q,
+            k,
+            v,
+            positions,
+            k_positions,
+            k_valid,
+            self.pe.bias,
+            tile_bias=self.pe.tile_bias(),
+            dropout_rate=self.dropout_rate,
             dropout_rng=self.make_rng("dropout") if use_dropout else None,
-        )  # fmt: skip
+        )
         return jnp.einsum("bthk,hkd->btd", out, w_o.astype(self.dtype))
 
 
@@ -143,9 +158,15 @@ class Block(nn.Module):
         dropout = nn.Dropout(self.dropout_rate)
         h = RMSNorm(self.dtype, name="attention_norm")(x)
         h = Attention(
-            self.num_heads, self.d_kv, self.dropout_rate, self.pe, self.attention_impl,
-            self.dtype, self.platform, name="attention",
-        )(h, positions, valid, deterministic, decode)  # fmt: skip
+            self.num_heads,
+            self.d_kv,
+            self.dropout_rate,
+            self.pe,
+            self.attention_impl,
+            self.dtype,
+            self.platform,
+            name="attention",
+        )(h, positions, valid, deterministic, decode)
         x = x + dropout(h, deterministic=deterministic)
         h = RMSNorm(self.dtype, name="ffn_norm")(x)
         h = FeedForward(self.d_ff, self.dropout_rate, self.dtype, name="ffn")(h, deterministic)
@@ -199,8 +220,9 @@ class Decoder(nn.Module):
         super().__post_init__()
 
     @classmethod
-    def from_config(cls, model_config: ml_collections.ConfigDict, vocab_size: int,
-                    platform: str | None = None) -> "Decoder":
+    def from_config(
+        cls, model_config: ml_collections.ConfigDict, vocab_size: int, platform: str | None = None
+    ) -> "Decoder":
         """A Decoder from `config.model`, which has exactly the fields of CONFIG_FIELDS,
         compiled for `platform` (the mesh's devices'; None: this process's backend)."""
         keys = set(model_config.keys())
@@ -216,8 +238,11 @@ class Decoder(nn.Module):
                 f"model config must have exactly the fields {sorted(CONFIG_FIELDS)}; "
                 f"missing {missing}, unknown {unknown}"
             )
-        return cls(vocab_size=vocab_size, platform=platform,
-                   **{field: values[field] for field in CONFIG_FIELDS})
+        return cls(
+            vocab_size=vocab_size,
+            platform=platform,
+            **{field: values[field] for field in CONFIG_FIELDS},
+        )
 
     @nn.compact
     def __call__(
@@ -257,9 +282,16 @@ class Decoder(nn.Module):
             x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
             for layer in range(self.num_layers):
                 x = Block(
-                    self.num_heads, self.d_kv, self.d_ff, self.dropout_rate, pe,
-                    self.attention_impl, dtype, self.platform, name=f"block_{layer}",
-                )(x, positions, valid, deterministic, decode)  # fmt: skip
+                    self.num_heads,
+                    self.d_kv,
+                    self.d_ff,
+                    self.dropout_rate,
+                    pe,
+                    self.attention_impl,
+                    dtype,
+                    self.platform,
+                    name=f"block_{layer}",
+                )(x, positions, valid, deterministic, decode)
             x = RMSNorm(dtype, name="final_norm")(x)
             x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
             # Tied output layer; Mesh-TF / HF T5 rescale by d_model^-0.5 before projecting.

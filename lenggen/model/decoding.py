@@ -40,7 +40,9 @@ def prompt_positions(valid: jax.Array, position_table: jax.Array | None = None) 
 
 
 def _check(
-    prompt_tokens: jax.Array, prompt_valid: jax.Array, max_new_tokens: int,
+    prompt_tokens: jax.Array,
+    prompt_valid: jax.Array,
+    max_new_tokens: int,
     position_table: jax.Array | None,
 ) -> None:
     if max_new_tokens < 1:
@@ -63,7 +65,10 @@ def _check(
 
 
 def _table(
-    model: nn.Module, prompt_tokens: jax.Array, prompt_valid: jax.Array, max_new_tokens: int,
+    model: nn.Module,
+    prompt_tokens: jax.Array,
+    prompt_valid: jax.Array,
+    max_new_tokens: int,
     position_table: jax.Array | None,
 ) -> jax.Array | None:
     """The checked arguments' position table: `position_table`, or the model's randomized
@@ -113,9 +118,12 @@ def greedy_decode(
     cache = kv_cache.init_cache(model, batch, prompt_len + max_new_tokens - 1)
     logits, state = model.apply(
         {"params": params, "cache": cache},
-        prompt_tokens, prompt_positions(prompt_valid, position_table), prompt_valid,
-        decode=True, mutable=["cache"],
-    )  # fmt: skip
+        prompt_tokens,
+        prompt_positions(prompt_valid, position_table),
+        prompt_valid,
+        decode=True,
+        mutable=["cache"],
+    )
     token = _next_token(logits[:, -1], jnp.zeros((batch,), jnp.bool_), eos_id)
     output = jnp.full((batch, max_new_tokens), eos_id, jnp.int32).at[:, 0].set(token)
     # Each example's first new token comes right after its last real prompt token: its rank
@@ -133,9 +141,12 @@ def greedy_decode(
         )  # -> [batch, 1]
         logits, state = model.apply(
             {"params": params, "cache": cache},
-            token[:, None], position, jnp.ones((batch, 1), jnp.bool_),
-            decode=True, mutable=["cache"],
-        )  # fmt: skip
+            token[:, None],
+            position,
+            jnp.ones((batch, 1), jnp.bool_),
+            decode=True,
+            mutable=["cache"],
+        )
         token = _next_token(logits[:, 0], done, eos_id)
         output = jax.lax.dynamic_update_slice(output, token[:, None], (0, step))
         return step + 1, token, rank + 1, done | (token == eos_id), state["cache"], output

@@ -13,8 +13,10 @@ _OUT = flags.DEFINE_string("out", None, "Output directory (default: RUNS_DIR/rep
 
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
-        raise app.UsageError(f"Expected one runs directory, got {argv[1:]}: "
-                             "python -m lenggen.report RUNS_DIR [--out=DIR].")
+        raise app.UsageError(
+            f"Expected one runs directory, got {argv[1:]}: "
+            "python -m lenggen.report RUNS_DIR [--out=DIR]."
+        )
     runs_dir = argv[1]
     out_dir = _OUT.value or os.path.join(runs_dir, "report")
     try:
@@ -22,8 +24,10 @@ def main(argv: list[str]) -> int:
     except ReportError as error:
         print(f"lenggen.report: {error}", file=sys.stderr)
         return 2
-    print(f"Report of {report['num_runs']} runs ({len(report['tasks'])} tasks x "
-          f"{len(report['pes'])} PEs): {os.path.join(out_dir, MARKDOWN_FILE)}")
+    print(
+        f"Report of {report['num_runs']} runs ({len(report['tasks'])} tasks x "
+        f"{len(report['pes'])} PEs): {os.path.join(out_dir, MARKDOWN_FILE)}"
+    )
     return 0
 
 

@@ -61,8 +61,9 @@ def per_length(run: RunResult) -> dict[int, float]:
         for length, entry in split["by_length"].items():
             correct[int(length)] += entry["exact_match"] * entry["n"]
             counts[int(length)] += entry["n"]
-    return {length: correct[length] / counts[length] for length in sorted(counts)
-            if counts[length] > 0}
+    return {
+        length: correct[length] / counts[length] for length in sorted(counts) if counts[length] > 0
+    }
 
 
 def by_length_table(runs: Iterable[RunResult]) -> dict[str, dict[str, dict[int, dict]]]:

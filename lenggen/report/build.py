@@ -15,8 +15,10 @@ TIES_NOTE = "tied PEs share the average of the ranks they span"
 
 def _keyed_by_string(table: dict) -> dict:
     """JSON object keys are strings: `{task: {pe: {length: cell}}}` with str lengths."""
-    return {task: {pe: {str(length): cell for length, cell in by.items()}
-                   for pe, by in pes.items()} for task, pes in table.items()}
+    return {
+        task: {pe: {str(length): cell for length, cell in by.items()} for pe, by in pes.items()}
+        for task, pes in table.items()
+    }
 
 
 def build_report(runs_dir: str, out_dir: str | None = None) -> dict:
@@ -30,8 +32,10 @@ def build_report(runs_dir: str, out_dir: str | None = None) -> dict:
     """
     out_dir = out_dir or os.path.join(runs_dir, "report")
     if storage.is_gcs(out_dir):
-        raise ReportError(f"The report is written to a local directory, not {out_dir}: pass "
-                          "--out=DIR (the runs themselves may be on gs://).")
+        raise ReportError(
+            f"The report is written to a local directory, not {out_dir}: pass "
+            "--out=DIR (the runs themselves may be on gs://)."
+        )
     runs = collect(runs_dir)
     tasks, pes = aggregate.tasks_of(runs), aggregate.pes_of(runs)
     by_length = aggregate.by_length_table(runs)
@@ -47,8 +51,7 @@ def build_report(runs_dir: str, out_dir: str | None = None) -> dict:
         "pes": pes,
         "seeds": {task: sorted({r.seed for r in runs if r.task == task}) for task in tasks},
         "train_max_length": train_max_length,
-        "metric": {task: sorted({str(r.metric) for r in runs if r.task == task})
-                   for task in tasks},
+        "metric": {task: sorted({str(r.metric) for r in runs if r.task == task}) for task in tasks},
         "std": STD_NOTE,
         "ood_test": aggregate.overall_table(runs, "test"),
         "in_distribution": aggregate.overall_table(runs, "validation"),
@@ -61,8 +64,11 @@ def build_report(runs_dir: str, out_dir: str | None = None) -> dict:
         "runs": sorted(os.path.relpath(run.path, runs_dir) for run in runs),
     }
     if len(paper_pes) < len(pes):
-        payload["mrr_all"] = {**aggregate.mean_reciprocal_rank(runs, pes), "pes": pes,
-                              "ties": TIES_NOTE}  # fmt: skip
+        payload["mrr_all"] = {
+            **aggregate.mean_reciprocal_rank(runs, pes),
+            "pes": pes,
+            "ties": TIES_NOTE,
+        }
     os.makedirs(out_dir, exist_ok=True)
     payload["plots"] = plots.write_plots(
         out_dir, {task: by_length[task] for task in tasks}, train_max_length, pes

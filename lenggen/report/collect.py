@@ -82,8 +82,10 @@ def _check_splits(results: dict, path: str) -> None:
                 f"{path}: split {name!r} needs 'overall' and 'by_length'; got {split!r:.80}."
             )
     if not isinstance(results.get("train_max_length"), int):
-        raise ReportError(f"{path}: expected an integer train_max_length, got "
-                          f"{results.get('train_max_length')!r}.")
+        raise ReportError(
+            f"{path}: expected an integer train_max_length, got "
+            f"{results.get('train_max_length')!r}."
+        )
 
 
 def find_results(runs_dir: str) -> list[str]:
@@ -98,8 +100,11 @@ def find_results(runs_dir: str) -> list[str]:
         for entry in directory.iterdir():
             if entry.name == workdir_lib.RESULTS_FILE:
                 found.append(os.fspath(entry))
-            elif (not entry.name.startswith((".", "replaced-"))
-                  and entry.name not in _NOT_SEARCHED and entry.is_dir()):
+            elif (
+                not entry.name.startswith((".", "replaced-"))
+                and entry.name not in _NOT_SEARCHED
+                and entry.is_dir()
+            ):
                 pending.append(entry)
     return sorted(found)
 
@@ -116,18 +121,31 @@ def collect(runs_dir: str) -> list[RunResult]:
         results = _load(path)
         _check_splits(results, path)
         task, pe, seed = _identity(results, path)
-        runs.append(RunResult(path, task, pe, seed, results["train_max_length"],
-                              results.get("metric"), results["splits"]))
+        runs.append(
+            RunResult(
+                path,
+                task,
+                pe,
+                seed,
+                results["train_max_length"],
+                results.get("metric"),
+                results["splits"],
+            )
+        )
     if not runs:
-        raise ReportError(f"No {workdir_lib.RESULTS_FILE} under {runs_dir!r}: run the sweep first "
-                          "(python -m lenggen.sweep).")
+        raise ReportError(
+            f"No {workdir_lib.RESULTS_FILE} under {runs_dir!r}: run the sweep first "
+            "(python -m lenggen.sweep)."
+        )
     seen: dict[tuple, str] = {}
     train_lengths: dict[str, tuple[int, str]] = {}
     for run in runs:
         key = (run.task, run.pe, run.seed)
         if key in seen:
-            raise ReportError(f"Two results for task {run.task}, pe {run.pe}, seed {run.seed}: "
-                              f"{seen[key]} and {run.path}. Move one away.")
+            raise ReportError(
+                f"Two results for task {run.task}, pe {run.pe}, seed {run.seed}: "
+                f"{seen[key]} and {run.path}. Move one away."
+            )
         seen[key] = run.path
         length, first = train_lengths.setdefault(run.task, (run.train_max_length, run.path))
         if length != run.train_max_length:

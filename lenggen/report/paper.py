@@ -8,28 +8,59 @@ the PEs (no scratchpad). Their five MRRs sum to 1 + 1/2 + ... + 1/5 =
 
 # The paper's five PEs, in the column order of its table and figures; registered PE names.
 PAPER_PE_ORDER = ("nope", "t5", "alibi", "rotary", "ape")
-PE_LABELS = {"nope": "NoPE", "t5": "T5", "alibi": "ALiBi", "rotary": "Rotary", "ape": "APE",
-             "fire": "FIRE"}
+PE_LABELS = {
+    "nope": "NoPE",
+    "t5": "T5",
+    "alibi": "ALiBi",
+    "rotary": "Rotary",
+    "ape": "APE",
+    "fire": "FIRE",
+}
 
 # The headline table's rows (and the main figure's panels), by their registered names.
 MAIN_TASKS = (
-    "copy_repeat", "copy_repeat_2x", "copy_repeat_change", "copy", "copy_2x", "reverse",
-    "reverse_2x", "reverse_copy", "scan", "pcfg",
+    "copy_repeat",
+    "copy_repeat_2x",
+    "copy_repeat_change",
+    "copy",
+    "copy_2x",
+    "reverse",
+    "reverse_2x",
+    "reverse_copy",
+    "scan",
+    "pcfg",
 )
 # The maths and reasoning tasks (trained on lengths <= 8, tested on 9-16).
 MATHS_TASKS = (
-    "addition", "polynomial", "sort_single_token", "sort_multi_digit", "summation", "parity",
-    "lego", "lego_shuffled",
+    "addition",
+    "polynomial",
+    "sort_single_token",
+    "sort_multi_digit",
+    "summation",
+    "parity",
+    "lego",
+    "lego_shuffled",
 )
 # Row order of every table and figure: the headline table's tasks, then the maths tasks.
 PAPER_TASK_ORDER = MAIN_TASKS + MATHS_TASKS
 TASK_LABELS = {
-    "copy_repeat": "Copy-Repeat", "copy_repeat_2x": "Copy-Repeat 2x",
-    "copy_repeat_change": "Copy-Repeat+Change", "copy": "Copy", "copy_2x": "Copy 2x",
-    "reverse": "Reverse", "reverse_2x": "Reverse 2x", "reverse_copy": "Reverse+Copy",
-    "scan": "SCAN", "pcfg": "PCFG", "addition": "Addition", "polynomial": "Polynomial",
-    "sort_single_token": "Sorting (single token)", "sort_multi_digit": "Sorting (multi digit)",
-    "summation": "Summation", "parity": "Parity", "lego": "LEGO",
+    "copy_repeat": "Copy-Repeat",
+    "copy_repeat_2x": "Copy-Repeat 2x",
+    "copy_repeat_change": "Copy-Repeat+Change",
+    "copy": "Copy",
+    "copy_2x": "Copy 2x",
+    "reverse": "Reverse",
+    "reverse_2x": "Reverse 2x",
+    "reverse_copy": "Reverse+Copy",
+    "scan": "SCAN",
+    "pcfg": "PCFG",
+    "addition": "Addition",
+    "polynomial": "Polynomial",
+    "sort_single_token": "Sorting (single token)",
+    "sort_multi_digit": "Sorting (multi digit)",
+    "summation": "Summation",
+    "parity": "Parity",
+    "lego": "LEGO",
     "lego_shuffled": "LEGO (shuffled)",
 }
 

@@ -82,7 +82,8 @@ def differing_keys(saved: dict, current: dict, *, evaluating: bool = False) -> l
             flat["model.precision"] = "highest"
     allowed = IGNORED_KEYS + (EVALUATION_KEYS if evaluating else ())
     return sorted(
-        key for key in saved_flat.keys() | current_flat.keys()
+        key
+        for key in saved_flat.keys() | current_flat.keys()
         if saved_flat.get(key) != current_flat.get(key) and not _matches(key, allowed)
     )
 
@@ -151,11 +152,14 @@ class RunDir:
                 "scratch."
             ) from None
         except ValueError as error:  # not UTF-8
-            raise WorkdirError(f"{path} is not a text file ({error}). Restore that run's "
-                               "config.json, or pass --overwrite to start from scratch.") from None
+            raise WorkdirError(
+                f"{path} is not a text file ({error}). Restore that run's "
+                "config.json, or pass --overwrite to start from scratch."
+            ) from None
         if not isinstance(saved, dict):
             raise WorkdirError(
-                f"{path} line 1: expected a JSON object, got {type(saved).__name__}.")
+                f"{path} line 1: expected a JSON object, got {type(saved).__name__}."
+            )
         return saved
 
     def config(self) -> dict | None:
@@ -228,8 +232,13 @@ class RunDir:
 
     # ---- The guard.
 
-    def check(self, config: ml_collections.ConfigDict, *, overwrite: bool = False,
-              evaluating: bool = False) -> None:
+    def check(
+        self,
+        config: ml_collections.ConfigDict,
+        *,
+        overwrite: bool = False,
+        evaluating: bool = False,
+    ) -> None:
         """Raises WorkdirError unless this directory can hold this run; writes nothing.
 
         Refused: a path that is not a directory or cannot be written; a workdir of another
@@ -330,8 +339,7 @@ class RunDir:
             return self.move_aside()
         return None
 
-    def record(self, config: ml_collections.ConfigDict, *,
-               provenance: dict | None = None) -> None:
+    def record(self, config: ml_collections.ConfigDict, *, provenance: dict | None = None) -> None:
         """Writes `config` to WORKDIR/config.json (atomically).
 
         `provenance` (lenggen.provenance.collect) is stored beside the config under
@@ -342,8 +350,13 @@ class RunDir:
             current["provenance"] = provenance
         self.write_json(CONFIG_FILE, current)
 
-    def claim(self, config: ml_collections.ConfigDict, *, overwrite: bool = False,
-              provenance: dict | None = None) -> None:
+    def claim(
+        self,
+        config: ml_collections.ConfigDict,
+        *,
+        overwrite: bool = False,
+        provenance: dict | None = None,
+    ) -> None:
         """Records `config`, refusing a directory that trained another experiment.
 
         With `overwrite`, what the directory held is moved to WORKDIR/replaced-<time>/ rather
@@ -373,8 +386,14 @@ class RunDir:
 
 # Function forms, for callers holding a path.
 
-def check(workdir: str, config: ml_collections.ConfigDict, *, overwrite: bool = False,
-          evaluating: bool = False) -> None:
+
+def check(
+    workdir: str,
+    config: ml_collections.ConfigDict,
+    *,
+    overwrite: bool = False,
+    evaluating: bool = False,
+) -> None:
     RunDir(workdir).check(config, overwrite=overwrite, evaluating=evaluating)
 
 
@@ -386,13 +405,19 @@ def prepare(workdir: str, *, overwrite: bool = False) -> epath.Path | None:
     return RunDir(workdir).prepare(overwrite=overwrite)
 
 
-def record(workdir: str, config: ml_collections.ConfigDict, *,
-           provenance: dict | None = None) -> None:
+def record(
+    workdir: str, config: ml_collections.ConfigDict, *, provenance: dict | None = None
+) -> None:
     RunDir(workdir).record(config, provenance=provenance)
 
 
-def claim(workdir: str, config: ml_collections.ConfigDict, *, overwrite: bool = False,
-          provenance: dict | None = None) -> None:
+def claim(
+    workdir: str,
+    config: ml_collections.ConfigDict,
+    *,
+    overwrite: bool = False,
+    provenance: dict | None = None,
+) -> None:
     RunDir(workdir).claim(config, overwrite=overwrite, provenance=provenance)
 
 

@@ -40,8 +40,11 @@ class WorkdirLockedError(ValueError):
 
 
 def _holder() -> dict[str, Any]:
-    return dict(host=socket.gethostname(), pid=os.getpid(),
-                started=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"))
+    return dict(
+        host=socket.gethostname(),
+        pid=os.getpid(),
+        started=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    )
 
 
 def _describe(holder: Any) -> str:
@@ -121,8 +124,9 @@ class WorkdirLock:
                 filesystem = storage.gcs_filesystem()
                 bucket, key = storage.bucket_and_key(self.path)
                 try:
-                    filesystem.call("DELETE", "b/{}/o/{}", bucket, key,
-                                    ifGenerationMatch=self._generation)
+                    filesystem.call(
+                        "DELETE", "b/{}/o/{}", bucket, key, ifGenerationMatch=self._generation
+                    )
                 except (FileNotFoundError, FileExistsError):
                     pass  # Already gone, or taken over: not ours to delete.
                 filesystem.invalidate_cache(self.path)
@@ -168,15 +172,22 @@ class WorkdirLock:
         bucket, key = storage.bucket_and_key(self.path)
         boundary = "lenggen-lock-boundary"
         body = (
-            f"--{boundary}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n"
-            f"{json.dumps({'name': key})}\r\n--{boundary}\r\n"
-            "Content-Type: application/json\r\n\r\n"
-        ).encode() + payload + f"\r\n--{boundary}--".encode()
+            (
+                f"--{boundary}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n"
+                f"{json.dumps({'name': key})}\r\n--{boundary}\r\n"
+                "Content-Type: application/json\r\n\r\n"
+            ).encode()
+            + payload
+            + f"\r\n--{boundary}--".encode()
+        )
         result = filesystem.call(
-            "POST", f"{filesystem._location}/upload/storage/v1/b/{bucket}/o",
-            uploadType="multipart", ifGenerationMatch=if_generation_match,
+            "POST",
+            f"{filesystem._location}/upload/storage/v1/b/{bucket}/o",
+            uploadType="multipart",
+            ifGenerationMatch=if_generation_match,
             headers={"Content-Type": f'multipart/related; boundary="{boundary}"'},
-            data=body, json_out=True,
+            data=body,
+            json_out=True,
         )
         filesystem.invalidate_cache(self.path)
         return str(result["generation"])
@@ -187,8 +198,9 @@ class WorkdirLock:
         bucket, key = storage.bucket_and_key(self.path)
         try:
             metadata = filesystem.call("GET", "b/{}/o/{}", bucket, key, json_out=True)
-            _, content = filesystem.call("GET", "b/{}/o/{}", bucket, key, alt="media",
-                                         generation=metadata["generation"])
+            _, content = filesystem.call(
+                "GET", "b/{}/o/{}", bucket, key, alt="media", generation=metadata["generation"]
+            )
         except FileNotFoundError:
             return None
         updated = datetime.datetime.fromisoformat(metadata["updated"].replace("Z", "+00:00"))
@@ -214,14 +226,19 @@ class WorkdirLock:
             except FileExistsError:
                 continue  # Another run recovered it first; look again.
             self.recovered = holder
-            logging.warning("Recovered the stale lock %s of %s (last refreshed %.0f s ago).",
-                            self.path, _describe(holder), age)
+            logging.warning(
+                "Recovered the stale lock %s of %s (last refreshed %.0f s ago).",
+                self.path,
+                _describe(holder),
+                age,
+            )
             break
         else:
             found = self._read_gcs()
             raise _refusal(self.path, found[0] if found else None)
-        self._thread = threading.Thread(target=self._heartbeat, args=(payload,), daemon=True,
-                                        name="lenggen-workdir-lock")
+        self._thread = threading.Thread(
+            target=self._heartbeat, args=(payload,), daemon=True, name="lenggen-workdir-lock"
+        )
         self._thread.start()
 
     def _heartbeat(self, payload: bytes) -> None:

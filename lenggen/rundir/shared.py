@@ -42,8 +42,10 @@ class Interrupted(Exception):
     """SIGTERM or SIGINT arrived while waiting."""
 
     def __init__(self, signum: int):
-        super().__init__(f"Stopped by {signal.Signals(signum).name} while checking that every "
-                         "process sees the workdir; nothing was written but the check's files.")
+        super().__init__(
+            f"Stopped by {signal.Signals(signum).name} while checking that every "
+            "process sees the workdir; nothing was written but the check's files."
+        )
         self.signum = signum
 
 
@@ -71,6 +73,7 @@ def _raw_actions(signums) -> dict:
 def _signals_interrupt():
     """SIGTERM/SIGINT raise Interrupted in the main thread while the block runs; afterwards
     each signal's handler is exactly what it was, C-level handlers (JAX's) included."""
+
     def handler(signum, frame):
         del frame
         raise Interrupted(signum)

@@ -47,7 +47,7 @@ def resolve(path: str | os.PathLike) -> epath.Path:
     """
     text = os.fspath(path)
     if is_gcs(text):
-        if not text[len(GCS_SCHEME):].split("/")[0]:
+        if not text[len(GCS_SCHEME) :].split("/")[0]:
             raise StorageError(f"{text}: expected gs://<bucket>/<path>.")
         return epath.Path(text)
     if "://" in text:
@@ -89,7 +89,7 @@ def resolve_fresh(path: str | os.PathLike) -> epath.Path:
 
 def bucket_and_key(path: str | os.PathLike) -> tuple[str, str]:
     """('bucket', 'a/b') of 'gs://bucket/a/b'."""
-    text = os.fspath(path)[len(GCS_SCHEME):]
+    text = os.fspath(path)[len(GCS_SCHEME) :]
     bucket, _, key = text.partition("/")
     return bucket, key.strip("/")
 
@@ -112,8 +112,10 @@ def _with_deadline[T](what: Callable[[], T], seconds: float, describe: str) -> T
     thread.start()
     thread.join(seconds)
     if thread.is_alive():
-        raise StorageError(f"{describe}: no answer within {seconds:.0f} s (no network, or the "
-                           "storage endpoint is unreachable).")
+        raise StorageError(
+            f"{describe}: no answer within {seconds:.0f} s (no network, or the "
+            "storage endpoint is unreachable)."
+        )
     if "error" in outcome:
         raise outcome["error"]
     return outcome["value"]
@@ -240,10 +242,10 @@ def move(source: str | os.PathLike, destination: str | os.PathLike) -> None:
     source_path, destination_path = resolve(source), resolve(destination)
     if is_gcs(source):
         filesystem = gcs_filesystem()
-        source_name = os.fspath(source_path)[len(GCS_SCHEME):]  # bucket/key, as gcsfs lists
+        source_name = os.fspath(source_path)[len(GCS_SCHEME) :]  # bucket/key, as gcsfs lists
         if filesystem.isdir(source_name):
             for name in filesystem.find(source_name):
-                filesystem.copy(name, f"{destination_path}/{name[len(source_name) + 1:]}")
+                filesystem.copy(name, f"{destination_path}/{name[len(source_name) + 1 :]}")
         else:
             filesystem.copy(os.fspath(source_path), os.fspath(destination_path))
         filesystem.rm(os.fspath(source_path), recursive=True)

@@ -49,7 +49,6 @@ from lenggen.tasks.bucketed import DATA_SEED, Bucket, BucketedTask
 MAX_DIGITS = 18
 
 
-
 def spaced(number: int) -> str:
     """`565` -> `"5 6 5"`: one word per digit."""
     return " ".join(str(number))

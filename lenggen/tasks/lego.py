@@ -95,10 +95,15 @@ class Lego(PerLengthTask):
 
     def _buckets(self, lengths: range) -> tuple[Bucket, ...]:
         return tuple(
-            Bucket(key=(length, query), length=length, size=self._bucket_size(length),
-                   draw=functools.partial(self._draw_query, length, query))
-            for length in lengths for query in self.queries(length)
-        )  # fmt: skip
+            Bucket(
+                key=(length, query),
+                length=length,
+                size=self._bucket_size(length),
+                draw=functools.partial(self._draw_query, length, query),
+            )
+            for length in lengths
+            for query in self.queries(length)
+        )
 
     @functools.cached_property
     def _plan(self) -> tuple[list[int], list[int]]:
@@ -106,8 +111,9 @@ class Lego(PerLengthTask):
         tasks get (validation where a length can hold it apart), split evenly over its query
         indices, as the script's equal bins of whole chains."""
         lengths = range(self.min_length, self.max_train_length + 1)
-        train, validation = plan_counts([self._space_size(n) for n in lengths], self.num_train,
-                                        self.num_validation)  # fmt: skip
+        train, validation = plan_counts(
+            [self._space_size(n) for n in lengths], self.num_train, self.num_validation
+        )
         per_bucket: tuple[list[int], list[int]] = ([], [])
         for length, n_train, n_valid in zip(lengths, train, validation):
             per_bucket[0].extend(split_evenly(n_train, len(self.queries(length))))
@@ -126,8 +132,9 @@ class Lego(PerLengthTask):
 
     # Items: [values (L), variable indices (L), query index, clause order (L, shuffled only)].
 
-    def _draw_query(self, length: int, query: int, rng: np.random.Generator,
-                    count: int) -> np.ndarray:  # fmt: skip
+    def _draw_query(
+        self, length: int, query: int, rng: np.random.Generator, count: int
+    ) -> np.ndarray:
         values = rng.integers(0, 2, (count, length))
         letters = np.tile(np.arange(len(VARIABLES)), (count, 1))
         variables = rng.permuted(letters, axis=1)[:, :length]

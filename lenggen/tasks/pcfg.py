@@ -180,7 +180,9 @@ class Pcfg(BucketedTask):
         # Every tree's target can be cut to one string argument (remove_first / remove_second),
         # but a chain of unary functions grows it by up to one symbol each (echo).
         options.check_at_least(
-            self, "max_target_length", STRING_LENGTHS[1] + self.max_test_functions,
+            self,
+            "max_target_length",
+            STRING_LENGTHS[1] + self.max_test_functions,
             "a string argument plus one symbol per function",
         )
         if self.source == "real":
@@ -193,7 +195,9 @@ class Pcfg(BucketedTask):
                 )
             available = len(self._real_test_candidates)
             options.check_at_most(
-                self, "num_test", available,
+                self,
+                "num_test",
+                available,
                 f"the real test pairs with at most max_test_functions={self.max_test_functions} "
                 "functions",
             )
@@ -380,8 +384,12 @@ def _draw_tree(
         first = tree(first_functions)
         tokens.append(_COMMA_ID)
         second = tree(n - 1 - first_functions)
-        return {"append": first + second, "prepend": first + second, "remove_first": second,
-                "remove_second": first}[BINARY[function]]
+        return {
+            "append": first + second,
+            "prepend": first + second,
+            "remove_first": second,
+            "remove_second": first,
+        }[BINARY[function]]
 
     length = tree(functions)
     return tokens, length

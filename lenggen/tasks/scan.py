@@ -151,8 +151,9 @@ class Scan(Task):
 @functools.cache
 def _all_examples() -> tuple[Example, ...]:
     return tuple(
-        Example(source=f"{PREFIX} {command} {SEPARATOR}", target=" ".join(actions),
-                length=len(actions))
+        Example(
+            source=f"{PREFIX} {command} {SEPARATOR}", target=" ".join(actions), length=len(actions)
+        )
         for command, actions in commands()
     )
 

@@ -57,8 +57,9 @@ def _barrier(name: str) -> None:
 def state_bytes_per_device(abstract: Any, shardings: Any) -> int:
     """Bytes one device holds of a tree of ShapeDtypeStructs laid out by `shardings`."""
     total = 0
-    for leaf, leaf_sharding in zip(jax.tree.leaves(abstract), jax.tree.leaves(shardings),
-                                   strict=True):
+    for leaf, leaf_sharding in zip(
+        jax.tree.leaves(abstract), jax.tree.leaves(shardings), strict=True
+    ):
         total += math.prod(leaf_sharding.shard_shape(leaf.shape)) * leaf.dtype.itemsize
     return total
 
@@ -115,7 +116,8 @@ class Experiment:
         # for its prompt and the decoding budget, so their verdicts agree (evaluate/steps.py).
         self.teacher_forced = jax.jit(
             functools.partial(
-                eval_steps.teacher_forced_correct, model=self.model,
+                eval_steps.teacher_forced_correct,
+                model=self.model,
                 max_new_tokens=config.eval.max_new_tokens,
             ),
             in_shardings=(self.layout.param_sharding, batch_sharding),
@@ -123,8 +125,10 @@ class Experiment:
         )
         self.greedy = jax.jit(
             functools.partial(
-                decoding.greedy_decode, self.model,
-                max_new_tokens=config.eval.max_new_tokens, eos_id=tokenizer_lib.EOS_ID,
+                decoding.greedy_decode,
+                self.model,
+                max_new_tokens=config.eval.max_new_tokens,
+                eos_id=tokenizer_lib.EOS_ID,
             ),
             in_shardings=(self.layout.param_sharding, batch_sharding, batch_sharding),
             out_shardings=batch_sharding,
@@ -170,8 +174,9 @@ class Experiment:
         budget = knob or stats.get("bytes_limit", 0)
         if not budget:
             return
-        params = state_bytes_per_device(self.layout.abstract["params"],
-                                        self.layout.sharding["params"])
+        params = state_bytes_per_device(
+            self.layout.abstract["params"], self.layout.sharding["params"]
+        )
         total = state_bytes_per_device(self.layout.abstract, self.layout.sharding) + params
         if total > budget:
             source = "config.train.max_bytes_per_device" if knob else "the device's bytes_limit"
@@ -185,7 +190,10 @@ class Experiment:
 
     def initial_state(self) -> dict:
         return state_lib.initial_state(
-            self.model, self.optimizer, self.layout, self.train_seq_len,
+            self.model,
+            self.optimizer,
+            self.layout,
+            self.train_seq_len,
             jax.random.key(self.config.seed),
         )
 
@@ -232,10 +240,18 @@ def _resume(experiment: Experiment, checkpoints: checkpoint.Checkpoints) -> tupl
         _event(experiment, event="started", step=0, **devices)
         return 0, experiment.initial_state()
     for (bad, reason), moved in zip(restored.skipped, restored.moved_to, strict=True):
-        _log(f"Checkpoint of step {bad} cannot be restored ({reason}); moved it to {moved} "
-             f"and fell back to step {step}.")
-        _event(experiment, event="checkpoint_fallback", step=bad, restored_step=step,
-               reason=reason, moved_to=moved)
+        _log(
+            f"Checkpoint of step {bad} cannot be restored ({reason}); moved it to {moved} "
+            f"and fell back to step {step}."
+        )
+        _event(
+            experiment,
+            event="checkpoint_fallback",
+            step=bad,
+            restored_step=step,
+            reason=reason,
+            moved_to=moved,
+        )
     _log(f"Resumed from step {step} in {experiment.workdir}.")
     _event(experiment, event="resumed", step=step, **devices)
     return step, restored.state
@@ -255,8 +271,11 @@ def _warn_if_devices_changed(experiment: Experiment, step: int, devices: dict) -
         )
 
 
-def train(experiment: Experiment, checkpoints: checkpoint.Checkpoints,
-          on_start: Callable[[], None] = lambda: None) -> dict:
+def train(
+    experiment: Experiment,
+    checkpoints: checkpoint.Checkpoints,
+    on_start: Callable[[], None] = lambda: None,
+) -> dict:
     """Trains from the newest intact checkpoint (or from scratch) to `config.train.num_steps`.
 
     `on_start` runs once the state to train from is known (restored, or fresh).
@@ -304,10 +323,17 @@ def train(experiment: Experiment, checkpoints: checkpoint.Checkpoints,
             process_count=jax.process_count(),
         )
         all_finite = jax.jit(_all_finite, out_shardings=sharding.replicated(experiment.mesh))
-        board = closing.enter_context(contextlib.closing(metrics_log.open_writer(
-            experiment.workdir, config, is_writer=jax.process_index() == 0,
-            provenance=experiment.provenance, purge_step=start_step,
-        )))  # fmt: skip
+        board = closing.enter_context(
+            contextlib.closing(
+                metrics_log.open_writer(
+                    experiment.workdir,
+                    config,
+                    is_writer=jax.process_index() == 0,
+                    provenance=experiment.provenance,
+                    purge_step=start_step,
+                )
+            )
+        )
 
         # ---- Loop.
         window_start, window_steps = time.perf_counter(), 0
@@ -337,8 +363,13 @@ def train(experiment: Experiment, checkpoints: checkpoint.Checkpoints,
                     f"lr {metrics['learning_rate']:.2e}  "
                     f"{steps_per_second:.2f} steps/s  ETA {eta / 60:.1f} min"
                 )
-                _event(experiment, event="train", step=done, steps_per_second=steps_per_second,
-                       **metrics)
+                _event(
+                    experiment,
+                    event="train",
+                    step=done,
+                    steps_per_second=steps_per_second,
+                    **metrics,
+                )
                 board.train(done, metrics, steps_per_second)
                 window_start, window_steps = time.perf_counter(), 0
 
@@ -359,8 +390,13 @@ def train(experiment: Experiment, checkpoints: checkpoint.Checkpoints,
                     f"step {done}: validation exact match {accuracy:.4f}"
                     f"{' (best so far, saved)' if improved else f' (best {best_metric:.4f})'}"
                 )
-                _event(experiment, event="validation", step=done, exact_match=accuracy,
-                       best=best_metric)
+                _event(
+                    experiment,
+                    event="validation",
+                    step=done,
+                    exact_match=accuracy,
+                    best=best_metric,
+                )
                 board.validation(done, validation.summary, best_metric)
                 window_start, window_steps = time.perf_counter(), 0
 
@@ -417,17 +453,22 @@ def evaluate(experiment: Experiment, checkpoints: checkpoint.Checkpoints) -> dic
         )
         storage.move(partial, run_dir.file(rundir.PLOT_FILE))
         # TensorBoard last: the results files above are what scripts and the report read.
-        with contextlib.closing(metrics_log.open_writer(
-                experiment.workdir, config, is_writer=True,
-                provenance=payload["provenance"])) as board:
+        with contextlib.closing(
+            metrics_log.open_writer(
+                experiment.workdir, config, is_writer=True, provenance=payload["provenance"]
+            )
+        ) as board:
             board.final(payload)
         print(results.format_table(payload), flush=True)
     return payload
 
 
 def run(
-    config: ml_collections.ConfigDict, workdir: str, mode: str = "train_and_evaluate",
-    *, overwrite: bool = False,
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    mode: str = "train_and_evaluate",
+    *,
+    overwrite: bool = False,
 ) -> dict | None:
     """Validates `config`, then trains and/or evaluates it in `workdir`.
 
@@ -450,8 +491,10 @@ def run(
     metrics_log.check(config)
     run_dir = rundir.RunDir(workdir)
     run_dir.check(config, overwrite=overwrite and not evaluating, evaluating=evaluating)
-    _log(f"Setting up {config.task.name}, {config.model.pe.name}, seed {config.seed} "
-         f"({mode}) in {workdir}.")
+    _log(
+        f"Setting up {config.task.name}, {config.model.pe.name}, seed {config.seed} "
+        f"({mode}) in {workdir}."
+    )
     # Builds data, model and state layout, and checks they fit, before the workdir is locked
     # and touched: a config refused here leaves the workdir as it was.
     experiment = Experiment(config, workdir)
@@ -461,8 +504,9 @@ def run(
             if jax.process_index() == 0:  # Only process 0 writes the workdir's files.
                 moved = run_dir.prepare(overwrite=overwrite)
                 if moved:
-                    _log(f"--overwrite: moved what {workdir} held to {moved}; starting from "
-                         "scratch.")
+                    _log(
+                        f"--overwrite: moved what {workdir} held to {moved}; starting from scratch."
+                    )
             _barrier("lenggen_workdir_prepared")
         checkpoints = checkpoint.Checkpoints(
             workdir, keep=config.train.checkpoints_to_keep, create=not evaluating
@@ -479,8 +523,7 @@ def run(
                 if mode in ("train", "train_and_evaluate"):
                     train(experiment, checkpoints, on_start=record_config)
                 if mode in ("evaluate", "train_and_evaluate"):
-                    trained = (" training is complete (checkpoints saved);"
-                               if not evaluating else "")
+                    trained = " training is complete (checkpoints saved);" if not evaluating else ""
                     with preemption.phase(
                         f"during the final evaluation:{trained} results files are replaced "
                         "atomically, so none is half-written. Run the same command to evaluate "

@@ -168,15 +168,24 @@ class Writer(NullWriter):
         them.
     """
 
-    def __init__(self, workdir: str, config: ml_collections.ConfigDict,
-                 provenance: Mapping[str, Any] | None = None, purge_step: int | None = None):
+    def __init__(
+        self,
+        workdir: str,
+        config: ml_collections.ConfigDict,
+        provenance: Mapping[str, Any] | None = None,
+        purge_step: int | None = None,
+    ):
         from tensorboardX import SummaryWriter
         from tensorboardX import summary as tbx_summary
 
         # tensorboardX names the file by the second and truncates an existing one: the suffix
         # keeps a resumed run, or the final evaluation, from overwriting an earlier file.
-        self._tb = SummaryWriter(workdir, purge_step=purge_step or None, flush_secs=30,
-                                 filename_suffix=f".{time.time_ns()}")
+        self._tb = SummaryWriter(
+            workdir,
+            purge_step=purge_step or None,
+            flush_secs=30,
+            filename_suffix=f".{time.time_ns()}",
+        )
         self._failures = _guard_failures(self._tb, workdir)
         self._reported = False
         params = hparams(config)
@@ -207,8 +216,7 @@ class Writer(NullWriter):
         self._scalars(step, values)
 
     def validation(self, step: int, summary: Mapping[str, Any], best: float) -> None:
-        values = {"validation/exact_match": summary["overall"],
-                  "validation/best_exact_match": best}  # fmt: skip
+        values = {"validation/exact_match": summary["overall"], "validation/best_exact_match": best}
         values.update(_by_length("validation", summary))
         self._scalars(step, values)
         self._tb.flush()
@@ -236,8 +244,10 @@ class Writer(NullWriter):
 
 def _by_length(split: str, summary: Mapping[str, Any]) -> dict[str, float]:
     by_length = summary["by_length"]
-    return {f"{split}/exact_match_by_length/{int(length):03d}": entry["exact_match"]
-            for length, entry in sorted(by_length.items(), key=lambda kv: int(kv[0]))}
+    return {
+        f"{split}/exact_match_by_length/{int(length):03d}": entry["exact_match"]
+        for length, entry in sorted(by_length.items(), key=lambda kv: int(kv[0]))
+    }
 
 
 def _code_block(text: str) -> str:
@@ -264,13 +274,19 @@ def _start_wandb(log: ml_collections.ConfigDict, workdir: str, params: Mapping[s
         return None
     import wandb
 
-    return wandb.init(project=log.wandb_project, name=workdir, dir=workdir, config=dict(params),
-                      resume="allow")  # fmt: skip
+    return wandb.init(
+        project=log.wandb_project, name=workdir, dir=workdir, config=dict(params), resume="allow"
+    )
 
 
-def open_writer(workdir: str, config: ml_collections.ConfigDict, *, is_writer: bool,
-                provenance: Mapping[str, Any] | None = None,
-                purge_step: int | None = None) -> NullWriter:
+def open_writer(
+    workdir: str,
+    config: ml_collections.ConfigDict,
+    *,
+    is_writer: bool,
+    provenance: Mapping[str, Any] | None = None,
+    purge_step: int | None = None,
+) -> NullWriter:
     """A Writer on the process that writes (process 0) when config.log.tensorboard is on;
     otherwise a NullWriter."""
     if not is_writer or not config.log.tensorboard:

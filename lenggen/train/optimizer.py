@@ -59,8 +59,14 @@ _BLOCK_NAMES = {
 }
 # FIRE has no counterpart in the official code: its parameters keep their own names, under
 # which the same rule decays the kernels and scalars and spares `hidden_bias`, `output_bias`.
-_FIRE_PARAMS = ("c", "threshold_multiplier", "hidden_kernel", "hidden_bias", "output_kernel",
-                "output_bias")  # fmt: skip
+_FIRE_PARAMS = (
+    "c",
+    "threshold_multiplier",
+    "hidden_kernel",
+    "hidden_bias",
+    "output_kernel",
+    "output_bias",
+)
 
 
 def hf_parameter_name(keys: Sequence[str]) -> str:
@@ -89,8 +95,10 @@ def hf_parameter_name(keys: Sequence[str]) -> str:
         name = _BLOCK_NAMES.get(keys[1:])
         if name is not None:
             return f"decoder.block.{int(keys[0][6:])}.{name}"
-    raise ValueError(f"No official parameter name known for {'/'.join(keys)}: add it to "
-                     "lenggen.train.optimizer.hf_parameter_name to decide its weight decay.")
+    raise ValueError(
+        f"No official parameter name known for {'/'.join(keys)}: add it to "
+        "lenggen.train.optimizer.hf_parameter_name to decide its weight decay."
+    )
 
 
 def _hf_trainer_4_16_decays(keys: tuple[str, ...]) -> bool:
@@ -115,8 +123,9 @@ def decay_mask(params, rule: str = PAPER_MASK):
         not know.
     """
     if rule not in DECAY_RULES:
-        raise ValueError(f"Unknown weight_decay_mask {rule!r}: expected one of "
-                         f"{', '.join(DECAY_RULES)}.")
+        raise ValueError(
+            f"Unknown weight_decay_mask {rule!r}: expected one of {', '.join(DECAY_RULES)}."
+        )
     decays = DECAY_RULES[rule]
     return jax.tree_util.tree_map_with_path(lambda path, _: decays(_keys(path)), params)
 
@@ -126,8 +135,9 @@ def make_optimizer(train: ml_collections.ConfigDict) -> optax.GradientTransforma
     without the key (an older one) gets the paper's, PAPER_MASK."""
     rule = train.get("weight_decay_mask", PAPER_MASK)
     if rule not in DECAY_RULES:
-        raise ValueError(f"Unknown train.weight_decay_mask {rule!r}: expected one of "
-                         f"{', '.join(DECAY_RULES)}.")
+        raise ValueError(
+            f"Unknown train.weight_decay_mask {rule!r}: expected one of {', '.join(DECAY_RULES)}."
+        )
     return optax.chain(
         optax.clip_by_global_norm(train.grad_clip_norm),
         optax.adamw(

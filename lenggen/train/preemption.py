@@ -75,8 +75,11 @@ class Interrupted(BaseException):
     """
 
     def __init__(self, signum: int, message: str | None = None):
-        super().__init__(message or f"{describe(signum)} before training started: nothing was "
-                         "saved. Run the same command to start again.")
+        super().__init__(
+            message
+            or f"{describe(signum)} before training started: nothing was "
+            "saved. Run the same command to start again."
+        )
         self.signum = signum
 
 
@@ -134,8 +137,12 @@ class Watch:
       sync_point: JAX's `reached_preemption_sync_point` (tests pass a stand-in).
     """
 
-    def __init__(self, *, process_count: int | None = None,
-                 sync_point=multihost_utils.reached_preemption_sync_point):
+    def __init__(
+        self,
+        *,
+        process_count: int | None = None,
+        sync_point=multihost_utils.reached_preemption_sync_point,
+    ):
         self._multiprocess = (process_count or jax.process_count()) > 1
         self._sync_point = sync_point
         self._calls = 0
@@ -167,10 +174,11 @@ class Watch:
             self._previous = None
         if self._multiprocess and isinstance(exc, Interrupted):
             raise Interrupted(
-                exc.signum, f"{describe(exc.signum)} during multi-process training: only a "
+                exc.signum,
+                f"{describe(exc.signum)} during multi-process training: only a "
                 "preemption notice (SIGTERM) stops every process at one saved step, so this "
                 "process stopped at once; its newest complete checkpoint is intact. Run the "
-                "same command to resume."
+                "same command to resume.",
             ) from None
 
     @property
@@ -187,8 +195,9 @@ class Watch:
             return self.signum is not None
         self._calls += 1
         if self._sync_point(self._calls):
-            logging.warning("Preemption notice (SIGTERM to some process): every process stops "
-                            "after this step.")
+            logging.warning(
+                "Preemption notice (SIGTERM to some process): every process stops after this step."
+            )
             return True
         return False
 

@@ -45,14 +45,16 @@ def _boxed_params(model: nn.Module, seq_len: int, key: jax.Array) -> Any:
     return model.init({"params": key}, *_example_inputs(seq_len))["params"]
 
 
-def _fresh_state(model: nn.Module, optimizer: optax.GradientTransformation, seq_len: int,
-                 key: jax.Array) -> dict:
+def _fresh_state(
+    model: nn.Module, optimizer: optax.GradientTransformation, seq_len: int, key: jax.Array
+) -> dict:
     params = nn.unbox(_boxed_params(model, seq_len, key))
     return dict(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params))
 
 
-def layout(model: nn.Module, optimizer: optax.GradientTransformation, mesh: Mesh,
-           seq_len: int) -> StateLayout:
+def layout(
+    model: nn.Module, optimizer: optax.GradientTransformation, mesh: Mesh, seq_len: int
+) -> StateLayout:
     """Derives the state's shapes and shardings without allocating it (jax.eval_shape)."""
     key = jax.random.key(0)
     boxed = jax.eval_shape(functools.partial(_boxed_params, model, seq_len), key)
@@ -65,22 +67,34 @@ def layout(model: nn.Module, optimizer: optax.GradientTransformation, mesh: Mesh
     )
 
 
-def initial_state(model: nn.Module, optimizer: optax.GradientTransformation,
-                  state_layout: StateLayout, seq_len: int, key: jax.Array) -> dict:
+def initial_state(
+    model: nn.Module,
+    optimizer: optax.GradientTransformation,
+    state_layout: StateLayout,
+    seq_len: int,
+    key: jax.Array,
+) -> dict:
     """A fresh state, created directly in its sharded layout (never whole on one device)."""
     init = functools.partial(_fresh_state, model, optimizer, seq_len)
     return jax.jit(init, out_shardings=state_layout.sharding)(key)
 
 
-def jit_train_step(model: nn.Module, optimizer: optax.GradientTransformation,
-                   schedule: optax.Schedule, state_layout: StateLayout, mesh: Mesh):
+def jit_train_step(
+    model: nn.Module,
+    optimizer: optax.GradientTransformation,
+    schedule: optax.Schedule,
+    state_layout: StateLayout,
+    mesh: Mesh,
+):
     """`(state, batch, dropout_key) -> (state, metrics)`, jitted with explicit shardings; the
     incoming state is donated."""
     return jax.jit(
-        functools.partial(step_lib.train_step, model=model, optimizer=optimizer,
-                          schedule=schedule),
-        in_shardings=(state_layout.sharding, sharding.batch_sharding(mesh),
-                      sharding.replicated(mesh)),
+        functools.partial(step_lib.train_step, model=model, optimizer=optimizer, schedule=schedule),
+        in_shardings=(
+            state_layout.sharding,
+            sharding.batch_sharding(mesh),
+            sharding.replicated(mesh),
+        ),
         out_shardings=(state_layout.sharding, sharding.replicated(mesh)),
         donate_argnums=(0,),
     )

@@ -58,8 +58,13 @@ def loss_and_metrics(logits: jax.Array, batch: dict) -> tuple[jax.Array, dict]:
 
 
 def train_step(
-    state: dict, batch: dict, dropout_key: jax.Array, *, model: nn.Module,
-    optimizer: optax.GradientTransformation, schedule: optax.Schedule,
+    state: dict,
+    batch: dict,
+    dropout_key: jax.Array,
+    *,
+    model: nn.Module,
+    optimizer: optax.GradientTransformation,
+    schedule: optax.Schedule,
 ) -> tuple[dict, dict]:
     """One AdamW step on `state = {step, params, opt_state}`; returns the new state and metrics.
 
@@ -73,8 +78,12 @@ def train_step(
 
     def loss_fn(params):
         logits = model.apply(
-            {"params": params}, batch["tokens"], positions, batch["valid"],
-            deterministic=False, rngs={"dropout": step_key},
+            {"params": params},
+            batch["tokens"],
+            positions,
+            batch["valid"],
+            deterministic=False,
+            rngs={"dropout": step_key},
         )
         return loss_and_metrics(logits, batch)
 

@@ -111,8 +111,7 @@ def _independent_jsd(a: np.ndarray, b: np.ndarray) -> float:
 
 def test_similarity_matches_an_independent_computation(loaded):
     reference, others = loaded["nope"], [loaded["nope"], loaded["nope_other"], loaded["t5"]]
-    payload = attention_similarity.compare(reference, others, examples_per_length=1,
-                                           batch_size=2)  # fmt: skip
+    payload = attention_similarity.compare(reference, others, examples_per_length=1, batch_size=2)
     assert payload["num_examples"] == 3 and payload["reference"]["label"] == "nope (seed 1)"
     same, other_seed, t5 = payload["comparisons"]
     for metric in ("jsd", "symmetric_kl"):
@@ -136,9 +135,12 @@ def test_similarity_matches_an_independent_computation(loaded):
 
 def test_similarity_command_writes_json_and_png(workdirs, tmp_path):
     payload = attention_similarity.run(
-        workdirs["nope"], [workdirs["nope_other"], workdirs["t5"]], str(tmp_path),
-        examples_per_length=2, batch_size=4,
-    )  # fmt: skip
+        workdirs["nope"],
+        [workdirs["nope_other"], workdirs["t5"]],
+        str(tmp_path),
+        examples_per_length=2,
+        batch_size=4,
+    )
     saved = json.loads((tmp_path / attention_similarity.JSON_FILE).read_text())
     assert saved == json.loads(json.dumps(payload))
     assert [c["label"] for c in saved["comparisons"]] == ["nope (seed 2)", "t5 (seed 1)"]
@@ -170,8 +172,9 @@ def test_unusable_workdirs_are_rejected(workdirs, loaded, tmp_path):
     workdir_lib.claim(str(tmp_path / "empty"), _config("nope", 3))
     with pytest.raises(runs_lib.RunError, match="No checkpoint under .*train the run first"):
         runs_lib.load(str(tmp_path / "empty"))
-    other_task = _make_workdir(str(tmp_path / "other"), _config("nope", 4, num_symbols=50),
-                               best=False)  # fmt: skip
+    other_task = _make_workdir(
+        str(tmp_path / "other"), _config("nope", 4, num_symbols=50), best=False
+    )
     assert runs_lib.load(other_task).step == 9  # no best/: the newest checkpoint
     with pytest.raises(ValueError, match="expected the same task"):
         attention_similarity.compare(loaded["nope"], [runs_lib.load(other_task)])
@@ -187,15 +190,20 @@ def test_randomized_run_is_read_at_the_positions_evaluation_uses(tmp_path):
     # Independently: greedy decoding's table for this prompt, its first n entries.
     table = randomized.decoding_table(
         jax.numpy.asarray(batch["tokens"][:, :source_length]),
-        jax.numpy.ones((1, source_length), bool), 128, config.eval.max_new_tokens,
-    )  # fmt: skip
+        jax.numpy.ones((1, source_length), bool),
+        128,
+        config.eval.max_new_tokens,
+    )
     positions = np.asarray(batch["positions"]).copy()
     positions[0, :n] = np.asarray(table)[0, :n]
     assert positions[0, n - 1] > n - 1  # not 0..n-1: the sampled table
     _, state = run.model.apply(
-        {"params": run.params}, batch["tokens"], positions, batch["valid"],
+        {"params": run.params},
+        batch["tokens"],
+        positions,
+        batch["valid"],
         mutable=["intermediates"],
-    )  # fmt: skip
+    )
     expected = state["intermediates"]["block_0"]["attention"]["attention_weights"][0]
     got = runs_lib.attention(run, batch)[0]
     np.testing.assert_allclose(got[0, :, :n, :n], np.asarray(expected)[0, :, :n, :n], atol=1e-6)

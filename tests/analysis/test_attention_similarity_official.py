@@ -55,7 +55,8 @@ def test_official_layer_distance_takes_pairs_i_less_than_j_only():
     got = float(divergence.official_layer_distance(reference, other, valid, "jsd"))
     assert got == pytest.approx(expected, rel=1e-4)
     assert float(divergence.layer_distance(reference, other, valid, "jsd")) == pytest.approx(
-        0.0, abs=1e-6)  # the standard variant finds the identical pair
+        0.0, abs=1e-6
+    )  # the standard variant finds the identical pair
     with pytest.raises(ValueError, match="same number"):
         divergence.official_layer_distance(reference, other[:2], valid, "jsd")
 
@@ -69,8 +70,9 @@ def _workdir(path: str, pe: str, seed: int) -> str:
 def test_both_variants_side_by_side_on_real_runs(tmp_path):
     nope = runs_lib.load(_workdir(str(tmp_path / "nope"), "nope", 1))
     t5 = runs_lib.load(_workdir(str(tmp_path / "t5"), "t5", 1))
-    payload = attention_similarity.compare(nope, [nope, t5], examples_per_length=1,
-                                           batch_size=8, variant="both")  # fmt: skip
+    payload = attention_similarity.compare(
+        nope, [nope, t5], examples_per_length=1, batch_size=8, variant="both"
+    )
     assert payload["metrics"] == ["jsd", "symmetric_kl", "official_jsd", "official_symmetric_kl"]
     validation = runs_lib.examples_per_length(nope.task, nope.tokenizer, "validation", 1)
     test = runs_lib.examples_per_length(nope.task, nope.tokenizer, "test", 1)
@@ -91,11 +93,19 @@ def test_both_variants_side_by_side_on_real_runs(tmp_path):
     per_layer = []
     for layer in range(2):
         heads = ours.shape[1]
-        per_layer.append(min(
-            np.mean([_official_jsd(ours[layer, j, row, : row + 1],
-                                   theirs[layer, i, row, : row + 1]) for row in range(n)])
-            for i, j in itertools.combinations(range(heads), 2)))  # fmt: skip
-    assert other["official_jsd"]["by_length"]["22"] == pytest.approx(np.mean(per_layer),
-                                                                      rel=1e-4)
+        per_layer.append(
+            min(
+                np.mean(
+                    [
+                        _official_jsd(
+                            ours[layer, j, row, : row + 1], theirs[layer, i, row, : row + 1]
+                        )
+                        for row in range(n)
+                    ]
+                )
+                for i, j in itertools.combinations(range(heads), 2)
+            )
+        )
+    assert other["official_jsd"]["by_length"]["22"] == pytest.approx(np.mean(per_layer), rel=1e-4)
     with pytest.raises(ValueError, match="variant='paper': expected one of standard"):
         attention_similarity.compare(nope, [t5], variant="paper")

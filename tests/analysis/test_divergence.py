@@ -80,8 +80,10 @@ def test_batch_layer_distances_equals_per_example():
     found = divergence.batch_layer_distances(weights[0], weights[1], valid)
     assert set(found) == set(divergence.METRICS)
     for metric in divergence.METRICS:
-        expected = [divergence.layer_distance(weights[0, i], weights[1, i], valid[i], metric)
-                    for i in range(3)]  # fmt: skip
+        expected = [
+            divergence.layer_distance(weights[0, i], weights[1, i], valid[i], metric)
+            for i in range(3)
+        ]
         np.testing.assert_allclose(found[metric], expected, rtol=1e-5)
         assert (np.asarray(found[metric]) > 0).all()
 

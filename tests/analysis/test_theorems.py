@@ -41,8 +41,7 @@ def test_theorem_1_position_t_is_recovered_exactly_up_to_1000(trace):
     assert np.abs(recovered - t).max() < 0.01
     np.testing.assert_array_equal(np.rint(recovered), np.broadcast_to(t, recovered.shape))
     # Attention wrote 1 / (t + 1): the quantity the feed-forward layer inverts.
-    np.testing.assert_allclose(trace.hidden[0, :, theorems.ATTENDED_DIM], 1.0 / (t + 1),
-                               rtol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(trace.hidden[0, :, theorems.ATTENDED_DIM], 1.0 / (t + 1), rtol=1e-6)
 
 
 def test_recovery_ends_at_the_feed_forward_width():
@@ -62,8 +61,9 @@ def test_theorem_2_logits_are_alibi_and_shift_invariant(construction, trace):
     np.testing.assert_allclose(logits[0], expected, atol=1e-3)
     # Shift invariance: logit(i + s, j + s) = logit(i, j), for s = 1 and s = 700.
     for shift in (1, 700):
-        np.testing.assert_allclose(logits[:, :, shift:, shift:], logits[:, :, :-shift, :-shift],
-                                   atol=2e-3)  # fmt: skip
+        np.testing.assert_allclose(
+            logits[:, :, shift:, shift:], logits[:, :, :-shift, :-shift], atol=2e-3
+        )
     # ... and equal to this repo's ALiBi PE bias on the causal entries.
     positions = jnp.asarray(i[None, :200])
     bias = np.asarray(ALiBi(num_heads=2).bias(positions, positions))[0]
@@ -77,8 +77,7 @@ def test_theorem_2_attention_weights_are_alibi_softmax(construction, trace):
     distance = i[:, None] - i[None, :]
     for head, slope in enumerate(construction.slopes):
         scores = np.where(distance >= 0, np.exp(-slope * distance.clip(0)), 0.0)
-        np.testing.assert_allclose(weights[head], scores / scores.sum(-1, keepdims=True),
-                                   atol=1e-5)  # fmt: skip
+        np.testing.assert_allclose(weights[head], scores / scores.sum(-1, keepdims=True), atol=1e-5)
 
 
 def test_bad_arguments_are_rejected():

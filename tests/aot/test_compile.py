@@ -44,8 +44,9 @@ def _param_count(layers: int, d=768, heads=12, d_kv=64, ff=3072, buckets=32) -> 
 @pytest.fixture(scope="module")
 def v5e_report():
     topology = aot.topology("v5e:2x2")
-    return plan.plan(_config("t5", "pallas_flash", 1, (2, 2)), topology, ("decode",), LENGTHS,
-                     VOCAB)  # fmt: skip
+    return plan.plan(
+        _config("t5", "pallas_flash", 1, (2, 2)), topology, ("decode",), LENGTHS, VOCAB
+    )
 
 
 def test_decode_compiles_with_the_mosaic_kernel(v5e_report):
@@ -91,8 +92,13 @@ def test_every_tile_hook_compiles_in_mosaic_per_shard(pe):
 @pytest.mark.aot_full
 def test_evaluation_compiles_with_the_mosaic_kernel():
     """Teacher-forced evaluation at the paper's width (383 s under load on 2 cores, so here)."""
-    report = plan.plan(_config("t5", "pallas_flash", 1, (2, 2)), aot.topology("v5e:2x2"),
-                       ("evaluate",), LENGTHS, VOCAB)  # fmt: skip
+    report = plan.plan(
+        _config("t5", "pallas_flash", 1, (2, 2)),
+        aot.topology("v5e:2x2"),
+        ("evaluate",),
+        LENGTHS,
+        VOCAB,
+    )
     evaluate = report["programs"]["evaluate"]
     assert evaluate["compiled"], evaluate["error"]
     assert evaluate["mosaic_kernels"] == 1
@@ -104,8 +110,13 @@ def test_evaluation_compiles_with_the_mosaic_kernel():
 def test_train_step_compiles_and_fits():
     """The paper's training has attention dropout (0.1), which pallas_flash hands to its
     blockwise fallback (it has no dropout): no Mosaic kernel in the train step."""
-    report = plan.plan(_config("t5", "pallas_flash", 1, (2, 2)), aot.topology("v5e:2x2"),
-                       ("train",), LENGTHS, VOCAB)  # fmt: skip
+    report = plan.plan(
+        _config("t5", "pallas_flash", 1, (2, 2)),
+        aot.topology("v5e:2x2"),
+        ("train",),
+        LENGTHS,
+        VOCAB,
+    )
     train = report["programs"]["train"]
     assert train["compiled"], train["error"]
     assert train["mosaic_kernels"] == 0
@@ -114,12 +125,14 @@ def test_train_step_compiles_and_fits():
     assert report["fits"] and report["estimated_step_seconds"] > 0
 
 
-FULL = list(itertools.product(
-    ("nope", "ape", "t5", "alibi", "rotary", "fire"),
-    ("pallas_flash", "dot_product", "blockwise", "reference"),
-    ("v5e:2x2", "v4:2x2x1", "v5e:4x4"),
-    ((-1, 1), (-1, 2)),
-))  # fmt: skip
+FULL = list(
+    itertools.product(
+        ("nope", "ape", "t5", "alibi", "rotary", "fire"),
+        ("pallas_flash", "dot_product", "blockwise", "reference"),
+        ("v5e:2x2", "v4:2x2x1", "v5e:4x4"),
+        ((-1, 1), (-1, 2)),
+    )
+)
 
 
 @pytest.mark.aot_full

@@ -16,14 +16,26 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 def _plan(*args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
-    return subprocess.run([sys.executable, "-m", "lenggen.plan", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "lenggen.plan", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 @pytest.fixture(scope="module")
 def cpu_report():
-    result = _plan("--config=configs/quickstart.py", "--topology=cpu", "--mode=all",
-                   "--seq_len=24", "--grid=", "--json")  # fmt: skip
+    result = _plan(
+        "--config=configs/quickstart.py",
+        "--topology=cpu",
+        "--mode=all",
+        "--seq_len=24",
+        "--grid=",
+        "--json",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout, json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -70,8 +82,9 @@ def test_bad_topology_is_one_line_and_exit_2(topology):
 def test_bad_seq_len_is_one_line_and_exit_2():
     result = _plan("--config=configs/quickstart.py", "--seq_len=-3")
     assert result.returncode == 2
-    assert result.stderr.strip() == ("lenggen.plan: --seq_len=-3: expected 0 (from the dataset) "
-                                     "or a positive width")  # fmt: skip
+    assert result.stderr.strip() == (
+        "lenggen.plan: --seq_len=-3: expected 0 (from the dataset) or a positive width"
+    )
 
 
 def test_grid_projection_scales_by_tokens_per_step():
@@ -87,6 +100,7 @@ def test_grid_projection_scales_by_tokens_per_step():
         def lengths_of(config):
             width = pcfg_width if config.task.name == "pcfg" else 48
             return aot.Lengths(width, width, width), 10, 0
+
         return lengths_of
 
     same = plan.project_grid(report, "configs/grids/paper.py", widths(48))

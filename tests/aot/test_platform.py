@@ -6,7 +6,6 @@ matmul precision (config.model.precision) reaches every dot of the model and its
 Lowering only here (cheap); test_compile.py runs the TPU compiler.
 """
 
-
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -33,9 +32,10 @@ def _recorder(calls, name):
     return kernel
 
 
-@pytest.mark.parametrize(("platform", "expected"), [("tpu", "pallas_flash"),
-                                                     ("gpu", "dot_product"),
-                                                     ("cpu", "reference")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("platform", "expected"),
+    [("tpu", "pallas_flash"), ("gpu", "dot_product"), ("cpu", "reference")],
+)
 def test_auto_follows_the_platform_given(monkeypatch, platform, expected):
     """On this CPU host, `auto` built for a TPU (GPU) runs the TPU (GPU) choice, and passes the
     platform on to it."""
@@ -53,18 +53,23 @@ def test_unknown_platform_is_rejected():
         attention.get("auto", "metal")
 
 
-@pytest.mark.parametrize(("platform", "form", "interpret"),
-                         [("tpu", "tpu", False), ("gpu", "gpu", False), ("cpu", "tpu", True),
-                          (None, "tpu", True)])  # fmt: skip
-def test_pallas_flash_form_and_interpret_follow_the_platform(monkeypatch, platform, form,
-                                                             interpret):
+@pytest.mark.parametrize(
+    ("platform", "form", "interpret"),
+    [("tpu", "tpu", False), ("gpu", "gpu", False), ("cpu", "tpu", True), (None, "tpu", True)],
+)
+def test_pallas_flash_form_and_interpret_follow_the_platform(
+    monkeypatch, platform, form, interpret
+):
     """Mosaic (compiled) for a TPU, Triton for a GPU, the interpreter only for a CPU (None: this
     host, a CPU)."""
     calls = []
-    for module, name, form_name in ((pallas_flash, "_forward", "tpu"),
-                                    (pallas_gpu, "forward", "gpu")):  # fmt: skip
-        monkeypatch.setattr(module, name,
-                            lambda *a, f=form_name, **kw: calls.append((f, kw)) or a[0])
+    for module, name, form_name in (
+        (pallas_flash, "_forward", "tpu"),
+        (pallas_gpu, "forward", "gpu"),
+    ):
+        monkeypatch.setattr(
+            module, name, lambda *a, f=form_name, **kw: calls.append((f, kw)) or a[0]
+        )
     pallas_flash.attend(*_inputs(), lambda q_positions, k_positions: None, platform=platform)
     assert [(name, kw["interpret"]) for name, kw in calls] == [(form, interpret)]
 
@@ -77,9 +82,19 @@ def test_dot_product_tries_cudnn_only_for_a_gpu():
 
 def _model(platform, precision="highest", impl="auto"):
     pe = ml_collections.ConfigDict(dict(name="alibi"))
-    return decoder.Decoder(vocab_size=11, num_layers=1, d_model=16, num_heads=2, d_kv=8, d_ff=32,
-                           dropout_rate=0.0, pe=pe, attention_impl=impl, precision=precision,
-                           platform=platform)  # fmt: skip
+    return decoder.Decoder(
+        vocab_size=11,
+        num_layers=1,
+        d_model=16,
+        num_heads=2,
+        d_kv=8,
+        d_ff=32,
+        dropout_rate=0.0,
+        pe=pe,
+        attention_impl=impl,
+        precision=precision,
+        platform=platform,
+    )
 
 
 def _apply_args(length=128):
@@ -115,10 +130,14 @@ def _dot_precisions(jaxpr) -> list:
     return found
 
 
-@pytest.mark.parametrize(("precision", "expected"),
-                         [("highest", jax.lax.Precision.HIGHEST),
-                          ("high", jax.lax.Precision.HIGH),
-                          ("default", jax.lax.Precision.DEFAULT)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("precision", "expected"),
+    [
+        ("highest", jax.lax.Precision.HIGHEST),
+        ("high", jax.lax.Precision.HIGH),
+        ("default", jax.lax.Precision.DEFAULT),
+    ],
+)
 def test_precision_reaches_every_dot_and_its_gradient(precision, expected):
     """Forward and backward: every dot of a train-style gradient carries the config's
     precision ('default': the platform's, one bfloat16 pass on a TPU)."""
@@ -146,11 +165,17 @@ def test_memory_stats_of_an_abstract_mesh_are_empty():
 
 def test_topologies():
     """Device counts, hosts and devices per chip of the abstract slices the plan compiles for."""
-    found = {name: (len(t.devices), t.hosts, t.devices_per_chip, t.chip.name)
-             for name in ("v5e:2x2", "v5e:4x4", "v4:2x2x1", "v4:2x2x2")
-             for t in [aot.topology(name)]}  # fmt: skip
-    assert found == {"v5e:2x2": (4, 1, 1, "v5e"), "v5e:4x4": (16, 4, 1, "v5e"),
-                     "v4:2x2x1": (8, 1, 2, "v4"), "v4:2x2x2": (16, 2, 2, "v4")}  # fmt: skip
+    found = {
+        name: (len(t.devices), t.hosts, t.devices_per_chip, t.chip.name)
+        for name in ("v5e:2x2", "v5e:4x4", "v4:2x2x1", "v4:2x2x2")
+        for t in [aot.topology(name)]
+    }
+    assert found == {
+        "v5e:2x2": (4, 1, 1, "v5e"),
+        "v5e:4x4": (16, 4, 1, "v5e"),
+        "v4:2x2x1": (8, 1, 2, "v4"),
+        "v4:2x2x2": (16, 2, 2, "v4"),
+    }
     local = aot.topology("cpu")
     assert local.chip is None and local.devices == tuple(jax.devices())
 
@@ -160,5 +185,3 @@ def test_bad_topology(name):
     with pytest.raises(ValueError, match=f"unknown topology '{name}'") as raised:
         aot.topology(name)
     assert "\n" not in str(raised.value)
-
-

@@ -53,17 +53,20 @@ def _model(pe: str, sizes=None) -> Decoder:
 
 
 def _batch() -> dict:
-    return {k: jnp.asarray(v) for k, v in train_throughput.synthetic_batch(
-        BATCH, LENGTH, VOCAB).items()}  # fmt: skip
+    return {
+        k: jnp.asarray(v) for k, v in train_throughput.synthetic_batch(BATCH, LENGTH, VOCAB).items()
+    }
 
 
 @pytest.mark.parametrize("pe", ["nope", "ape", "t5", "rotary", "alibi"])
 def test_forward_matmul_flops_are_a_third_of_the_formula(pe):
     model, batch = _model(pe), _batch()
-    params = jax.eval_shape(model.init, jax.random.key(0), batch["tokens"], batch["positions"],
-                            batch["valid"])["params"]  # fmt: skip
-    jaxpr = jax.make_jaxpr(model.apply)({"params": params}, batch["tokens"],
-                                        batch["positions"], batch["valid"])  # fmt: skip
+    params = jax.eval_shape(
+        model.init, jax.random.key(0), batch["tokens"], batch["positions"], batch["valid"]
+    )["params"]
+    jaxpr = jax.make_jaxpr(model.apply)(
+        {"params": params}, batch["tokens"], batch["positions"], batch["valid"]
+    )
     expected = train_throughput.train_flops(TINY, VOCAB, BATCH, LENGTH) // 3
     # No PE adds a matmul: ALiBi's bias is a broadcast multiply, T5's a table gather.
     assert _dot_flops(jaxpr.jaxpr) == expected
@@ -74,12 +77,14 @@ def test_train_step_matmul_flops_equal_the_formula():
     config = train_throughput.case_config("quickstart", "t5", 0.0)
     optimizer = optimizer_lib.make_optimizer(config.train)
     schedule = optimizer_lib.learning_rate_schedule(config.train)
-    params = jax.eval_shape(model.init, jax.random.key(0), batch["tokens"], batch["positions"],
-                            batch["valid"])["params"]  # fmt: skip
+    params = jax.eval_shape(
+        model.init, jax.random.key(0), batch["tokens"], batch["positions"], batch["valid"]
+    )["params"]
     params = jax.tree.map(lambda p: jnp.zeros(p.shape, p.dtype), params)
     state = dict(step=jnp.int32(0), params=params, opt_state=optimizer.init(params))
-    step = functools.partial(step_lib.train_step, model=model, optimizer=optimizer,
-                             schedule=schedule)  # fmt: skip
+    step = functools.partial(
+        step_lib.train_step, model=model, optimizer=optimizer, schedule=schedule
+    )
     jaxpr = jax.make_jaxpr(step)(state, batch, jax.random.key(1))
     assert _dot_flops(jaxpr.jaxpr) == train_throughput.train_flops(TINY, VOCAB, BATCH, LENGTH)
 
@@ -110,8 +115,9 @@ def jax_run():
     config = train_throughput.case_config("quickstart", "t5", 0.0)
     config.model.update(**TINY)
     batch = train_throughput.synthetic_batch(BATCH, LENGTH, VOCAB)
-    run = train_throughput.measure_jax(config, VOCAB, batch, check_steps=2, warmup=1, steps=2,
-                                       repeats=2)  # fmt: skip
+    run = train_throughput.measure_jax(
+        config, VOCAB, batch, check_steps=2, warmup=1, steps=2, repeats=2
+    )
     return run, batch
 
 
@@ -135,12 +141,14 @@ def test_measure_jax_returns_sane_numbers(jax_run):
 
 def test_check_agreement_accepts_equal_runs_and_float_noise(jax_run):
     run, _ = jax_run
-    torch_out = {"logits": run["logits"] + 5e-5,
-                 **{f"params/{k}": v.copy() for k, v in run["checked"].items()}}  # fmt: skip
+    torch_out = {
+        "logits": run["logits"] + 5e-5,
+        **{f"params/{k}": v.copy() for k, v in run["checked"].items()},
+    }
     # One element of a parameter moved the other way (Adam at a ~0 gradient): tolerated.
     name = "block_0/ffn/wi"
-    torch_out[f"params/{name}"].ravel()[0] = 2 * run["params"][name].ravel()[0] - (
-        run["checked"][name].ravel()[0]
+    torch_out[f"params/{name}"].ravel()[0] = (
+        2 * run["params"][name].ravel()[0] - (run["checked"][name].ravel()[0])
     )
     result = train_throughput.check_agreement(run, run["loss"], torch_out, "t", 1e-4, 1e-2)
     assert result["logit_diff"] == pytest.approx(5e-5, rel=1e-2)
@@ -150,8 +158,10 @@ def test_check_agreement_accepts_equal_runs_and_float_noise(jax_run):
 @pytest.mark.parametrize("what", ["logits", "loss", "decay", "missing"])
 def test_check_agreement_rejects_real_differences(jax_run, what):
     run, _ = jax_run
-    torch_out = {"logits": run["logits"].copy(),
-                 **{f"params/{k}": v.copy() for k, v in run["checked"].items()}}  # fmt: skip
+    torch_out = {
+        "logits": run["logits"].copy(),
+        **{f"params/{k}": v.copy() for k, v in run["checked"].items()},
+    }
     loss = run["loss"]
     if what == "logits":
         torch_out["logits"][0, 0, 0] += 1e-3
@@ -182,9 +192,12 @@ def test_update_difference_ignores_the_worst_tenth_of_a_percent():
 def test_parse_reply_validates():
     good = train_throughput.parse_reply('{"name": "a", "loss": 1.0}', ("name", "loss"))
     assert good == {"name": "a", "loss": 1.0}
-    cases = [("not json", "not JSON"), ("[1, 2]", "expected an object"),
-             ('{"error": "RuntimeError: boom"}', "RuntimeError: boom"),
-             ('{"name": "a"}', r"lacks \['loss'\]")]  # fmt: skip
+    cases = [
+        ("not json", "not JSON"),
+        ("[1, 2]", "expected an object"),
+        ('{"error": "RuntimeError: boom"}', "RuntimeError: boom"),
+        ('{"name": "a"}', r"lacks \['loss'\]"),
+    ]
     for line, message in cases:
         with pytest.raises(train_throughput.TorchWorkerError, match=message):
             train_throughput.parse_reply(line, ("name", "loss"))
@@ -207,8 +220,10 @@ def test_real_worker_without_torch_says_how_to_get_it(tmp_path, capfd):
     # The real worker script in a Python where `import torch` fails (hidden even if installed):
     # it exits with a message and sends no hello.
     script = tmp_path / "without_torch.py"
-    script.write_text("import runpy, sys\nsys.modules['torch'] = None\n"
-                      f"runpy.run_path({str(train_throughput.WORKER)!r}, run_name='__main__')\n")
+    script.write_text(
+        "import runpy, sys\nsys.modules['torch'] = None\n"
+        f"runpy.run_path({str(train_throughput.WORKER)!r}, run_name='__main__')\n"
+    )
     with pytest.raises(train_throughput.TorchWorkerError, match="benchmarks/torch_env.sh"):
         train_throughput.TorchWorker(sys.executable, script)
     assert "torch is not installed" in capfd.readouterr().err
@@ -244,8 +259,11 @@ def test_worker_protocol_version_is_checked(tmp_path):
 
 def test_default_torch_python(monkeypatch):
     find_spec = train_throughput.importlib.util.find_spec
-    monkeypatch.setattr(train_throughput.importlib.util, "find_spec",
-                        lambda name: None if name == "torch" else find_spec(name))  # fmt: skip
+    monkeypatch.setattr(
+        train_throughput.importlib.util,
+        "find_spec",
+        lambda name: None if name == "torch" else find_spec(name),
+    )
     assert train_throughput.default_torch_python() == str(train_throughput.TORCH_VENV_PYTHON)
     monkeypatch.setattr(train_throughput.importlib.util, "find_spec", lambda name: object())
     assert train_throughput.default_torch_python() == sys.executable
@@ -273,8 +291,7 @@ def test_alibi_slopes_match_lenggen():
 def test_inverse_frequencies_match_lenggen():
     # APE: sinusoidal_embedding at position 1 is [sin(w)..., cos(w)...].
     code = np.asarray(absolute.sinusoidal_embedding(jnp.ones((1,), jnp.int32), 32))[0]
-    np.testing.assert_allclose(np.sin(torch_decoder.inverse_frequencies(32)), code[:16],
-                               rtol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(np.sin(torch_decoder.inverse_frequencies(32)), code[:16], rtol=1e-6)
     # Rotary: pair k of [1, 0, 1, 0, ...] at position p turns to (cos, sin)(p w_k).
     pe = rotary.RotaryPositionalEncoding(num_heads=1, fraction=0.5, base=500.0)
     x = jnp.tile(jnp.asarray([1.0, 0.0]), 8)[None, None, None, :]  # [1, 1, 1, 16]
@@ -296,8 +313,9 @@ def test_t5_bucket_table_matches_lenggen(buckets, max_distance):
 
 @pytest.mark.parametrize("num_steps,warmup", [(4000, 0.06), (10, 0.0), (7, 1.0)])
 def test_learning_rate_matches_lenggen(num_steps, warmup):
-    train = dict(learning_rate=1e-3, end_learning_rate=1e-5, warmup_fraction=warmup,
-                 num_steps=num_steps)  # fmt: skip
+    train = dict(
+        learning_rate=1e-3, end_learning_rate=1e-5, warmup_fraction=warmup, num_steps=num_steps
+    )
     schedule = optimizer_lib.learning_rate_schedule(ml_collections.ConfigDict(train))
     # optax evaluates in float32 as end + (init - end) * (1 - t): ~1e-5 relative rounding.
     steps = sorted({0, 1, 2, 239, 240, 241, num_steps - 1, num_steps, num_steps + 3})
@@ -310,11 +328,16 @@ def test_learning_rate_matches_lenggen(num_steps, warmup):
 @pytest.mark.parametrize("pe", ["nope", "t5", "alibi"])
 def test_parameter_names_shapes_and_decay_match_lenggen(pe):
     model, batch = _model(pe), _batch()
-    params = jax.eval_shape(model.init, jax.random.key(0), batch["tokens"], batch["positions"],
-                            batch["valid"])["params"]  # fmt: skip
+    params = jax.eval_shape(
+        model.init, jax.random.key(0), batch["tokens"], batch["positions"], batch["valid"]
+    )["params"]
     params = nn.unbox(params)
-    shapes = {k: v.shape for k, v in train_throughput.flat(
-        jax.tree.map(lambda p: np.zeros(p.shape, p.dtype), params)).items()}  # fmt: skip
+    shapes = {
+        k: v.shape
+        for k, v in train_throughput.flat(
+            jax.tree.map(lambda p: np.zeros(p.shape, p.dtype), params)
+        ).items()
+    }
     described = dict(vocab_size=VOCAB, pe=dict(name=pe), **TINY)
     assert torch_decoder.parameter_shapes(described) == shapes
     mask = train_throughput.flat(optimizer_lib.decay_mask(params, "norms_and_biases"))

@@ -11,8 +11,16 @@ from fake_task import FakeCopy
 from lenggen.data import dataset, loader
 from lenggen.data.tokenizer import Tokenizer
 
-KEYS = ("tokens", "positions", "valid", "loss_mask", "source_length", "length", "example_mask",
-        "index")
+KEYS = (
+    "tokens",
+    "positions",
+    "valid",
+    "loss_mask",
+    "source_length",
+    "length",
+    "example_mask",
+    "index",
+)
 
 
 def _records(task, split):
@@ -45,9 +53,16 @@ def test_pack_masks_target_and_eos_tokens_only():
     assert batch["source_length"].tolist() == [3] and batch["length"].tolist() == [2]
     assert batch["example_mask"].tolist() == [True] and batch["index"].tolist() == [7]
     dtypes = {k: batch[k].dtype for k in KEYS}
-    assert dtypes == {"tokens": np.int32, "positions": np.int32, "valid": np.bool_,
-                      "loss_mask": np.float32, "source_length": np.int32, "length": np.int32,
-                      "example_mask": np.bool_, "index": np.int32}
+    assert dtypes == {
+        "tokens": np.int32,
+        "positions": np.int32,
+        "valid": np.bool_,
+        "loss_mask": np.float32,
+        "source_length": np.int32,
+        "length": np.int32,
+        "example_mask": np.bool_,
+        "index": np.int32,
+    }
 
 
 def test_pack_pads_each_row_and_fills_with_masked_copies_of_row_zero():
@@ -62,13 +77,17 @@ def test_pack_pads_each_row_and_fills_with_masked_copies_of_row_zero():
 
 
 def test_a_sequence_longer_than_seq_len_raises(prepared):
-    with pytest.raises(loader.BatchError, match="Record 3 of source has 6 tokens; expected at "
-                       "most seq_len=5"):
+    with pytest.raises(
+        loader.BatchError, match="Record 3 of source has 6 tokens; expected at most seq_len=5"
+    ):
         loader.pack([_record([3, 6, 2, 3, 6, 1], 3, 2)], [3], seq_len=5)
     # On a prepared split the message names the split; the longest test record has 12 tokens.
     batches = loader.TrainBatches(prepared.splits["test"], global_batch_size=10, seq_len=11, seed=0)
-    with pytest.raises(loader.BatchError, match=r"Record \d+ of split 'test' has 12 tokens; "
-                       "expected at most seq_len=11"):
+    with pytest.raises(
+        loader.BatchError,
+        match=r"Record \d+ of split 'test' has 12 tokens; "
+        "expected at most seq_len=11",
+    ):
         for step in range(3):
             batches.get(step)
 
@@ -83,7 +102,8 @@ def test_train_batches_are_a_function_of_seed_and_step(train):
     np.testing.assert_array_equal(first.get(2)["tokens"], walked[2]["tokens"])
     other_seed = loader.TrainBatches(train, global_batch_size=4, seq_len=8, seed=4)
     assert [other_seed.indices(s).tolist() for s in range(3)] != [
-        first.indices(s).tolist() for s in range(3)]
+        first.indices(s).tolist() for s in range(3)
+    ]
 
 
 def test_train_batches_follow_the_per_epoch_permutations(train):
@@ -111,8 +131,12 @@ def test_one_epoch_covers_every_prepared_record_once(prepared):
 
 def test_global_batch_is_the_same_for_any_process_count(train):
     single = loader.TrainBatches(train, global_batch_size=6, seq_len=8, seed=5)
-    halves = [loader.TrainBatches(train, global_batch_size=6, seq_len=8, seed=5,
-                                  process_index=i, process_count=2) for i in range(2)]
+    halves = [
+        loader.TrainBatches(
+            train, global_batch_size=6, seq_len=8, seed=5, process_index=i, process_count=2
+        )
+        for i in range(2)
+    ]
     for step in (0, 1, 7):
         parts = [h.get(step) for h in halves]
         assert parts[0]["tokens"].shape == (3, 8)
@@ -124,8 +148,10 @@ def test_global_batch_is_the_same_for_any_process_count(train):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"global_batch_size": 5, "process_count": 2}, "global_batch_size=5 must be a positive "
-         "multiple of process_count=2"),
+        (
+            {"global_batch_size": 5, "process_count": 2},
+            "global_batch_size=5 must be a positive multiple of process_count=2",
+        ),
         ({"process_index": 2, "process_count": 2}, "process_index=2, process_count=2"),
         ({"seed": -1}, "seed=-1"),
     ],
@@ -188,8 +214,9 @@ def test_sequence_length(train):
 def test_to_global_on_one_device(train):
     import jax
 
-    mesh = jax.make_mesh((1,), ("data",), axis_types=(jax.sharding.AxisType.Auto,),
-                         devices=jax.devices()[:1])
+    mesh = jax.make_mesh(
+        (1,), ("data",), axis_types=(jax.sharding.AxisType.Auto,), devices=jax.devices()[:1]
+    )
     batch = loader.TrainBatches(train, global_batch_size=4, seq_len=8, seed=0).get(0)
     arrays = loader.to_global(batch, mesh)
     assert set(arrays) == set(KEYS)
@@ -220,11 +247,18 @@ _FOUR_DEVICES = textwrap.dedent("""
 
 def test_to_global_shards_the_batch_over_four_fake_devices():
     # A subprocess: this process's jax backend may already be up with one device.
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
-               JAX_PLATFORMS="cpu")
+    env = dict(
+        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu"
+    )
     root = pathlib.Path(__file__).parents[2]  # so that `import lenggen` works
-    result = subprocess.run([sys.executable, "-c", _FOUR_DEVICES], env=env, capture_output=True,
-                            text=True, timeout=120, cwd=root)
+    result = subprocess.run(
+        [sys.executable, "-c", _FOUR_DEVICES],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=root,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
 
@@ -241,41 +275,63 @@ def test_record_sizes_blocks_join_into_every_records_size(prepared):
 
 def _eval_shares(source, batch_size, process_count, **kwargs):
     """Per process, its list of eval batches."""
-    return [list(loader.eval_batches(source, batch_size=batch_size, process_index=i,
-                                     process_count=process_count, **kwargs))
-            for i in range(process_count)]
+    return [
+        list(
+            loader.eval_batches(
+                source,
+                batch_size=batch_size,
+                process_index=i,
+                process_count=process_count,
+                **kwargs,
+            )
+        )
+        for i in range(process_count)
+    ]
 
 
 def test_eval_batches_per_process_join_into_the_single_process_batches(prepared):
     source = prepared.splits["test"]  # 10 records: 5 of 10 tokens, then 5 of 12
     whole = list(loader.eval_batches(source, batch_size=6, pad_multiple=8))
-    sizes = np.concatenate([loader.record_sizes(source, process_index=i, process_count=3)
-                            for i in range(3)])[:10]
+    sizes = np.concatenate(
+        [loader.record_sizes(source, process_index=i, process_count=3) for i in range(3)]
+    )[:10]
     for kwargs in ({}, {"sizes": sizes}):  # sizes read here, or given (gathered)
         shares = _eval_shares(source, 6, 3, pad_multiple=8, **kwargs)
         assert [len(share) for share in shares] == [2, 2, 2]
         for number, batch in enumerate(whole):
             parts = [share[number] for share in shares]
             assert [p["tokens"].shape for p in parts] == [(2, 16)] * 3  # the global width
-            for key in ("tokens", "valid", "loss_mask", "source_length", "length",
-                        "example_mask", "index"):
+            for key in (
+                "tokens",
+                "valid",
+                "loss_mask",
+                "source_length",
+                "length",
+                "example_mask",
+                "index",
+            ):
                 joined = np.concatenate([p[key] for p in parts])
                 real = batch["example_mask"]
                 np.testing.assert_array_equal(joined[real], batch[key][real])
             # Filler rows are flagged the same way wherever they fall.
-            np.testing.assert_array_equal(np.concatenate([p["example_mask"] for p in parts]),
-                                          batch["example_mask"])
+            np.testing.assert_array_equal(
+                np.concatenate([p["example_mask"] for p in parts]), batch["example_mask"]
+            )
     # The last batch holds records 6..9 (4 of 6 rows): process 2's share is filler only.
     last = [share[1] for share in _eval_shares(source, 6, 3, pad_multiple=8)]
-    assert [p["example_mask"].tolist() for p in last] == [[True, True], [True, True],
-                                                          [False, False]]
+    assert [p["example_mask"].tolist() for p in last] == [
+        [True, True],
+        [True, True],
+        [False, False],
+    ]
     filler = last[2]
     assert filler["index"].tolist() == [-1, -1] and filler["loss_mask"].sum() == 0
     assert filler["valid"].any(axis=1).all()  # no fully masked row
     # It copies the global batch's first record (the first row of process 0's share).
     np.testing.assert_array_equal(filler["tokens"], np.stack([last[0]["tokens"][0]] * 2))
-    indices = [int(i) for share in _eval_shares(source, 6, 3) for b in share
-               for i in b["index"] if i >= 0]
+    indices = [
+        int(i) for share in _eval_shares(source, 6, 3) for b in share for i in b["index"] if i >= 0
+    ]
     assert sorted(indices) == list(range(10))
 
 
@@ -295,8 +351,11 @@ def test_eval_shares_read_only_their_own_records(prepared):
     reads = []
     for i in range(2):
         counting = Counting(_records(FakeCopy(), "validation"))  # 9 records
-        list(loader.eval_batches(counting, batch_size=4, sizes=sizes, process_index=i,
-                                 process_count=2))
+        list(
+            loader.eval_batches(
+                counting, batch_size=4, sizes=sizes, process_index=i, process_count=2
+            )
+        )
         reads.append(counting.read)
     # Batches of 4 (sorted by size): process i reads rows 2i, 2i+1 of each; the last batch
     # holds one record, so process 1 reads that record once, for its filler rows.
@@ -309,8 +368,10 @@ def test_eval_shares_read_only_their_own_records(prepared):
     "kwargs, message",
     [
         ({"batch_size": 6, "process_count": 4}, "batch_size a multiple of process_count=4"),
-        ({"batch_size": 4, "process_index": 2, "process_count": 2},
-         "process_index=2, process_count=2"),
+        (
+            {"batch_size": 4, "process_index": 2, "process_count": 2},
+            "process_index=2, process_count=2",
+        ),
         ({"batch_size": 4, "sizes": [4, 6]}, r"sizes of shape \(2,\).*expected \(9,\)"),
     ],
 )
@@ -326,8 +387,9 @@ def test_prompt_batch_takes_the_global_batchs_longest_prompt():
     prompts = loader.prompt_batch(batch, pad_multiple=4, longest=6)
     assert prompts["prompt_tokens"].tolist() == [[0] * 6 + [5, 2], [0] * 5 + [3, 6, 2]]
     assert prompts["prompt_valid"].sum(axis=1).tolist() == [2, 3]
-    with pytest.raises(loader.BatchError, match="Got longest=2 but this batch has a prompt of "
-                       "3 tokens"):
+    with pytest.raises(
+        loader.BatchError, match="Got longest=2 but this batch has a prompt of 3 tokens"
+    ):
         loader.prompt_batch(batch, longest=2)
 
 
@@ -347,15 +409,18 @@ def test_to_local_takes_this_processs_rows_back_once_per_model_replica(train):
         loader.to_local(verdict.sum())
 
 
-def test_to_global_refuses_a_mesh_that_does_not_split_the_batch_over_processes(train,
-                                                                               monkeypatch):
+def test_to_global_refuses_a_mesh_that_does_not_split_the_batch_over_processes(train, monkeypatch):
     import jax
 
-    mesh = jax.make_mesh((1,), ("data",), axis_types=(jax.sharding.AxisType.Auto,),
-                         devices=jax.devices()[:1])
+    mesh = jax.make_mesh(
+        (1,), ("data",), axis_types=(jax.sharding.AxisType.Auto,), devices=jax.devices()[:1]
+    )
     batch = loader.TrainBatches(train, global_batch_size=4, seq_len=8, seed=0).get(0)
     # As one of 2 processes whose devices would hold the whole global batch of 8 rows.
     monkeypatch.setattr(jax, "process_count", lambda: 2)
-    with pytest.raises(loader.BatchError, match=r"This process has 4 rows, 1/2 of a global batch "
-                       r"of 8, but its devices hold 8 rows on mesh \{'data': 1\}"):
+    with pytest.raises(
+        loader.BatchError,
+        match=r"This process has 4 rows, 1/2 of a global batch "
+        r"of 8, but its devices hold 8 rows on mesh \{'data': 1\}",
+    ):
         loader.to_global(batch, mesh)

@@ -8,10 +8,21 @@ from lenggen.data import dataset, loader
 from lenggen.data.tokenizer import EOS_ID
 
 SMALL = {
-    "copy": dict(num_train=50, num_validation=10, num_test_per_length=2, max_train_length=5,
-                 max_test_length=8, num_symbols=10),
-    "addition": dict(num_train=40, num_validation=8, num_test_per_digit_pair=1,
-                     max_train_digits=3, max_test_digits=5),
+    "copy": dict(
+        num_train=50,
+        num_validation=10,
+        num_test_per_length=2,
+        max_train_length=5,
+        max_test_length=8,
+        num_symbols=10,
+    ),
+    "addition": dict(
+        num_train=40,
+        num_validation=8,
+        num_test_per_digit_pair=1,
+        max_train_digits=3,
+        max_test_digits=5,
+    ),
 }
 
 

@@ -36,8 +36,11 @@ def test_round_trip_of_every_example(tokenizer):
 
 
 def test_unknown_word_names_the_word_and_the_task(tokenizer):
-    with pytest.raises(TokenizerError, match=r"Word 'e' \(in 'a e'\) is not in the vocabulary of "
-                       r"task 'fake_copy', which has 5 words: '\[SEP\]', 'a'"):
+    with pytest.raises(
+        TokenizerError,
+        match=r"Word 'e' \(in 'a e'\) is not in the vocabulary of "
+        r"task 'fake_copy', which has 5 words: '\[SEP\]', 'a'",
+    ):
         tokenizer.encode("a e")
     assert issubclass(TokenizerError, ValueError)
 

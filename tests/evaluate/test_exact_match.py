@@ -30,8 +30,9 @@ class Reverse(Task):
         words = [w for n in self.lengths(split) for w in itertools.product("abc", repeat=n)]
         random.Random(0).shuffle(words)  # record order differs from the size order
         for w in words:
-            yield Example(source=" ".join(w) + " [SEP]", target=" ".join(reversed(w)),
-                          length=len(w))
+            yield Example(
+                source=" ".join(w) + " [SEP]", target=" ".join(reversed(w)), length=len(w)
+            )
 
     def vocabulary(self) -> tuple[str, ...]:
         return ("[SEP]", "a", "b", "c")
@@ -69,9 +70,19 @@ def _evaluate(mesh, metric, source=SOURCE, **kwargs):
         calls.append(args[1].shape)
         return jax.jit(_greedy)(*args)
 
-    arguments = dict(task=TASK, tokenizer=TOKENIZER, mesh=mesh, batch_size=8, metric=metric,
-                     teacher_forced_fn=jax.jit(_teacher_forced), greedy_fn=greedy,
-                     num_samples=5) | kwargs
+    arguments = (
+        dict(
+            task=TASK,
+            tokenizer=TOKENIZER,
+            mesh=mesh,
+            batch_size=8,
+            metric=metric,
+            teacher_forced_fn=jax.jit(_teacher_forced),
+            greedy_fn=greedy,
+            num_samples=5,
+        )
+        | kwargs
+    )
     return exact_match.evaluate_split(A, source, **arguments), calls
 
 
@@ -92,8 +103,11 @@ def test_exact_metric_rescues_failures_the_parser_accepts(mesh):
     # Length 1: all 3 are palindromes; 2: 3 start with a + bb, cc; 3: 9 + b?b, c?c (6).
     assert evaluation.summary == {
         "overall": 23 / 39,
-        "by_length": {"1": {"exact_match": 1.0, "n": 3}, "2": {"exact_match": 5 / 9, "n": 9},
-                      "3": {"exact_match": 15 / 27, "n": 27}},
+        "by_length": {
+            "1": {"exact_match": 1.0, "n": 3},
+            "2": {"exact_match": 5 / 9, "n": 9},
+            "3": {"exact_match": 15 / 27, "n": 27},
+        },
     }
     assert correct.sum() == 23
     # Batches follow the token count (stable): lengths 1, 2, 3 in record order. The samples are
@@ -101,8 +115,12 @@ def test_exact_metric_rescues_failures_the_parser_accepts(mesh):
     order = sorted(range(39), key=lambda i: EXAMPLES[i].length)
     failures = [i for i in order if not correct[i]][:5]
     assert evaluation.samples == [
-        dict(length=EXAMPLES[i].length, source=EXAMPLES[i].source, target=EXAMPLES[i].target,
-             prediction=EXAMPLES[i].source)
+        dict(
+            length=EXAMPLES[i].length,
+            source=EXAMPLES[i].source,
+            target=EXAMPLES[i].target,
+            prediction=EXAMPLES[i].source,
+        )
         for i in failures
     ]
     # Greedy decoding ran once per batch holding a teacher-forcing failure (all 5 batches of 8
@@ -128,8 +146,16 @@ def test_batches_without_a_failure_are_not_decoded(mesh):
 
 def test_an_empty_split_scores_nothing(mesh):
     evaluation = exact_match.evaluate_split(
-        A, [], task=TASK, tokenizer=TOKENIZER, mesh=mesh, batch_size=8, metric="exact",
-        teacher_forced_fn=jax.jit(_teacher_forced), greedy_fn=jax.jit(_greedy))
+        A,
+        [],
+        task=TASK,
+        tokenizer=TOKENIZER,
+        mesh=mesh,
+        batch_size=8,
+        metric="exact",
+        teacher_forced_fn=jax.jit(_teacher_forced),
+        greedy_fn=jax.jit(_greedy),
+    )
     assert evaluation.summary == {"overall": 0.0, "by_length": {}}
     assert evaluation.correct.shape == (0,) and evaluation.samples == []
 
@@ -137,15 +163,27 @@ def test_an_empty_split_scores_nothing(mesh):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"batch_size": 6}, r"batch_size=6; expected a positive multiple of the mesh's data "
-         r"axis \(4\) and of the process count \(1\)"),
+        (
+            {"batch_size": 6},
+            r"batch_size=6; expected a positive multiple of the mesh's data "
+            r"axis \(4\) and of the process count \(1\)",
+        ),
         ({"metric": "greedy"}, "metric='greedy'; expected one of exact, teacher_forced"),
         ({"greedy_fn": None}, "metric='exact' without a greedy_fn"),
     ],
 )
 def test_bad_arguments_are_refused(mesh, kwargs, message):
-    arguments = dict(task=TASK, tokenizer=TOKENIZER, mesh=mesh, batch_size=8, metric="exact",
-                     teacher_forced_fn=jax.jit(_teacher_forced),
-                     greedy_fn=jax.jit(_greedy)) | kwargs
+    arguments = (
+        dict(
+            task=TASK,
+            tokenizer=TOKENIZER,
+            mesh=mesh,
+            batch_size=8,
+            metric="exact",
+            teacher_forced_fn=jax.jit(_teacher_forced),
+            greedy_fn=jax.jit(_greedy),
+        )
+        | kwargs
+    )
     with pytest.raises(exact_match.EvaluationError, match=message):
         exact_match.evaluate_split(A, SOURCE, **arguments)

@@ -63,16 +63,32 @@ def start(root: str, bucket: str = BUCKET, timeout: float = 20.0) -> Emulator:
     log = os.path.join(root, "server.log")
     with open(log, "w") as handle:
         process = subprocess.Popen(
-            [str(_get_binary_path()), "-scheme", "http", "-host", "127.0.0.1",
-             "-port", str(port), "-external-url", url, "-backend", "filesystem",
-             "-filesystem-root", os.path.join(root, "data"), "-log-level", "warn"],
-            stdout=handle, stderr=subprocess.STDOUT,
+            [
+                str(_get_binary_path()),
+                "-scheme",
+                "http",
+                "-host",
+                "127.0.0.1",
+                "-port",
+                str(port),
+                "-external-url",
+                url,
+                "-backend",
+                "filesystem",
+                "-filesystem-root",
+                os.path.join(root, "data"),
+                "-log-level",
+                "warn",
+            ],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
         )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"fake-gcs-server exited with {process.returncode}: "
-                               f"{open(log).read()[-2000:]}")
+            raise RuntimeError(
+                f"fake-gcs-server exited with {process.returncode}: {open(log).read()[-2000:]}"
+            )
         try:
             with urllib.request.urlopen(f"{url}/storage/v1/b", timeout=1):
                 return Emulator(url, bucket, process, log)

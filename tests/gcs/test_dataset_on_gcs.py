@@ -16,8 +16,9 @@ def test_a_dataset_in_a_bucket_is_uploaded_once_and_read_back_elsewhere(gcs_dir,
     uploaded = sorted(p.name for p in storage.resolve_fresh(remote).iterdir())
     local = sorted(p.name for p in first.directory.iterdir())
     assert uploaded == local and "dataset_info.json" in uploaded
-    assert str(first.directory).startswith(str(tmp_path / "machine-a" / storage.bucket_and_key(
-        data_dir)[0]))
+    assert str(first.directory).startswith(
+        str(tmp_path / "machine-a" / storage.bucket_and_key(data_dir)[0])
+    )
 
     second = dataset.prepare(FakeCopy(), data_dir, staging_dir=tmp_path / "machine-b")
     assert second.directory != first.directory and second.longest == first.longest

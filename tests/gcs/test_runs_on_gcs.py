@@ -40,8 +40,14 @@ SHRUNK = (
     "--config.train.batch_size=8",
     "--config.eval.batch_size=16",
 )
-RUN_FILES = ("config.json", "metrics.jsonl", "results.json", "checksums.json", "samples.jsonl",
-             "accuracy_vs_length.png")
+RUN_FILES = (
+    "config.json",
+    "metrics.jsonl",
+    "results.json",
+    "checksums.json",
+    "samples.jsonl",
+    "accuracy_vs_length.png",
+)
 
 
 class Main:
@@ -55,9 +61,19 @@ class Main:
         self.stderr = open(home / f"stderr-{time.monotonic_ns()}.txt", "w+")
         env = dict(os.environ, **gcs.env, HOME=str(home), PYTHONPATH=str(REPO))
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "lenggen.main", *SHRUNK, f"--workdir={workdir}",
-             f"--config.data.dir={data_dir}"],
-            cwd=self.cwd, env=env, stdout=self.stdout, stderr=self.stderr, text=True,
+            [
+                sys.executable,
+                "-m",
+                "lenggen.main",
+                *SHRUNK,
+                f"--workdir={workdir}",
+                f"--config.data.dir={data_dir}",
+            ],
+            cwd=self.cwd,
+            env=env,
+            stdout=self.stdout,
+            stderr=self.stderr,
+            text=True,
         )
 
     def output(self) -> tuple[str, str]:
@@ -76,17 +92,20 @@ def _state(workdir: str, step: int) -> dict:
     options = ocp.CheckpointManagerOptions(read_only=True, create=False)
     manager = ocp.CheckpointManager(epath.Path(workdir) / "checkpoints", options=options)
     try:
-        return jax.tree.map(np.asarray,
-                            manager.restore(step, args=ocp.args.StandardRestore()))
+        return jax.tree.map(np.asarray, manager.restore(step, args=ocp.args.StandardRestore()))
     finally:
         manager.close()
 
 
 def _training_curve(workdir: str) -> list:
-    records = [json.loads(line) for line in storage.read_text(f"{workdir}/metrics.jsonl")
-               .splitlines()]
-    return [{k: v for k, v in r.items() if k not in ("steps_per_second", "wall_time")}
-            for r in records if r["event"] in ("train", "validation")]
+    records = [
+        json.loads(line) for line in storage.read_text(f"{workdir}/metrics.jsonl").splitlines()
+    ]
+    return [
+        {k: v for k, v in r.items() if k not in ("steps_per_second", "wall_time")}
+        for r in records
+        if r["event"] in ("train", "validation")
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +176,8 @@ def test_a_killed_run_resumes_bit_identically_from_gcs(reference, resumed):
     got, expected = (storage.read_json(f"{w}/results.json") for w in (workdir, reference[0]))
     # Equal but for provenance (times and command differ between runs).
     assert {k: v for k, v in got.items() if k != "provenance"} == {
-        k: v for k, v in expected.items() if k != "provenance"}
+        k: v for k, v in expected.items() if k != "provenance"
+    }
 
 
 def test_the_report_reads_gcs_runs(reference, tmp_path):
@@ -188,8 +208,9 @@ def test_a_read_only_opening_still_verifies_checksums(resumed):
     (step,) = entries["best"]
     # The checksum of another state (step 8 is never the best: validation runs at 6 and 12),
     # in a file whose own digest verifies (a file that fails it is not trusted at all).
-    checkpoint.write_checksums(f"{workdir}/checksums.json",
-                               dict(entries, best={step: entries["checkpoints"]["8"]}))
+    checkpoint.write_checksums(
+        f"{workdir}/checksums.json", dict(entries, best={step: entries["checkpoints"]["8"]})
+    )
     tampered = storage.read_json(f"{workdir}/checksums.json")
     try:
         with pytest.raises(checkpoint.CheckpointError, match=f"best/{step} .*cannot be restored"):

@@ -37,7 +37,8 @@ def test_append_line_keeps_every_line_in_order(gcs_dir):
     run_dir.trim_metrics(2)  # drops train step 3, keeps the lifecycle event
     lines = storage.read_text(run_dir.file(rundir.METRICS_FILE)).splitlines()
     assert [json.loads(line) for line in lines] == [
-        {"event": "train", "step": 1}, {"event": "train", "step": 2},
+        {"event": "train", "step": 1},
+        {"event": "train", "step": 2},
         {"event": "resumed", "step": 2},
     ]
 
@@ -70,10 +71,14 @@ def test_the_lock_refuses_a_second_holder_and_names_the_first(gcs_dir):
 
 def test_a_lock_left_by_a_killed_process_is_recovered(gcs_dir, gcs):
     holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import sys, time; from lenggen.rundir import lock; "
-         f"lock.WorkdirLock({gcs_dir!r}).acquire(); print('held', flush=True); time.sleep(600)"],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from lenggen.rundir import lock; "
+            f"lock.WorkdirLock({gcs_dir!r}).acquire(); print('held', flush=True); time.sleep(600)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout.readline().strip() == "held"

@@ -17,9 +17,14 @@ CONFIG = (f"--config={REPO / 'configs' / 'quickstart.py'}", "--config.train.num_
 
 def _main(cwd: pathlib.Path, env: dict, *flags: str) -> tuple[int, str, float]:
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "lenggen.main", *CONFIG, *flags], cwd=cwd,
-                          env=dict(os.environ, **env, HOME=str(cwd)), capture_output=True,
-                          text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "lenggen.main", *CONFIG, *flags],
+        cwd=cwd,
+        env=dict(os.environ, **env, HOME=str(cwd)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     return done.returncode, done.stderr, time.monotonic() - started
 
 
@@ -43,18 +48,22 @@ def test_no_reachable_gcs_exits_2_within_30_s_and_creates_nothing(tmp_path):
 def test_a_missing_bucket_is_named(tmp_path, gcs):
     code, stderr, _ = _main(tmp_path, gcs.env, "--workdir=gs://no-such-bucket/run")
     assert code == 2, stderr[-3000:]
-    assert _lines(stderr) == ["lenggen: Cannot use gs://no-such-bucket/run: bucket "
-                              "gs://no-such-bucket does not exist."]
+    assert _lines(stderr) == [
+        "lenggen: Cannot use gs://no-such-bucket/run: bucket gs://no-such-bucket does not exist."
+    ]
     assert os.listdir(tmp_path) == []
 
 
 def test_a_missing_bucket_for_the_data_dir_is_named(tmp_path, gcs):
     workdir = f"gs://{gcs.bucket}/unreachable-data/run"
-    code, stderr, _ = _main(tmp_path, gcs.env, f"--workdir={workdir}",
-                            "--config.data.dir=gs://no-data-bucket/datasets")
+    code, stderr, _ = _main(
+        tmp_path, gcs.env, f"--workdir={workdir}", "--config.data.dir=gs://no-data-bucket/datasets"
+    )
     assert code == 2, stderr[-3000:]
-    assert _lines(stderr) == ["lenggen: Cannot use gs://no-data-bucket/datasets: bucket "
-                              "gs://no-data-bucket does not exist."]
+    assert _lines(stderr) == [
+        "lenggen: Cannot use gs://no-data-bucket/datasets: bucket "
+        "gs://no-data-bucket does not exist."
+    ]
     assert os.listdir(tmp_path) == []
 
 

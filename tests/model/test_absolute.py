@@ -20,8 +20,10 @@ def test_entries_by_hand():
     w = [1.0, 10000 ** (-1 / 3), 10000 ** (-2 / 3)]
     p = 3
     expected = [math.sin(p * w[0]), math.sin(p * w[1]), math.sin(p * w[2])] + [
-        math.cos(p * w[0]), math.cos(p * w[1]), math.cos(p * w[2])
-    ]  # fmt: skip
+        math.cos(p * w[0]),
+        math.cos(p * w[1]),
+        math.cos(p * w[2]),
+    ]
     np.testing.assert_allclose(sinusoidal_embedding(jnp.array(p), 6), expected, atol=1e-6)
     # d_model 4, position 1: [sin 1, sin 0.01, cos 1, cos 0.01].
     expected = [math.sin(1), math.sin(0.01), math.cos(1), math.cos(0.01)]
@@ -32,8 +34,11 @@ def test_sinusoidal_is_computed_beyond_16384():
     position = 20000
     code = sinusoidal_embedding(jnp.array(position), 4)
     expected = [
-        math.sin(position), math.sin(position * 0.01), math.cos(position), math.cos(position * 0.01)
-    ]  # fmt: skip
+        math.sin(position),
+        math.sin(position * 0.01),
+        math.cos(position),
+        math.cos(position * 0.01),
+    ]
     np.testing.assert_allclose(code, expected, atol=2e-3)  # float32 angle of 2e4 rad
 
 

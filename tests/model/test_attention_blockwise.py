@@ -39,7 +39,7 @@ def dropout_samples(inputs):
         def drop(key):
             return blockwise.attend(
                 *inputs, _bias, dropout_rate=RATE, dropout_rng=key, block_q=2, block_k=3
-            )  # fmt: skip
+            )
 
         return jax.vmap(drop)(jax.random.split(jax.random.key(4, impl="rbg"), 1000))
 

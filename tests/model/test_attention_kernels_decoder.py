@@ -77,14 +77,21 @@ def _prefill_and_step(model: Decoder, params, tokens, valid, next_token):
     positions = jnp.maximum(jnp.cumsum(valid, axis=-1) - 1, 0)
     cache = kv_cache.init_cache(model, tokens.shape[0], LENGTH + 2)
     prefill, state = model.apply(
-        {"params": params, "cache": cache}, tokens, positions, valid,
-        decode=True, mutable=["cache"],
-    )  # fmt: skip
+        {"params": params, "cache": cache},
+        tokens,
+        positions,
+        valid,
+        decode=True,
+        mutable=["cache"],
+    )
     step, _ = model.apply(
-        {"params": params, "cache": state["cache"]}, next_token[:, None],
-        valid.sum(axis=-1, keepdims=True), jnp.ones((3, 1), bool),
-        decode=True, mutable=["cache"],
-    )  # fmt: skip
+        {"params": params, "cache": state["cache"]},
+        next_token[:, None],
+        valid.sum(axis=-1, keepdims=True),
+        jnp.ones((3, 1), bool),
+        decode=True,
+        mutable=["cache"],
+    )
     return prefill, step[:, 0]
 
 

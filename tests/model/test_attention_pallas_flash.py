@@ -36,8 +36,10 @@ def _pe_bias(name: str) -> tuple:
     pe = positional.build(ml_collections.ConfigDict(dict(name=name)), num_heads=H, d_model=16)
     tokens = jnp.zeros((1, 1), jnp.int32)
     params = pe.init(jax.random.key(0), tokens, tokens, method=pe.bias)
-    return (lambda q, k: pe.apply(params, q, k, method=pe.bias),
-            pe.apply(params, method=pe.tile_bias))  # fmt: skip
+    return (
+        lambda q, k: pe.apply(params, q, k, method=pe.bias),
+        pe.apply(params, method=pe.tile_bias),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +73,10 @@ def test_bias_without_a_tile_hook_falls_back_to_blockwise(inputs, caplog):
     # No Pallas call in the TPU module...
     with caplog.at_level("INFO"):
         assert "tpu_custom_call" not in _tpu_module(LINEAR, None)
-    message = ("pallas_flash: the positional encoding's bias has no tile form (tile_bias); "
-               "running blockwise attention instead")  # fmt: skip
+    message = (
+        "pallas_flash: the positional encoding's bias has no tile form (tile_bias); "
+        "running blockwise attention instead"
+    )
     assert [r.getMessage() for r in caplog.records] == [message]
     # ...and the call runs blockwise, which needs no TPU to check.
     out, expected, exact = jax.jit(

@@ -71,13 +71,17 @@ def _pe(name: str):
     def rotate(x, positions):
         return pe.apply(params, x, positions, method=pe.rotate)
 
-    return (rotate, lambda q, k: pe.apply(params, q, k, method=pe.bias),
-            pe.apply(params, method=pe.tile_bias))  # fmt: skip
+    return (
+        rotate,
+        lambda q, k: pe.apply(params, q, k, method=pe.bias),
+        pe.apply(params, method=pe.tile_bias),
+    )
 
 
 def _pallas_and_reference(bias_fn, tile):
-    return jax.jit(lambda *args: (gpu_attend(*args, bias_fn, tile_bias=tile),
-                                  reference.attend(*args, bias_fn)))  # fmt: skip
+    return jax.jit(
+        lambda *args: (gpu_attend(*args, bias_fn, tile_bias=tile), reference.attend(*args, bias_fn))
+    )
 
 
 # One compile per shape for every PE without a bias (nope, ape, rotary: rotate runs outside).
@@ -108,8 +112,15 @@ def test_no_sqrt_d_scaling_hand_worked():
     k = jnp.array([[2.0, 0.0], [0.0, 0.0]]).reshape(1, 2, 1, 2)
     v = jnp.array([[1.0, 0.0], [0.0, 1.0]]).reshape(1, 2, 1, 2)
     positions = jnp.array([[0, 0]], jnp.int32)
-    out = gpu_attend(q, k, v, positions[:, :1], positions, jnp.ones((1, 2), bool),
-                     lambda q_positions, k_positions: None)  # fmt: skip
+    out = gpu_attend(
+        q,
+        k,
+        v,
+        positions[:, :1],
+        positions,
+        jnp.ones((1, 2), bool),
+        lambda q_positions, k_positions: None,
+    )
     e2 = np.exp(2.0)
     np.testing.assert_allclose(out[0, 0, 0], [e2 / (e2 + 1), 1 / (e2 + 1)], atol=1e-6)
 
@@ -151,8 +162,14 @@ def test_gradients_match_reference(inputs, lengths):
     (16) is longer than the keys."""
     q_len, k_len = lengths
     q, k, v, q_positions, k_positions, k_valid = inputs
-    args = (q[:, :q_len], k[:, :k_len], v[:, :k_len], q_positions[:, :q_len],
-            k_positions[:, :k_len], k_valid[:, :k_len])  # fmt: skip
+    args = (
+        q[:, :q_len],
+        k[:, :k_len],
+        v[:, :k_len],
+        q_positions[:, :q_len],
+        k_positions[:, :k_len],
+        k_valid[:, :k_len],
+    )
     grad = jax.value_and_grad(_loss, argnums=(1, 2, 3, 4))
     (value, grads), (ref_value, ref_grads) = jax.jit(
         lambda *a: (grad(gpu_attend, *a), grad(reference.attend, *a))
@@ -170,8 +187,11 @@ def test_gpu_backend_runs_the_gpu_form(inputs, monkeypatch):
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
     monkeypatch.setattr(pallas_gpu, "forward", lambda *a, **kw: calls.append(kw) or a[0])
     attention.get("pallas_flash")(*inputs, LINEAR, tile_bias=LINEAR)
-    assert calls == [dict(block_q=pallas_gpu.DEFAULT_BLOCK_Q, block_k=pallas_gpu.DEFAULT_BLOCK_K,
-                          interpret=False)]  # fmt: skip
+    assert calls == [
+        dict(
+            block_q=pallas_gpu.DEFAULT_BLOCK_Q, block_k=pallas_gpu.DEFAULT_BLOCK_K, interpret=False
+        )
+    ]
     with pytest.raises(ValueError, match="target 'tpu' does not compile on the gpu backend"):
         pallas_flash.attend(*inputs, LINEAR, tile_bias=LINEAR, target="tpu")
 
@@ -201,18 +221,19 @@ def _triton_module(bias_fn, tile, length: int) -> str:
     device = jax.sharding.AbstractDevice(
         device_kind="NVIDIA H100 80GB HBM3", num_cores=132, platform="gpu"
     )
-    mesh = jax.sharding.AbstractMesh((1,), ("x",), (jax.sharding.AxisType.Explicit,),
-                                     abstract_device=device)  # fmt: skip
+    mesh = jax.sharding.AbstractMesh(
+        (1,), ("x",), (jax.sharding.AxisType.Explicit,), abstract_device=device
+    )
 
     def kernel(*arrays):
-        return pallas_flash.attend(*arrays, bias_fn, tile_bias=tile, interpret=False,
-                                   target="gpu")  # fmt: skip
+        return pallas_flash.attend(*arrays, bias_fn, tile_bias=tile, interpret=False, target="gpu")
 
     with jax.sharding.use_abstract_mesh(mesh):
         exported = jax.export.export(
-            jax.jit(kernel), platforms=["cuda"],
+            jax.jit(kernel),
+            platforms=["cuda"],
             disabled_checks=[jax.export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")],
-        )(*args)  # fmt: skip
+        )(*args)
         module = exported.mlir_module()
         lowered = jax.jit(kernel).trace(*args).lower(lowering_platforms=("cuda",))
     assert module.count("__gpu$xla.gpu.triton") == 1
@@ -242,8 +263,10 @@ def _triton_module(bias_fn, tile, length: int) -> str:
 @pytest.mark.parametrize("length", [1, 40], ids=["decode", "prefill"])
 def test_lowers_for_cuda_with_the_bias_in_the_tile(pe_name, length):
     text = _triton_module(*_pe(pe_name)[1:], length)
-    sizes = {math.prod(map(int, shape.split("x")))
-             for shape in re.findall(r"tensor<([0-9x]+)x[!a-z]", text)}  # fmt: skip
+    sizes = {
+        math.prod(map(int, shape.split("x")))
+        for shape in re.findall(r"tensor<([0-9x]+)x[!a-z]", text)
+    }
     assert sizes and all(size & (size - 1) == 0 for size in sizes)
     assert "tt.dot" in text and "gather" not in text
     # 3 heads: 2 dots each (q.k, p.v) in the key loop; T5 adds the one-hot dot, FIRE its MLP.

@@ -192,9 +192,15 @@ def test_t5_table_is_one_table_for_all_layers():
 def test_hf_t5_init_scales():
     d, heads, d_kv, d_ff = 64, 3, 32, 96
     model = Decoder(
-        vocab_size=300, num_layers=1, d_model=d, num_heads=heads, d_kv=d_kv, d_ff=d_ff,
-        dropout_rate=0.1, pe=_pe("t5"),
-    )  # fmt: skip
+        vocab_size=300,
+        num_layers=1,
+        d_model=d,
+        num_heads=heads,
+        d_kv=d_kv,
+        d_ff=d_ff,
+        dropout_rate=0.1,
+        pe=_pe("t5"),
+    )
     tokens = jnp.zeros((1, 1), jnp.int32)
     init = jax.jit(lambda key: model.init(key, tokens, tokens, tokens >= 0))
     params = nn.meta.unbox(init(jax.random.key(0, impl="rbg"))["params"])  # rbg: fast compile
@@ -222,9 +228,13 @@ def test_dropout_uses_the_dropout_rng():
     @jax.jit
     def run(key):
         return model.apply(
-            {"params": params}, _tokens(6), ARANGE, ALL_VALID, deterministic=False,
+            {"params": params},
+            _tokens(6),
+            ARANGE,
+            ALL_VALID,
+            deterministic=False,
             rngs={"dropout": key},
-        )  # fmt: skip
+        )
 
     keys = [jax.random.key(seed, impl="rbg") for seed in (1, 1, 2)]  # rbg: fast compile
     one, again, other = (run(key) for key in keys)
@@ -236,9 +246,11 @@ def test_dropout_uses_the_dropout_rng():
 def test_attention_weights_are_sown():
     model = Decoder(vocab_size=VOCAB, pe=_pe("alibi"), **TINY)
     valid = ALL_VALID.at[0, 2].set(False)
-    apply = jax.jit(lambda params: model.apply(
-        {"params": params}, _tokens(7), ARANGE, valid, mutable=["intermediates"]
-    ))  # fmt: skip
+    apply = jax.jit(
+        lambda params: model.apply(
+            {"params": params}, _tokens(7), ARANGE, valid, mutable=["intermediates"]
+        )
+    )
     _, state = apply(_random_params(model))
     for layer in ("block_0", "block_1"):
         (weights,) = state["intermediates"][layer]["attention"]["attention_weights"]
@@ -261,8 +273,7 @@ def test_bfloat16_compute():
 
 def test_from_config():
     config = ml_collections.ConfigDict(
-        dict(TINY, dtype="float32", precision="highest", attention_impl="reference",
-             pe=_pe("t5"))
+        dict(TINY, dtype="float32", precision="highest", attention_impl="reference", pe=_pe("t5"))
     )
     assert sorted(config.keys()) == sorted(CONFIG_FIELDS)
     model = Decoder.from_config(config, vocab_size=VOCAB)
@@ -285,8 +296,11 @@ def test_from_config():
     [
         (dict(dtype="float16"), r"dtype must be one of \('float32', 'bfloat16'\), got 'float16'"),
         (dict(attention_impl="flash"), r"unknown attention kernel 'flash'; valid names: \("),
-        (dict(precision="fp32"), r"precision must be one of \('highest', 'high', 'default'\), "
-                                 "got 'fp32'"),
+        (
+            dict(precision="fp32"),
+            r"precision must be one of \('highest', 'high', 'default'\), "
+            "got 'fp32'",
+        ),
         (dict(platform="metal"), r"unknown JAX platform 'metal'; expected one of"),
         (dict(pe=_pe("kerple")), "unknown positional encoding 'kerple'"),
         (dict(dropout_rate=1.0), r"dropout_rate must be in \[0, 1\), got 1.0"),

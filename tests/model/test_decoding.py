@@ -197,8 +197,10 @@ def test_bad_arguments(learned, prompts, decode):
     message = r"must both be \[batch, length\], got \(3, 6\) and \(3, 5\)"
     with pytest.raises(ValueError, match=message):
         decode(*learned, tokens, valid[:, 1:], max_new_tokens=2, eos_id=1)
-    for table, got in ((jnp.zeros((2, 14), jnp.int32), r"int32 \(2, 14\)"),
-                       (jnp.zeros((3, 14), jnp.float32), r"float32 \(3, 14\)")):
+    for table, got in (
+        (jnp.zeros((2, 14), jnp.int32), r"int32 \(2, 14\)"),
+        (jnp.zeros((3, 14), jnp.float32), r"float32 \(3, 14\)"),
+    ):
         message = r"position_table must be an integer \[batch=3, width >= 1\] array, got " + got
         with pytest.raises(ValueError, match=message):
             decode(*learned, *prompts, 2, 1, position_table=table)

@@ -132,10 +132,13 @@ def test_init_as_the_paper():
     boxed = pe.init(jax.random.key(0), positions, positions, method="bias")["params"]
     names = {k: v.names for k, v in boxed.items()}
     assert names == {
-        "c": (None,), "threshold_multiplier": (None,), "hidden_kernel": ("fire_mlp",),
-        "hidden_bias": ("fire_mlp",), "output_kernel": ("fire_mlp", "heads"),
+        "c": (None,),
+        "threshold_multiplier": (None,),
+        "hidden_kernel": ("fire_mlp",),
+        "hidden_bias": ("fire_mlp",),
+        "output_kernel": ("fire_mlp", "heads"),
         "output_bias": ("heads",),
-    }  # fmt: skip
+    }
     params = nn.unbox(boxed)
     assert float(params["c"][0]) == pytest.approx(0.1)
     assert float(params["threshold_multiplier"][0]) == 1.0  # L = 512
@@ -165,8 +168,11 @@ def test_gradients_reach_c_and_the_threshold():
 def test_registered_with_its_defaults():
     assert positional.get("fire") is FIRE
     assert positional.default_options("fire") == {
-        "mlp_width": 32, "init_c": 0.1, "init_threshold": 512.0, "eps": 1e-6,
-    }  # fmt: skip
+        "mlp_width": 32,
+        "init_c": 0.1,
+        "init_threshold": 512.0,
+        "eps": 1e-6,
+    }
     assert FIRE(num_heads=2).max_position() is None
 
 

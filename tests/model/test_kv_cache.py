@@ -23,7 +23,7 @@ def _entries(batch, length, offset):
     """Distinct recognisable values: k `[batch, length, 3, 2]`, v = -k, positions, valid."""
     k = offset + jnp.arange(batch * length * 6, dtype=jnp.float32).reshape(batch, length, 3, 2)
     positions = offset + jnp.arange(batch * length, dtype=jnp.int32).reshape(batch, length)
-    valid = (positions % 3 != 0)
+    valid = positions % 3 != 0
     return k, -k, positions, valid
 
 

@@ -46,8 +46,11 @@ def test_default_options_are_the_papers():
     assert positional.default_options("alibi") == {}
     assert positional.default_options("rotary") == {"fraction": 0.25, "base": 10000.0}
     assert positional.default_options("fire") == {
-        "mlp_width": 32, "init_c": 0.1, "init_threshold": 512.0, "eps": 1e-6,
-    }  # fmt: skip
+        "mlp_width": 32,
+        "init_c": 0.1,
+        "init_threshold": 512.0,
+        "eps": 1e-6,
+    }
 
 
 @pytest.mark.parametrize("name", positional.names())
@@ -98,11 +101,18 @@ def test_bad_option_values_are_rejected():
 
 def test_max_position_on_unbound_modules():
     # The config validation calls this before any model exists.
-    got = {n: positional.build(tiny.pe_config(n), num_heads=3).max_position()
-           for n in positional.names()}  # fmt: skip
+    got = {
+        n: positional.build(tiny.pe_config(n), num_heads=3).max_position()
+        for n in positional.names()
+    }
     assert got == {
-        "nope": None, "ape": 16383, "t5": None, "alibi": None, "rotary": None, "fire": None,
-    }  # fmt: skip
+        "nope": None,
+        "ape": 16383,
+        "t5": None,
+        "alibi": None,
+        "rotary": None,
+        "fire": None,
+    }
     learned = tiny.pe_config("ape", kind="learned", max_length=100)
     assert positional.build(learned, num_heads=3).max_position() == 99
 

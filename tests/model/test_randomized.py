@@ -25,9 +25,7 @@ from lenggen.train import step as step_lib
 from tests.model import tiny
 
 # Right-padded rows holding 9, 6 and 1 valid tokens, then a left-padded row of 5.
-VALID = np.array(
-    [[1] * 9, [1] * 6 + [0] * 3, [1] + [0] * 8, [0] * 4 + [1] * 5], bool
-)  # fmt: skip
+VALID = np.array([[1] * 9, [1] * 6 + [0] * 3, [1] + [0] * 8, [0] * 4 + [1] * 5], bool)
 
 
 _SAMPLE = jax.jit(randomized.sample_positions, static_argnames="max_position")
@@ -117,7 +115,8 @@ def test_decoding_table_hand_worked_when_the_draw_is_forced():
     assert short[0].tolist() == [0, 1, 2, 3]
     ranks = jnp.ones((1, 6), bool)
     assert randomized.positions_from_table(jnp.asarray(short[:1]), ranks).tolist() == [
-        [0, 1, 2, 3, 3, 3]]
+        [0, 1, 2, 3, 3, 3]
+    ]
 
 
 def test_decoding_table_is_a_function_of_the_prompt_tokens_only():
@@ -129,12 +128,22 @@ def test_decoding_table_is_a_function_of_the_prompt_tokens_only():
     forced = np.array([[*prompt, *target, 0, 0, 0], [8, 8, 0, 0, 0, 0, 0, 0, 0, 0]])
     forced_valid = np.array([[1] * 7 + [0] * 3, [1] * 3 + [0] * 7], bool)
     budget, count = 5, len(prompt) + 5
-    a = np.asarray(_TABLE(jnp.asarray(left), jnp.asarray(left_valid), max_position=50,
-                          max_new_tokens=budget))  # fmt: skip
-    b = np.asarray(_TABLE(jnp.asarray(forced), jnp.asarray(_prompt_valid(forced_valid, [4, 2])),
-                          max_position=50, max_new_tokens=budget))  # fmt: skip
-    alone = np.asarray(_TABLE(jnp.asarray([prompt]), jnp.ones((1, 4), bool), max_position=50,
-                              max_new_tokens=budget))  # fmt: skip
+    a = np.asarray(
+        _TABLE(jnp.asarray(left), jnp.asarray(left_valid), max_position=50, max_new_tokens=budget)
+    )
+    b = np.asarray(
+        _TABLE(
+            jnp.asarray(forced),
+            jnp.asarray(_prompt_valid(forced_valid, [4, 2])),
+            max_position=50,
+            max_new_tokens=budget,
+        )
+    )
+    alone = np.asarray(
+        _TABLE(
+            jnp.asarray([prompt]), jnp.ones((1, 4), bool), max_position=50, max_new_tokens=budget
+        )
+    )
     assert a.shape == (2, 11) and b.shape == (2, 15) and alone.shape == (1, 9)
     np.testing.assert_array_equal(a[0, :count], b[0, :count])
     np.testing.assert_array_equal(a[0, :count], alone[0])
@@ -144,9 +153,12 @@ def test_decoding_table_is_a_function_of_the_prompt_tokens_only():
     assert (a[1, :count] != drawn).any()  # another prompt, another draw
     # Teacher forcing's positions: the i-th token of prompt + target takes entry i.
     positions = randomized.evaluation_positions(
-        jnp.asarray(forced), jnp.asarray(forced_valid),
-        jnp.asarray(_prompt_valid(forced_valid, [4, 2])), 50, budget,
-    )  # fmt: skip
+        jnp.asarray(forced),
+        jnp.asarray(forced_valid),
+        jnp.asarray(_prompt_valid(forced_valid, [4, 2])),
+        50,
+        budget,
+    )
     assert positions[0].tolist() == [*drawn[:7], drawn[6], drawn[6], drawn[6]]
 
 
@@ -154,8 +166,7 @@ def test_decoding_tables_are_uniform_subsets():
     # One real prompt token and a budget of 1 with M = 4: every 2-subset of [0, 4) has
     # probability 1/6 (prompts differ, so do their keys).
     tokens = jnp.asarray(np.arange(6000)[:, None], jnp.int32)
-    table = np.asarray(_TABLE(tokens, jnp.ones((6000, 1), bool), max_position=4,
-                              max_new_tokens=1))  # fmt: skip
+    table = np.asarray(_TABLE(tokens, jnp.ones((6000, 1), bool), max_position=4, max_new_tokens=1))
     codes = table[:, 0] * 4 + table[:, 1]
     counts = {code: int((codes == code).sum()) for code in np.unique(codes)}
     assert set(counts) == {a * 4 + b for a in range(4) for b in range(a + 1, 4)}
@@ -167,18 +178,29 @@ def test_eval_positions_do_not_depend_on_the_batch():
     model = _model("ape", 40)
     tokens = np.array([[5, 3, 9, 2, 0, 0, 0], [6, 6, 6, 6, 6, 6, 6]])
     valid = np.array([[1, 1, 1, 1, 0, 0, 0], [1] * 7], bool)
-    batch = dict(tokens=jnp.asarray(tokens), valid=jnp.asarray(valid), positions=None,
-                 source_length=jnp.array([2, 3]))  # fmt: skip
-    alone = dict(tokens=jnp.asarray(tokens[:1, :5]), valid=jnp.asarray(valid[:1, :5]),
-                 positions=None, source_length=jnp.array([2]))  # fmt: skip
+    batch = dict(
+        tokens=jnp.asarray(tokens),
+        valid=jnp.asarray(valid),
+        positions=None,
+        source_length=jnp.array([2, 3]),
+    )
+    alone = dict(
+        tokens=jnp.asarray(tokens[:1, :5]),
+        valid=jnp.asarray(valid[:1, :5]),
+        positions=None,
+        source_length=jnp.array([2]),
+    )
     eval_positions = jax.jit(
         functools.partial(randomized.model_positions, model.pe, key=None, max_new_tokens=6)
     )
     in_batch, by_itself = eval_positions(batch), eval_positions(alone)
     np.testing.assert_array_equal(in_batch[0, :4], by_itself[0, :4])
     assert (np.diff(np.asarray(in_batch[1])) > 0).all()
-    with pytest.raises(ValueError, match=r"needs max_new_tokens \(got None\) and "
-                                         r"batch\['source_length'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"needs max_new_tokens \(got None\) and "
+        r"batch\['source_length'\]",
+    ):
         randomized.model_positions(model.pe, batch, None)
     del batch["source_length"]
     with pytest.raises(ValueError, match=r"batch keys: \['positions', 'tokens', 'valid'\]"):
@@ -220,8 +242,16 @@ SEQ, BATCH, VOCAB, M = 9, 4, 11, 64
 
 def _model(pe_name: str, max_position: int, **pe_options) -> Decoder:
     pe = tiny.pe_config(pe_name, max_position=max_position, **pe_options)
-    return Decoder(vocab_size=VOCAB, num_layers=1, d_model=16, num_heads=2, d_kv=8, d_ff=16,
-                   dropout_rate=0.0, pe=pe)  # fmt: skip
+    return Decoder(
+        vocab_size=VOCAB,
+        num_layers=1,
+        d_model=16,
+        num_heads=2,
+        d_kv=8,
+        d_ff=16,
+        dropout_rate=0.0,
+        pe=pe,
+    )
 
 
 def _batch() -> dict:
@@ -232,8 +262,9 @@ def _batch() -> dict:
     return dict(
         tokens=jnp.asarray(rng.integers(2, VOCAB, (BATCH, SEQ)), jnp.int32),
         positions=jnp.broadcast_to(jnp.arange(SEQ, dtype=jnp.int32), (BATCH, SEQ)),
-        valid=valid, loss_mask=loss_mask,
-    )  # fmt: skip
+        valid=valid,
+        loss_mask=loss_mask,
+    )
 
 
 def _params(model: Decoder, batch: dict, scale: float = 0.5):
@@ -262,9 +293,13 @@ def test_train_step_uses_the_sampled_positions(pe_name):
     def losses(state, batch, dropout_key):
         """(the train step's loss, the loss at the expected draw, at positions 0..T-1)."""
         _, metrics = step_lib.train_step(
-            state, batch, dropout_key, model=model, optimizer=optimizer,
+            state,
+            batch,
+            dropout_key,
+            model=model,
+            optimizer=optimizer,
             schedule=optax.constant_schedule(0.0),
-        )  # fmt: skip
+        )
         key = jax.random.fold_in(jax.random.fold_in(dropout_key, 3), step_lib.POSITIONS_STREAM)
         sampled = randomized.sample_positions(key, batch["valid"], M)
         return metrics["loss"], loss(sampled), loss(batch["positions"])
@@ -292,23 +327,33 @@ def test_teacher_forcing_agrees_with_greedy_decoding(pe_name):
     params = _params(model, _batch(), scale=1.0)
     valid = np.array([[1, 1, 1, 1, 1], [0, 0, 1, 1, 1], [0, 0, 0, 1, 1]], bool)
     tokens = np.where(valid, np.random.default_rng(3).integers(2, VOCAB, valid.shape), 0)
-    greedy = jax.jit(functools.partial(decoding.greedy_decode, model,
-                                       max_new_tokens=budget, eos_id=never))  # fmt: skip
+    greedy = jax.jit(
+        functools.partial(decoding.greedy_decode, model, max_new_tokens=budget, eos_id=never)
+    )
     outputs = np.asarray(greedy(params, jnp.asarray(tokens, jnp.int32), jnp.asarray(valid)))
     records = []
     for row, keep in enumerate((6, 3, 1)):
         prompt = tokens[row][valid[row]]
-        records.append(dict(tokens=np.concatenate([prompt, outputs[row, :keep]]),
-                            source_length=len(prompt), length=keep))  # fmt: skip
+        records.append(
+            dict(
+                tokens=np.concatenate([prompt, outputs[row, :keep]]),
+                source_length=len(prompt),
+                length=keep,
+            )
+        )
     changed = dict(records[0], tokens=records[0]["tokens"].copy())
     changed["tokens"][5 + 2] = (changed["tokens"][5 + 2] + 1) % VOCAB  # target token 2
     batch = loader.pack([*records, changed], range(4), 16)
-    batch = {key: jnp.asarray(batch[key]) for key in ("tokens", "positions", "valid",
-                                                      "loss_mask", "source_length")}
-    forced = jax.jit(functools.partial(eval_steps.teacher_forced_correct, model=model,
-                                       max_new_tokens=budget))  # fmt: skip
+    batch = {
+        key: jnp.asarray(batch[key])
+        for key in ("tokens", "positions", "valid", "loss_mask", "source_length")
+    }
+    forced = jax.jit(
+        functools.partial(eval_steps.teacher_forced_correct, model=model, max_new_tokens=budget)
+    )
     assert np.asarray(forced(params, batch)).tolist() == [True, True, True, False]
     # Not vacuous: at positions 0, 1, ... (the same parameters) the outputs are not all kept.
-    plain = jax.jit(functools.partial(eval_steps.teacher_forced_correct,
-                                      model=_model(pe_name, 0, **options)))  # fmt: skip
+    plain = jax.jit(
+        functools.partial(eval_steps.teacher_forced_correct, model=_model(pe_name, 0, **options))
+    )
     assert not np.asarray(plain(params, batch))[:3].all()

@@ -73,6 +73,9 @@ def test_check_widths_refuses_an_odd_or_empty_rotated_width():
     pe = RotaryPositionalEncoding(num_heads=3, fraction=0.25)
     pe.check_widths(d_model=48, head_dim=16)  # int(0.25 * 16) = 4: accepted
     for head_dim, dims in ((6, 1), (12, 3), (4, 1)):
-        with pytest.raises(ValueError, match=rf"int\(0.25 \* {head_dim}\) = {dims} dims; "
-                                             "expected an even number >= 2"):
+        with pytest.raises(
+            ValueError,
+            match=rf"int\(0.25 \* {head_dim}\) = {dims} dims; "
+            "expected an even number >= 2",
+        ):
             pe.check_widths(d_model=48, head_dim=head_dim)

@@ -59,7 +59,8 @@ def training_curve(workdir: str) -> list[tuple]:
     """Every train and validation event without its timing: equal for equal training."""
     return [
         tuple(sorted((k, v) for k, v in r.items() if k not in ("steps_per_second", "wall_time")))
-        for r in events(workdir) if r["event"] in ("train", "validation")
+        for r in events(workdir)
+        if r["event"] in ("train", "validation")
     ]
 
 
@@ -83,9 +84,20 @@ class Main:
         self.lines: list[str] = []
         self._stderr = open(os.path.join(os.path.dirname(workdir), "stderr.txt"), "w+")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "lenggen.main", f"--config={CONFIG_FILE}:steps={steps}",
-             f"--workdir={workdir}", f"--config.data.dir={data_dir}", *flags],
-            cwd=REPO, stdout=subprocess.PIPE, stderr=self._stderr, text=True, bufsize=1,
+            [
+                sys.executable,
+                "-m",
+                "lenggen.main",
+                f"--config={CONFIG_FILE}:steps={steps}",
+                f"--workdir={workdir}",
+                f"--config.data.dir={data_dir}",
+                *flags,
+            ],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            text=True,
+            bufsize=1,
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -108,8 +120,10 @@ class Main:
             if self.process.poll() is not None and not self._reader.is_alive():
                 break
             time.sleep(0.01)
-        raise AssertionError(f"No line starting with {prefix!r}; stdout:\n{self.stdout}\n"
-                             f"stderr:\n{self.stderr()[-3000:]}")
+        raise AssertionError(
+            f"No line starting with {prefix!r}; stdout:\n{self.stdout}\n"
+            f"stderr:\n{self.stderr()[-3000:]}"
+        )
 
     def finish(self, timeout: float = 300.0) -> int:
         """Waits for the process to end; returns its exit status."""

@@ -25,8 +25,14 @@ from lenggen.train import loop
 from tests.reliability import runs
 
 # What a run compiles; none of it may compile before a bad config is refused.
-_RUN_PROGRAMS = ("train_step", "_fresh_state", "teacher_forced_correct", "greedy_decode",
-                 "_all_finite", "_tree_checksum")
+_RUN_PROGRAMS = (
+    "train_step",
+    "_fresh_state",
+    "teacher_forced_correct",
+    "greedy_decode",
+    "_all_finite",
+    "_tree_checksum",
+)
 
 
 @pytest.fixture
@@ -56,44 +62,75 @@ def _refused(config, workdir: str, compiled: list[str]) -> str:
     "edit, message",
     [
         (lambda c: setattr(c.task, "name", "kopy"), "Unknown task 'kopy'. Valid tasks: addition, "),
-        (lambda c: setattr(c.model.pe, "name", "rope"),
-         "Unknown positional encoding config.model.pe.name='rope'. Valid: nope, "),
-        (lambda c: setattr(c.model, "attention_impl", "flash9"),
-         "config.model.attention_impl='flash9': expected one of "),
+        (
+            lambda c: setattr(c.model.pe, "name", "rope"),
+            "Unknown positional encoding config.model.pe.name='rope'. Valid: nope, ",
+        ),
+        (
+            lambda c: setattr(c.model, "attention_impl", "flash9"),
+            "config.model.attention_impl='flash9': expected one of ",
+        ),
         (lambda c: setattr(c.mesh, "shape", (3, 1)), "needs 3 devices but 4 are available"),
-        (lambda c: setattr(c.train, "batch_size", 7),
-         "config.train.batch_size=7 is not divisible by the mesh's data axis (2 devices)"),
-        (lambda c: setattr(c.train, "max_bytes_per_device", -1),
-         "config.train.max_bytes_per_device=-1: expected an integer >= 0"),
+        (
+            lambda c: setattr(c.train, "batch_size", 7),
+            "config.train.batch_size=7 is not divisible by the mesh's data axis (2 devices)",
+        ),
+        (
+            lambda c: setattr(c.train, "max_bytes_per_device", -1),
+            "config.train.max_bytes_per_device=-1: expected an integer >= 0",
+        ),
         # Every PE's options, checked by building the PE (the chosen one also against d_kv).
-        (lambda c: c.model.pe.ape.update(kind="learnt"),
-         "config.model.pe.ape: ape kind must be one of ('sinusoidal', 'learned'), got 'learnt'. "
-         "Defaults: {'kind': 'sinusoidal', 'max_length': 16384}."),
-        (lambda c: c.model.pe.t5.update(num_buckets=1),
-         "config.model.pe.t5: t5 num_buckets must be >= 2, got 1. Defaults: "),
-        (lambda c: c.model.pe.update(name="rotary", rotary=dict(fraction=0.1, base=1e4)),
-         "config.model.pe.rotary: rotary rotates int(fraction * head_dim) = int(0.1 * 16) = 1 "
-         "dims; expected an even number >= 2."),
-        (lambda c: c.model.pe.fire.update(init_c=-1.0), "config.model.pe.fire: fire init_c must "
-                                                        "be > 0, got -1.0."),
-        (lambda c: setattr(c, "seed", 2**32), "config.seed=4294967296: expected an integer in "
-                                              "[0, 2**32)."),
-        (lambda c: setattr(c.mesh, "shape", (2.9, 1)),
-         "config.mesh.shape=(2.9, 1): expected a tuple of 2 integers for axes ('data', 'model')"),
-        (lambda c: setattr(c.train, "adam_b1", 2.0),
-         "config.train.adam_b1=2.0: expected a value in [0, 1)."),
-        (lambda c: setattr(c.train, "adam_b2", -0.1),
-         "config.train.adam_b2=-0.1: expected a value in [0, 1)."),
-        (lambda c: setattr(c.train, "learning_rate", math.inf),
-         "config.train.learning_rate=inf: expected a finite number > 0."),
-        (lambda c: setattr(c.train, "weight_decay", math.nan),
-         "config.train.weight_decay=nan: expected a finite number >= 0."),
-        (lambda c: setattr(c.train, "adam_eps", 0.0),
-         "config.train.adam_eps=0.0: expected a finite number > 0."),
+        (
+            lambda c: c.model.pe.ape.update(kind="learnt"),
+            "config.model.pe.ape: ape kind must be one of ('sinusoidal', 'learned'), got 'learnt'. "
+            "Defaults: {'kind': 'sinusoidal', 'max_length': 16384}.",
+        ),
+        (
+            lambda c: c.model.pe.t5.update(num_buckets=1),
+            "config.model.pe.t5: t5 num_buckets must be >= 2, got 1. Defaults: ",
+        ),
+        (
+            lambda c: c.model.pe.update(name="rotary", rotary=dict(fraction=0.1, base=1e4)),
+            "config.model.pe.rotary: rotary rotates int(fraction * head_dim) = int(0.1 * 16) = 1 "
+            "dims; expected an even number >= 2.",
+        ),
+        (
+            lambda c: c.model.pe.fire.update(init_c=-1.0),
+            "config.model.pe.fire: fire init_c must be > 0, got -1.0.",
+        ),
+        (
+            lambda c: setattr(c, "seed", 2**32),
+            "config.seed=4294967296: expected an integer in [0, 2**32).",
+        ),
+        (
+            lambda c: setattr(c.mesh, "shape", (2.9, 1)),
+            "config.mesh.shape=(2.9, 1): expected a tuple of 2 integers for axes ('data', 'model')",
+        ),
+        (
+            lambda c: setattr(c.train, "adam_b1", 2.0),
+            "config.train.adam_b1=2.0: expected a value in [0, 1).",
+        ),
+        (
+            lambda c: setattr(c.train, "adam_b2", -0.1),
+            "config.train.adam_b2=-0.1: expected a value in [0, 1).",
+        ),
+        (
+            lambda c: setattr(c.train, "learning_rate", math.inf),
+            "config.train.learning_rate=inf: expected a finite number > 0.",
+        ),
+        (
+            lambda c: setattr(c.train, "weight_decay", math.nan),
+            "config.train.weight_decay=nan: expected a finite number >= 0.",
+        ),
+        (
+            lambda c: setattr(c.train, "adam_eps", 0.0),
+            "config.train.adam_eps=0.0: expected a finite number > 0.",
+        ),
     ],
 )
-def test_bad_config_is_refused_before_anything_compiles(tmp_path, data_dir, compiled, edit,
-                                                        message):
+def test_bad_config_is_refused_before_anything_compiles(
+    tmp_path, data_dir, compiled, edit, message
+):
     config = runs.config_for(data_dir)
     edit(config)
     assert message in _refused(config, str(tmp_path / "run"), compiled)
@@ -112,11 +149,16 @@ def test_test_lengths_beyond_a_learned_ape_table_are_refused(tmp_path, data_dir,
 
 def test_state_bytes_per_device_by_hand():
     mesh = sharding.make_mesh((2, 2))
-    abstract = {"w": jax.ShapeDtypeStruct((8, 6), np.float32),
-                "b": jax.ShapeDtypeStruct((5,), jax.numpy.bfloat16),
-                "n": jax.ShapeDtypeStruct((), np.int32)}
-    shardings = {"w": NamedSharding(mesh, P("data", "model")), "b": NamedSharding(mesh, P()),
-                 "n": NamedSharding(mesh, P())}
+    abstract = {
+        "w": jax.ShapeDtypeStruct((8, 6), np.float32),
+        "b": jax.ShapeDtypeStruct((5,), jax.numpy.bfloat16),
+        "n": jax.ShapeDtypeStruct((), np.int32),
+    }
+    shardings = {
+        "w": NamedSharding(mesh, P("data", "model")),
+        "b": NamedSharding(mesh, P()),
+        "n": NamedSharding(mesh, P()),
+    }
     # w: a 4 x 3 block of float32; b: all 5 bfloat16; n: one int32.
     assert loop.state_bytes_per_device(abstract, shardings) == 4 * 3 * 4 + 5 * 2 + 4
 
@@ -136,8 +178,9 @@ def test_a_model_too_large_for_its_budget_is_refused(tmp_path, data_dir, compile
         loop.Experiment(config, str(tmp_path / "run"))
     # Parameters, two Adam moments and a gradient: about 4x the parameters' share.
     experiment = loop.Experiment(runs.config_for(data_dir), str(tmp_path / "run"))
-    params = loop.state_bytes_per_device(experiment.layout.abstract["params"],
-                                         experiment.layout.sharding["params"])
+    params = loop.state_bytes_per_device(
+        experiment.layout.abstract["params"], experiment.layout.sharding["params"]
+    )
     assert 4 * params <= needed < 4 * params + 1024
 
 
@@ -147,13 +190,20 @@ _CASES = {
     "unknown_key": ["--config.train.batch_sizee=8"],
     "malformed_override": ["--config.train.batch_size=abc"],
     "malformed_argument": [],
-    "short_learned_ape": ["--config.model.pe.name=ape", "--config.model.pe.ape.kind=learned",
-                          "--config.model.pe.ape.max_length=8"],
+    "short_learned_ape": [
+        "--config.model.pe.name=ape",
+        "--config.model.pe.ape.kind=learned",
+        "--config.model.pe.ape.max_length=8",
+    ],
     "other_experiment": [],
     # One process for two stories: --overwrite replaces the other experiment, then the new one
     # diverges (lr 1e30).
-    "overwrite_then_diverges": ["--overwrite", "--config.train.learning_rate=1e30",
-                                "--config.train.checkpoint_every=2", "--mode=train"],
+    "overwrite_then_diverges": [
+        "--overwrite",
+        "--config.train.learning_rate=1e30",
+        "--config.train.checkpoint_every=2",
+        "--mode=train",
+    ],
     "bad_pe_option": ["--config.model.pe.name=rotary", "--config.model.pe.rotary.fraction=2.0"],
     "negative_seed": ["--config.seed=-1"],
     "mesh_string": ["--config.mesh.shape=data"],
@@ -179,8 +229,9 @@ def _read_only_directory(path) -> bool:
     if os.geteuid() != 0:
         path.chmod(0o555)
         return True
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(path)],
-                          capture_output=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(path)], capture_output=True
+    )
     return done.returncode == 0
 
 
@@ -189,8 +240,12 @@ def _setup(case: str, workdir, reference) -> list[str]:
     if case in ("other_experiment", "overwrite_then_diverges"):
         workdir.mkdir()  # holding the 32-step experiment of `reference`
         shutil.copy(os.path.join(reference[0], "config.json"), workdir)
-    elif case in ("evaluate_other_pe", "damaged_config_json", "damaged_metrics_line",
-                  "damaged_best"):
+    elif case in (
+        "evaluate_other_pe",
+        "damaged_config_json",
+        "damaged_metrics_line",
+        "damaged_best",
+    ):
         shutil.copytree(reference[0], workdir)
     elif case == "syntax_error":
         (workdir.parent / "bad_config.py").write_text(_SYNTAX_ERROR)
@@ -236,12 +291,26 @@ def cli(tmp_path_factory, data_dir, reference):
         config = [f"--config={runs.CONFIG_FILE}:{argument}"]
         if extra and extra[0].startswith("--config="):
             config, extra = extra[:1], extra[1:]
-        processes[case] = (workdir, subprocess.Popen(
-            [sys.executable, "-m", "lenggen.main", *config, f"--workdir={workdir}",
-             f"--config.data.dir={data_dir}", *flags, *extra],
-            cwd=runs.REPO, env=dict(os.environ, JAX_LOG_COMPILES="1"),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        ))
+        processes[case] = (
+            workdir,
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "lenggen.main",
+                    *config,
+                    f"--workdir={workdir}",
+                    f"--config.data.dir={data_dir}",
+                    *flags,
+                    *extra,
+                ],
+                cwd=runs.REPO,
+                env=dict(os.environ, JAX_LOG_COMPILES="1"),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            ),
+        )
     done = {}
     try:
         for case, (workdir, process) in processes.items():
@@ -267,12 +336,16 @@ def _one_line_error(cli, case: str, status: int = 2) -> str:
 @pytest.mark.parametrize(
     "case, message",
     [
-        ("unknown_key",
-         "lenggen: Unknown config key 'batch_sizee' Did you mean \"batch_size\" instead of "
-         "\"batch_sizee\"?"),
-        ("malformed_override",
-         "lenggen: flag --config.train.batch_size=abc: invalid literal for int() with base 10: "
-         "'abc'"),
+        (
+            "unknown_key",
+            "lenggen: Unknown config key 'batch_sizee' Did you mean \"batch_size\" instead of "
+            '"batch_sizee"?',
+        ),
+        (
+            "malformed_override",
+            "lenggen: flag --config.train.batch_size=abc: invalid literal for int() with base 10: "
+            "'abc'",
+        ),
         ("malformed_argument", "lenggen: Config argument steps='many': expected int like 24."),
     ],
 )
@@ -313,7 +386,9 @@ def test_overwrite_replaces_the_other_experiment_and_divergence_stops_it(cli):
     assert status == 3, stderr[-3000:]
     assert re.search(
         rf"lenggen: Loss is (nan|inf|-inf) at step 4\. Last good checkpoint: step 2 in "
-        rf"{re.escape(workdir)}/checkpoints\.", stderr), stderr[-3000:]
+        rf"{re.escape(workdir)}/checkpoints\.",
+        stderr,
+    ), stderr[-3000:]
     assert runs.complete_steps(workdir) == [2]
     state = runs.final_state(workdir, 2)
     assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(state))
@@ -348,16 +423,22 @@ def _untouched_after(cli, case: str) -> str:
 @pytest.mark.parametrize(
     "case, message",
     [
-        ("bad_pe_option",
-         "lenggen: config.model.pe.rotary: rotary fraction must be in (0, 1], got 2.0. "
-         "Defaults: {'fraction': 0.25, 'base': 10000.0}."),
+        (
+            "bad_pe_option",
+            "lenggen: config.model.pe.rotary: rotary fraction must be in (0, 1], got 2.0. "
+            "Defaults: {'fraction': 0.25, 'base': 10000.0}.",
+        ),
         ("negative_seed", "lenggen: config.seed=-1: expected an integer in [0, 2**32)."),
-        ("mesh_string",
-         "lenggen: config.mesh.shape=('data',): expected a tuple of 2 integers for axes "
-         "('data', 'model'), e.g. --config.mesh.shape='(-1, 1)'."),
-        ("stray_argument",
-         "lenggen: Unexpected argument(s) resume: every option is a --flag (e.g. --config=FILE "
-         "--workdir=DIR). Pass --helpshort to list them."),
+        (
+            "mesh_string",
+            "lenggen: config.mesh.shape=('data',): expected a tuple of 2 integers for axes "
+            "('data', 'model'), e.g. --config.mesh.shape='(-1, 1)'.",
+        ),
+        (
+            "stray_argument",
+            "lenggen: Unexpected argument(s) resume: every option is a --flag (e.g. --config=FILE "
+            "--workdir=DIR). Pass --helpshort to list them.",
+        ),
     ],
 )
 def test_bad_values_are_refused_before_the_workdir_exists(cli, case, message):
@@ -374,13 +455,16 @@ def test_a_config_file_syntax_error_names_the_file_and_line(cli):
 def test_a_workdir_that_is_a_file_or_read_only_is_refused(cli):
     workdir = cli["workdir_is_a_file"][0]
     assert _one_line_error(cli, "workdir_is_a_file") == (
-        f"lenggen: --workdir={workdir} is a file; expected a directory.")
+        f"lenggen: --workdir={workdir} is a file; expected a directory."
+    )
     workdir = cli["read_only_workdir"][0] if "read_only_workdir" in cli else None
     assert _one_line_error(cli, "read_only_workdir") == (
         f"lenggen: --workdir={workdir} cannot be written ({workdir}: Read-only file system); "
-        "choose a writable directory." if os.geteuid() == 0 else
-        f"lenggen: --workdir={workdir} cannot be written ({workdir}: Permission denied); "
-        "choose a writable directory.")
+        "choose a writable directory."
+        if os.geteuid() == 0
+        else f"lenggen: --workdir={workdir} cannot be written ({workdir}: Permission denied); "
+        "choose a writable directory."
+    )
 
 
 @pytest.mark.parametrize("case", ["evaluate_missing", "evaluate_empty"])
@@ -388,7 +472,8 @@ def test_evaluate_without_a_run_is_refused_and_creates_nothing(cli, case):
     workdir = cli[case][0]
     assert _one_line_error(cli, case) == (
         f"lenggen: Workdir {workdir} holds no run to evaluate (no config.json): train first, "
-        "e.g. with --mode=train_and_evaluate.")
+        "e.g. with --mode=train_and_evaluate."
+    )
     if case == "evaluate_missing":
         assert not os.path.exists(workdir)
     else:
@@ -400,10 +485,13 @@ def test_evaluate_under_another_pe_is_refused_and_keeps_the_results(cli, referen
     assert _one_line_error(cli, "evaluate_other_pe") == (
         f"lenggen: Workdir {workdir} trained another config: model.pe.name (saved 'nope', now "
         "'alibi'). --mode=evaluate scores a run only under the config it trained with (it may "
-        "change eval.*, mesh.* and data.*): drop those overrides.")
+        "change eval.*, mesh.* and data.*): drop those overrides."
+    )
     for name in ("results.json", "samples.jsonl"):
-        with open(os.path.join(workdir, name)) as got, \
-                open(os.path.join(reference[0], name)) as expected:
+        with (
+            open(os.path.join(workdir, name)) as got,
+            open(os.path.join(reference[0], name)) as expected,
+        ):
             assert got.read() == expected.read()
 
 
@@ -411,8 +499,10 @@ def test_damaged_workdir_files_are_named_with_their_line(cli):
     workdir = cli["damaged_config_json"][0]
     line = _one_line_error(cli, "damaged_config_json")
     assert line.startswith(f"lenggen: {workdir}/config.json line 5 column ")
-    assert line.endswith("Restore that run's config.json, or pass --overwrite to move the run "
-                         "aside and start from scratch.")
+    assert line.endswith(
+        "Restore that run's config.json, or pass --overwrite to move the run "
+        "aside and start from scratch."
+    )
     workdir = cli["damaged_metrics_line"][0]
     line = _one_line_error(cli, "damaged_metrics_line")
     assert line.startswith(f"lenggen: {workdir}/metrics.jsonl line 7 is not a metrics record (")
@@ -426,5 +516,7 @@ def test_a_damaged_best_checkpoint_is_one_line_without_tracebacks(cli):
     [line] = [line for line in stderr.splitlines() if line.startswith("lenggen: ")]
     # Every file of best/16 is empty, its metrics too, which Orbax reads when it opens best/.
     assert line.startswith(f"lenggen: {workdir}/best cannot be opened (JSONDecodeError: ")
-    assert line.endswith("Move it aside (to keep it for inspection) and run the same command "
-                         "again: evaluation then scores the newest checkpoint.")
+    assert line.endswith(
+        "Move it aside (to keep it for inspection) and run the same command "
+        "again: evaluation then scores the newest checkpoint."
+    )

@@ -34,25 +34,30 @@ def _state(value: float, mesh=None) -> dict:
     """A small train-state-like tree: f32 and bf16 leaves and an int32 counter."""
     state = {
         "step": jnp.asarray(int(value), jnp.int32),
-        "params": {"w": jnp.full((4, 6), value, jnp.float32),
-                   "b": jnp.arange(8, dtype=jnp.bfloat16) * value},
+        "params": {
+            "w": jnp.full((4, 6), value, jnp.float32),
+            "b": jnp.arange(8, dtype=jnp.bfloat16) * value,
+        },
     }
     if mesh is not None:  # w split over the mesh's data axis, the rest replicated
-        shardings = {"step": NamedSharding(mesh, P()),
-                     "params": {"w": NamedSharding(mesh, P("data")),
-                                "b": NamedSharding(mesh, P())}}
+        shardings = {
+            "step": NamedSharding(mesh, P()),
+            "params": {"w": NamedSharding(mesh, P("data")), "b": NamedSharding(mesh, P())},
+        }
         state = jax.device_put(state, shardings)
     return state
 
 
 def _abstract(state: dict) -> dict:
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
-                        state)
+    return jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state
+    )
 
 
 def _files(directory: str) -> list[str]:
-    return sorted(os.path.join(root, name) for root, _, names in os.walk(directory)
-                  for name in names)
+    return sorted(
+        os.path.join(root, name) for root, _, names in os.walk(directory) for name in names
+    )
 
 
 def _saved(tmp_path, *values: float) -> checkpoint.Checkpoints:
@@ -69,8 +74,11 @@ def _sha256(header: str, data: bytes) -> str:
 
 def test_checksum_by_hand():
     # The hashed message: dtype name, shape as a list, then the little-endian bytes in C order.
-    tree = {"a": jnp.array([1.0, 2.0], jnp.float32), "b": jnp.array([1.0], jnp.bfloat16),
-            "c": jnp.array([[-1, 2]], jnp.int32)}
+    tree = {
+        "a": jnp.array([1.0, 2.0], jnp.float32),
+        "b": jnp.array([1.0], jnp.bfloat16),
+        "c": jnp.array([[-1, 2]], jnp.int32),
+    }
     assert checkpoint.state_checksum(tree) == [
         _sha256("float32[2]", struct.pack("<2f", 1.0, 2.0)),
         _sha256("bfloat16[1]", bytes([0x80, 0x3F])),  # bf16 1.0 = 0x3F80
@@ -79,7 +87,8 @@ def test_checksum_by_hand():
     # One flipped bit (the lowest of the mantissa) changes it.
     flipped = dict(tree, a=jnp.array([np.nextafter(np.float32(1), np.float32(2)), 2.0]))
     assert checkpoint.state_checksum(flipped)[0] == _sha256(
-        "float32[2]", struct.pack("<2I", 0x3F800001, 0x40000000))
+        "float32[2]", struct.pack("<2I", 0x3F800001, 0x40000000)
+    )
     # Swapped values, which a per-array sum cannot see, and a reshape change it too.
     swapped = dict(tree, a=jnp.array([2.0, 1.0], jnp.float32))
     reshaped = dict(tree, c=jnp.array([[-1], [2]], jnp.int32))
@@ -119,8 +128,9 @@ def test_a_silently_altered_checkpoint_fails_its_checksum(tmp_path):
     altered = _state(2.0)
     one_bit_up = np.nextafter(np.float32(2), np.float32(3))
     altered["params"]["w"] = altered["params"]["w"].at[1, 2].set(one_bit_up)
-    raw = ocp.CheckpointManager(str(tmp_path / "other"), options=ocp.CheckpointManagerOptions(
-        create=True))
+    raw = ocp.CheckpointManager(
+        str(tmp_path / "other"), options=ocp.CheckpointManagerOptions(create=True)
+    )
     raw.save(2, args=ocp.args.StandardSave(altered))
     raw.wait_until_finished()
     raw.close()
@@ -136,8 +146,10 @@ def test_a_silently_altered_checkpoint_fails_its_checksum(tmp_path):
     assert restored.step == 1
     [(step, reason)] = restored.skipped
     assert step == 2
-    assert ("checkpoints/2 does not match the checksum recorded when it was saved (differing "
-            "arrays: ['params']['w'])") in reason
+    assert (
+        "checkpoints/2 does not match the checksum recorded when it was saved (differing "
+        "arrays: ['params']['w'])"
+    ) in reason
     checkpoints.close()
 
 
@@ -170,7 +182,8 @@ def test_an_unfinished_save_is_never_listed_and_is_removed_on_restart(tmp_path):
 
 
 def test_the_loop_falls_back_past_a_truncated_checkpoint_and_reports_it(
-        tmp_path, data_dir, reference, capsys):
+    tmp_path, data_dir, reference, capsys
+):
     expected_workdir, _ = reference
     run = str(tmp_path / "run")
     shutil.copytree(expected_workdir, run)
@@ -205,8 +218,9 @@ class _CrashAt:
             raise OSError("simulated crash while writing")
 
 
-def test_a_crash_while_writing_results_leaves_the_previous_files(tmp_path, data_dir, reference,
-                                                                 monkeypatch):
+def test_a_crash_while_writing_results_leaves_the_previous_files(
+    tmp_path, data_dir, reference, monkeypatch
+):
     expected_workdir, expected_payload = reference
     run = str(tmp_path / "run")
     shutil.copytree(expected_workdir, run)
@@ -221,6 +235,7 @@ def test_a_crash_while_writing_results_leaves_the_previous_files(tmp_path, data_
         if crash is not None:
             monkeypatch.setattr(os, "fsync", _CrashAt(crash))
         else:
+
             def broken_plot(payload, path, title):
                 with open(path, "w") as handle:
                     handle.write("half a png")
@@ -240,12 +255,14 @@ def test_a_crash_while_writing_results_leaves_the_previous_files(tmp_path, data_
     assert runs.scores(loop.evaluate(experiment, checkpoints)) == runs.scores(expected_payload)
     checkpoints.close()
     with open(os.path.join(run, workdir.RESULTS_FILE)) as handle:
-        assert runs.scores(json.load(handle)) == json.loads(json.dumps(runs.scores(
-            expected_payload)))
+        assert runs.scores(json.load(handle)) == json.loads(
+            json.dumps(runs.scores(expected_payload))
+        )
 
 
-def test_a_crash_while_recording_the_config_leaves_the_previous_one(tmp_path, data_dir,
-                                                                    monkeypatch):
+def test_a_crash_while_recording_the_config_leaves_the_previous_one(
+    tmp_path, data_dir, monkeypatch
+):
     workdir.claim(str(tmp_path), runs.config_for(data_dir))
     before = (tmp_path / workdir.CONFIG_FILE).read_text()
     other = runs.config_for(data_dir)
@@ -260,11 +277,16 @@ def test_a_crash_while_recording_the_config_leaves_the_previous_one(tmp_path, da
 
 
 def test_resuming_trims_replayed_events_and_a_line_cut_short(tmp_path):
-    records = [{"event": "train", "step": 2}, {"event": "validation", "step": 2},
-               {"event": "train", "step": 3}, {"event": "preempted", "step": 3},
-               {"event": "validation", "step": 4}]
+    records = [
+        {"event": "train", "step": 2},
+        {"event": "validation", "step": 2},
+        {"event": "train", "step": 3},
+        {"event": "preempted", "step": 3},
+        {"event": "validation", "step": 4},
+    ]
     (tmp_path / workdir.METRICS_FILE).write_text(
-        "".join(results.json_line(r) for r in records) + '{"event": "train", "st')
+        "".join(results.json_line(r) for r in records) + '{"event": "train", "st'
+    )
     workdir.trim_metrics(str(tmp_path), 2)  # resuming at step 2 replays steps 3 and 4
     kept = [json.loads(line) for line in (tmp_path / workdir.METRICS_FILE).open()]
     assert kept == records[:2] + [records[3]]
@@ -280,8 +302,10 @@ def test_checksums_file_verifies_itself(tmp_path):
     assert recorded["format"] == 2 and recorded["algorithm"] == "sha256"
     assert recorded["entries"]["checkpoints"]["2"] == checkpoint.state_checksum(_state(2.0))
     # Its digest covers the entries as sorted JSON.
-    assert recorded["digest"] == hashlib.sha256(
-        json.dumps(recorded["entries"], sort_keys=True).encode()).hexdigest()
+    assert (
+        recorded["digest"]
+        == hashlib.sha256(json.dumps(recorded["entries"], sort_keys=True).encode()).hexdigest()
+    )
     entries, problem = checkpoint.read_checksums(str(tmp_path / checkpoint.CHECKSUMS_FILE))
     assert (entries, problem) == (recorded["entries"], None)
 
@@ -291,8 +315,10 @@ def test_checksums_file_verifies_itself(tmp_path):
     [
         # One recorded digest altered (e.g. to match a tampered checkpoint): the file's own
         # digest no longer matches.
-        (lambda r: r["entries"]["checkpoints"].update({"2": ["0" * 64] * 3}),
-         "its own digest does not match its entries (the file was altered)"),
+        (
+            lambda r: r["entries"]["checkpoints"].update({"2": ["0" * 64] * 3}),
+            "its own digest does not match its entries (the file was altered)",
+        ),
         (lambda r: r.update(format=1), "it is not in format 2 (sha256 per array)"),
         (None, "it does not read (JSONDecodeError: "),
         ("delete", "it is missing"),
@@ -313,8 +339,10 @@ def test_a_damaged_checksums_file_is_set_aside_with_a_warning(tmp_path, damage, 
     checkpoints = checkpoint.Checkpoints(str(tmp_path), keep=5)
     [warning] = checkpoints.warnings
     assert warning.startswith(f"Warning: {path} cannot be trusted: {problem}")
-    assert warning.endswith("The checkpoints already saved are restored unverified (Orbax's own "
-                            "checks only); new saves record their checksums anew.")
+    assert warning.endswith(
+        "The checkpoints already saved are restored unverified (Orbax's own "
+        "checks only); new saves record their checksums anew."
+    )
     if damaged is not None:  # kept for inspection, out of the way
         [moved] = (tmp_path / "corrupt").iterdir()
         assert f"(moved to {moved})" in warning and moved.read_bytes() == damaged
@@ -325,7 +353,9 @@ def test_a_damaged_checksums_file_is_set_aside_with_a_warning(tmp_path, damage, 
     checkpoints.save(3, _state(3.0))
     checkpoints.wait()
     assert checkpoint.read_checksums(str(path)) == (
-        {"checkpoints": {"3": checkpoint.state_checksum(_state(3.0))}}, None)
+        {"checkpoints": {"3": checkpoint.state_checksum(_state(3.0))}},
+        None,
+    )
     checkpoints.close()
     assert checkpoint.Checkpoints(str(tmp_path), keep=5).warnings == []
 
@@ -348,9 +378,13 @@ def test_a_step_without_a_recorded_checksum_is_not_restored(tmp_path):
 def _small_disk(path):
     """Mounts a 1 MiB tmpfs at `path` when this process may (root); yields whether it did."""
     path.mkdir()
-    mounted = os.geteuid() == 0 and subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(path)], capture_output=True
-    ).returncode == 0
+    mounted = (
+        os.geteuid() == 0
+        and subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(path)], capture_output=True
+        ).returncode
+        == 0
+    )
     try:
         yield mounted
     finally:
@@ -384,9 +418,11 @@ def test_a_full_disk_fails_at_the_failing_save_and_keeps_the_last_good_one(tmp_p
             checkpoints.wait()
         message = str(error.value)
         assert message.startswith(f"Saving step 3 failed: {disk}/")
-        assert message.endswith(": No space left on device. The newest complete checkpoint, "
-                                "checkpoints/2, is intact; free space (or fix the disk) and run "
-                                "the same command to resume.")
+        assert message.endswith(
+            ": No space left on device. The newest complete checkpoint, "
+            "checkpoints/2, is intact; free space (or fix the disk) and run "
+            "the same command to resume."
+        )
         checkpoints.close()  # the failure is not raised again
         os.remove(disk / "filler")
         reopened = checkpoint.Checkpoints(str(disk), keep=2)
@@ -397,8 +433,9 @@ def test_a_full_disk_fails_at_the_failing_save_and_keeps_the_last_good_one(tmp_p
         reopened.close()
 
 
-def test_a_failed_asynchronous_save_stops_the_loop_at_once(tmp_path, data_dir, reference,
-                                                           monkeypatch):
+def test_a_failed_asynchronous_save_stops_the_loop_at_once(
+    tmp_path, data_dir, reference, monkeypatch
+):
     """The loop checks for a failed save before every step: a save that fails in Orbax's
     background thread (here: step 8's, which writes nothing and then reports TensorStore's
     error, as on a full disk) stops training before the next step, naming the path, and the
@@ -416,9 +453,11 @@ def test_a_failed_asynchronous_save_stops_the_loop_at_once(tmp_path, data_dir, r
 
     def check_for_errors(self):
         if self in failed:
-            raise ValueError('RESOURCE_EXHAUSTED: Error writing local file "w/.zarray": Failed '
-                             "to write 177 bytes to file 4: No space left on device "
-                             "[os_error_code='28']")
+            raise ValueError(
+                'RESOURCE_EXHAUSTED: Error writing local file "w/.zarray": Failed '
+                "to write 177 bytes to file 4: No space left on device "
+                "[os_error_code='28']"
+            )
 
     monkeypatch.setattr(ocp.CheckpointManager, "save", save)
     monkeypatch.setattr(ocp.CheckpointManager, "check_for_errors", check_for_errors)
@@ -427,7 +466,8 @@ def test_a_failed_asynchronous_save_stops_the_loop_at_once(tmp_path, data_dir, r
     assert str(error.value) == (
         f"Saving step 8 failed: {run}/checkpoints/8: No space left on device. The newest "
         "complete checkpoint, checkpoints/4, is intact; free space (or fix the disk) and run "
-        "the same command to resume.")
+        "the same command to resume."
+    )
     assert runs.complete_steps(run) == [4]
     assert [e["step"] for e in runs.events(run, "train")][-1] == 8  # stopped at that save
     monkeypatch.undo()
@@ -458,7 +498,8 @@ def test_a_full_disk_on_the_command_line_is_one_line_and_status_74(tmp_path, dat
         assert saved[0] == 4 and len(saved) <= 2  # a save that fails never looks finished
         os.remove(disk / "filler")
         checkpoints = checkpoint.Checkpoints(run.workdir, keep=2)
-        restored = checkpoints.restore_newest(loop.Experiment(
-            runs.config_for(data_dir), run.workdir).layout.restore_target())
+        restored = checkpoints.restore_newest(
+            loop.Experiment(runs.config_for(data_dir), run.workdir).layout.restore_target()
+        )
         assert restored.step == saved[-1] and not restored.skipped
         checkpoints.close()

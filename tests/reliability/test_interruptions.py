@@ -25,12 +25,12 @@ def _same_ending(workdir: str, reference) -> None:
     runs.assert_same_state(workdir, expected_workdir)
     assert runs.training_curve(workdir) == runs.training_curve(expected_workdir)
     with open(os.path.join(workdir, "results.json")) as handle:
-        assert runs.scores(json.load(handle)) == json.loads(json.dumps(runs.scores(
-            expected_payload)))
+        assert runs.scores(json.load(handle)) == json.loads(
+            json.dumps(runs.scores(expected_payload))
+        )
 
 
-def test_sigterm_saves_the_current_step_and_the_same_command_resumes(tmp_path, data_dir,
-                                                                     reference):
+def test_sigterm_saves_the_current_step_and_the_same_command_resumes(tmp_path, data_dir, reference):
     workdir = str(tmp_path / "run")
     run = runs.Main(workdir, data_dir)
     run.wait_for_line("step 5/")
@@ -75,7 +75,8 @@ def _kill_during_a_save(run: runs.Main, after: int) -> bool:
 
 
 def test_sigkill_at_random_points_resumes_from_the_newest_complete_checkpoint(
-        tmp_path, data_dir, reference):
+    tmp_path, data_dir, reference
+):
     workdir = str(tmp_path / "run")
     rng = random.Random(1125)
     # The first kill lands while a save is being written; the others a seeded random number
@@ -91,8 +92,10 @@ def test_sigkill_at_random_points_resumes_from_the_newest_complete_checkpoint(
             # deleting what the kill left unfinished.
             assert f"Resumed from step {start} in {workdir}." in run.lines, run.stdout
             for entry in unfinished:
-                assert (f"Removed checkpoints/{entry}: a save that a crash interrupted (never "
-                        "restored).") in run.lines, run.stdout
+                assert (
+                    f"Removed checkpoints/{entry}: a save that a crash interrupted (never "
+                    "restored)."
+                ) in run.lines, run.stdout
         if kill is None:
             attempts += 1
             if not _kill_during_a_save(run, after=start) and attempts < 3:
@@ -105,8 +108,9 @@ def test_sigkill_at_random_points_resumes_from_the_newest_complete_checkpoint(
         assert run.finish() == -signal.SIGKILL
         complete = runs.complete_steps(workdir)
         assert complete and complete[-1] < runs.STEPS, run.stdout  # killed mid-training
-        unfinished = [e for e in os.listdir(os.path.join(workdir, "checkpoints"))
-                      if _UNFINISHED in e]
+        unfinished = [
+            e for e in os.listdir(os.path.join(workdir, "checkpoints")) if _UNFINISHED in e
+        ]
         if kill is None and kills[:1] != [None]:
             assert unfinished  # the kill during a save left it unfinished, never a step
         start = complete[-1]
@@ -114,8 +118,11 @@ def test_sigkill_at_random_points_resumes_from_the_newest_complete_checkpoint(
     final = runs.Main(workdir, data_dir)
     assert final.finish() == 0, final.stderr()[-3000:]
     assert f"Resumed from step {start} in {workdir}." in final.lines
-    assert all(f"Removed checkpoints/{entry}: a save that a crash interrupted (never "
-               "restored)." in final.lines for entry in unfinished)
+    assert all(
+        f"Removed checkpoints/{entry}: a save that a crash interrupted (never "
+        "restored)." in final.lines
+        for entry in unfinished
+    )
     assert not any(_UNFINISHED in e for e in os.listdir(os.path.join(workdir, "checkpoints")))
     _same_ending(workdir, reference)
 
@@ -149,7 +156,8 @@ def _one_line(run: runs.Main) -> str:
 
 
 def test_signals_in_every_phase_stop_cleanly_with_the_documented_status(
-        tmp_path, data_dir, reference):
+    tmp_path, data_dir, reference
+):
     """SIGTERM in setup, twice while the first step compiles, and during a save; SIGINT during
     training. Each: one line, status 75 (SIGTERM) or 130 (SIGINT), and the step it was on saved
     wherever there was a state to save. (The final evaluation: the next test.)"""
@@ -173,12 +181,15 @@ def test_signals_in_every_phase_stop_cleanly_with_the_documented_status(
     run.wait_for_line("step 5/")
     run.process.send_signal(signal.SIGINT)
     statuses = {case: run.finish() for case, run in started.items()}
-    assert statuses == dict(setup=75, compile=75, saving=75, sigint=130), (
-        {case: run.stderr()[-2000:] for case, run in started.items()})
+    assert statuses == dict(setup=75, compile=75, saving=75, sigint=130), {
+        case: run.stderr()[-2000:] for case, run in started.items()
+    }
 
     run = started["setup"]
-    assert _one_line(run) == ("lenggen: Preempted (SIGTERM) before training started: nothing "
-                              "was saved. Run the same command to start again.")
+    assert _one_line(run) == (
+        "lenggen: Preempted (SIGTERM) before training started: nothing "
+        "was saved. Run the same command to start again."
+    )
     assert not os.path.exists(run.workdir)  # nothing written before training
     # A build cut short removes its temporary directory (tfds, on the exception).
     assert not list((tmp_path / "fresh_data").rglob("incomplete.*"))
@@ -188,8 +199,10 @@ def test_signals_in_every_phase_stop_cleanly_with_the_documented_status(
         line = _one_line(run)
         kind = "Interrupted (SIGINT)" if case == "sigint" else "Preempted (SIGTERM)"
         step = int(line.split(" at step ")[1].split("/")[0])
-        assert line == (f"lenggen: {kind} at step {step}/{runs.STEPS}: saved {run.workdir}/"
-                        f"checkpoints/{step}. Run the same command to resume."), line
+        assert line == (
+            f"lenggen: {kind} at step {step}/{runs.STEPS}: saved {run.workdir}/"
+            f"checkpoints/{step}. Run the same command to resume."
+        ), line
         assert runs.complete_steps(run.workdir)[-1] == step
         assert step == 1 if case == "compile" else step >= 4, (case, step)
 
@@ -202,13 +215,16 @@ def test_signals_in_every_phase_stop_cleanly_with_the_documented_status(
 
 
 def test_sigterm_during_the_final_evaluation_stops_before_results_are_written(
-        tmp_path, data_dir, reference, monkeypatch):
+    tmp_path, data_dir, reference, monkeypatch
+):
     """In-process, with lenggen.main's handlers: the signal arrives (twice) while the test split
     is scored, a moment too short to hit from outside."""
     run = str(tmp_path / "run")
     shutil.copytree(reference[0], run)
-    before = {name: open(os.path.join(run, name), "rb").read()
-              for name in ("results.json", "samples.jsonl", "accuracy_vs_length.png")}
+    before = {
+        name: open(os.path.join(run, name), "rb").read()
+        for name in ("results.json", "samples.jsonl", "accuracy_vs_length.png")
+    }
     evaluate = loop.Experiment.evaluate
 
     def signalled(self, params, split, metric):
@@ -229,8 +245,10 @@ def test_sigterm_during_the_final_evaluation_stops_before_results_are_written(
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     assert preemption.exit_status(stop.value.signum) == 75
-    assert str(stop.value) == ("Preempted (SIGTERM) during the final evaluation: results files "
-                               "are replaced atomically, so none is half-written. Run the same "
-                               "command to evaluate again.")
+    assert str(stop.value) == (
+        "Preempted (SIGTERM) during the final evaluation: results files "
+        "are replaced atomically, so none is half-written. Run the same "
+        "command to evaluate again."
+    )
     for name, content in before.items():
         assert open(os.path.join(run, name), "rb").read() == content, name

@@ -20,8 +20,14 @@ _SETTINGS = settings(max_examples=300, deadline=None, database=None, derandomize
 
 _DEFAULTS = {"task": "copy", "pe": "nope", "seed": 7, "smoke": False, "rate": 0.5}
 _NAMES = st.sampled_from(sorted(_DEFAULTS)) | st.text(max_size=6)
-_VALUES = st.text(max_size=8) | st.integers().map(str) | st.floats().map(repr) | st.sampled_from(
-    ["true", "False", "yes", "0", "", " ", "=", ",", "1e999", "nan", "1_000", "٣"])
+_VALUES = (
+    st.text(max_size=8)
+    | st.integers().map(str)
+    | st.floats().map(repr)
+    | st.sampled_from(
+        ["true", "False", "yes", "0", "", " ", "=", ",", "1e999", "nan", "1_000", "٣"]
+    )
+)
 
 
 def _pieces() -> st.SearchStrategy[str]:
@@ -57,26 +63,41 @@ _WORD = st.text(string.ascii_letters + string.digits + "_-./", min_size=1, max_s
 
 
 @_SETTINGS
-@given(task=_WORD, pe=_WORD, seed=st.integers(-10**30, 10**30), smoke=st.booleans(),
-       rate=st.floats(allow_nan=False, allow_infinity=False))
+@given(
+    task=_WORD,
+    pe=_WORD,
+    seed=st.integers(-(10**30), 10**30),
+    smoke=st.booleans(),
+    rate=st.floats(allow_nan=False, allow_infinity=False),
+)
 def test_config_arguments_round_trip(task, pe, seed, smoke, rate):
     written = {"task": task, "pe": pe, "seed": seed, "smoke": smoke, "rate": rate}
-    text = ",".join(f"{key}={value!r}" if key == "rate" else f"{key}={value}"
-                    for key, value in written.items())
+    text = ",".join(
+        f"{key}={value!r}" if key == "rate" else f"{key}={value}" for key, value in written.items()
+    )
     parsed = config_args.parse(text, **_DEFAULTS)
     assert parsed == written and math.copysign(1, parsed["rate"]) == math.copysign(1, rate)
 
 
-_OPTION_VALUES = (st.integers(-10**12, 10**12) | st.booleans() | st.text(max_size=5)
-                  | st.floats() | st.none() | st.lists(st.integers(), max_size=2))
+_OPTION_VALUES = (
+    st.integers(-(10**12), 10**12)
+    | st.booleans()
+    | st.text(max_size=5)
+    | st.floats()
+    | st.none()
+    | st.lists(st.integers(), max_size=2)
+)
 
 
 @_SETTINGS
 @given(name=st.sampled_from(tasks.names()) | st.text(max_size=8), data=st.data())
 def test_task_options_build_a_task_or_raise_a_value_error(name, data):
     known = sorted(tasks.default_options(name)) if name in tasks.names() else []
-    keys = data.draw(st.lists(st.sampled_from(known) | _WORD, max_size=3, unique=True)
-                     if known else st.lists(_WORD, max_size=2, unique=True))
+    keys = data.draw(
+        st.lists(st.sampled_from(known) | _WORD, max_size=3, unique=True)
+        if known
+        else st.lists(_WORD, max_size=2, unique=True)
+    )
     options = {key: data.draw(_OPTION_VALUES) for key in keys}
     try:
         task = tasks.get(name, **options)

@@ -44,15 +44,20 @@ def _tree(directory: str) -> dict[str, bytes]:
 @pytest.mark.parametrize(
     "edit, shown",
     [
-        (lambda c: setattr(c.model.pe, "name", "alibi"), "model.pe.name (saved 'nope', now "
-                                                         "'alibi')"),
+        (
+            lambda c: setattr(c.model.pe, "name", "alibi"),
+            "model.pe.name (saved 'nope', now 'alibi')",
+        ),
         (lambda c: setattr(c, "seed", 4), "seed (saved 3, now 4)"),
-        (lambda c: setattr(c.train, "learning_rate", 1e-3), "train.learning_rate (saved 0.003, "
-                                                            "now 0.001)"),
+        (
+            lambda c: setattr(c.train, "learning_rate", 1e-3),
+            "train.learning_rate (saved 0.003, now 0.001)",
+        ),
     ],
 )
-def test_evaluate_refuses_another_config_and_leaves_the_results(tmp_path, data_dir, reference,
-                                                                 edit, shown):
+def test_evaluate_refuses_another_config_and_leaves_the_results(
+    tmp_path, data_dir, reference, edit, shown
+):
     run = _copy(reference, tmp_path)
     before = _tree(run)
     config = runs.config_for(data_dir)
@@ -82,7 +87,8 @@ def test_evaluation_keys_are_one_list(monkeypatch):
     saved = {"model": {"pe": {"rotary": {"scaling": 1.0, "base": 10.0}}}}
     current = {"model": {"pe": {"rotary": {"scaling": 2.0, "base": 10.0}}}}
     assert workdir_lib.differing_keys(saved, current, evaluating=True) == [
-        "model.pe.rotary.scaling"]
+        "model.pe.rotary.scaling"
+    ]
     # The list lives in lenggen/rundir/files.py (lenggen.workdir re-exports it).
     monkeypatch.setattr(rundir_files, "EVALUATION_KEYS", ("model.pe.rotary.scaling",))
     assert workdir_lib.differing_keys(saved, current, evaluating=True) == []
@@ -90,11 +96,13 @@ def test_evaluation_keys_are_one_list(monkeypatch):
     # A prefix match is by whole key parts: "model.pe.rotary.scaling_factor" is another key.
     saved["model"]["pe"]["rotary"]["scaling_factor"] = 1
     assert workdir_lib.differing_keys(saved, current, evaluating=True) == [
-        "model.pe.rotary.scaling_factor"]
+        "model.pe.rotary.scaling_factor"
+    ]
 
 
 def test_checkpoints_without_config_are_refused_and_overwrite_moves_them_aside(
-        tmp_path, data_dir, reference):
+    tmp_path, data_dir, reference
+):
     run = _copy(reference, tmp_path)
     os.remove(os.path.join(run, "config.json"))
     before = _tree(run)
@@ -132,21 +140,31 @@ def test_overwrite_with_the_same_config_starts_over(tmp_path, data_dir, capsys):
     loop.run(config, run, mode="train", overwrite=True)
     out = capsys.readouterr().out
     [moved] = [e for e in os.listdir(run) if e.startswith("replaced-")]
-    assert f"--overwrite: moved what {run} held to {os.path.join(run, moved)}; starting from " \
-           "scratch." in out
+    assert (
+        f"--overwrite: moved what {run} held to {os.path.join(run, moved)}; starting from "
+        "scratch." in out
+    )
     assert "Resumed from step" not in out
     # Trained from step 0 again: one start, four steps, the same state as the first time.
     assert [(e["event"], e["step"]) for e in runs.events(run)] == [
-        ("started", 0), ("train", 1), ("train", 2), ("validation", 2), ("train", 3),
-        ("train", 4), ("validation", 4)]
+        ("started", 0),
+        ("train", 1),
+        ("train", 2),
+        ("validation", 2),
+        ("train", 3),
+        ("train", 4),
+        ("validation", 4),
+    ]
     moved_entries = os.listdir(os.path.join(run, moved))
     # Besides the TensorBoard event files (config.log.tensorboard), the first run's files.
     tensorboard = [e for e in moved_entries if e.startswith("events.out.tfevents.")]
     assert tensorboard
     assert sorted(set(moved_entries) - set(tensorboard)) == sorted(
-        ["best", "checkpoints", "checksums.json", "config.json", "metrics.jsonl"])
+        ["best", "checkpoints", "checksums.json", "config.json", "metrics.jsonl"]
+    )
     import jax
     import numpy as np
+
     jax.tree.map(np.testing.assert_array_equal, runs.final_state(run), first)
 
 
@@ -156,27 +174,37 @@ def test_a_resume_on_another_device_count_says_so(tmp_path, data_dir, reference,
     path = os.path.join(run, "metrics.jsonl")
     lines = [json.loads(line) for line in open(path)]
     assert {k: v for k, v in lines[0].items() if k != "wall_time"} == {
-        "event": "started", "step": 0, "devices": 4, "mesh_shape": [2, 2]}
+        "event": "started",
+        "step": 0,
+        "devices": 4,
+        "mesh_shape": [2, 2],
+    }
     lines[0].update(devices=8, mesh_shape=[4, 2])
     with open(path, "w") as handle:
         handle.writelines(json.dumps(line) + "\n" for line in lines)
     loop.run(runs.config_for(data_dir), run, mode="train")
     out = capsys.readouterr().out.splitlines()
-    assert (f"Note: resuming on 4 devices (mesh [2, 2]), but the steps up to {runs.STEPS} ran "
-            "on 8 (mesh [4, 2]): training continues, but not bit-identical to a run on one "
-            "device count (sums are split differently).") in out
+    assert (
+        f"Note: resuming on 4 devices (mesh [2, 2]), but the steps up to {runs.STEPS} ran "
+        "on 8 (mesh [4, 2]): training continues, but not bit-identical to a run on one "
+        "device count (sums are split differently)."
+    ) in out
     [resumed] = runs.events(run, "resumed")
     assert resumed["devices"] == 4
     # The same device count says nothing.
     loop.run(runs.config_for(data_dir), run, mode="train")
-    assert not any(line.startswith("Note: resuming") for line in capsys.readouterr().out.split(
-        "\n"))
+    assert not any(
+        line.startswith("Note: resuming") for line in capsys.readouterr().out.split("\n")
+    )
 
 
 @pytest.mark.parametrize(
     "line, number",
-    [(b'{"event": "train", "st\xffep": 2}\n', 3), (b"[1, 2]\n", 3),
-     (b'{"event": "train", "step": "two"}\n', 3)],
+    [
+        (b'{"event": "train", "st\xffep": 2}\n', 3),
+        (b"[1, 2]\n", 3),
+        (b'{"event": "train", "step": "two"}\n', 3),
+    ],
 )
 def test_a_damaged_metrics_line_is_named(tmp_path, line, number):
     path = tmp_path / workdir_lib.METRICS_FILE
@@ -185,8 +213,7 @@ def test_a_damaged_metrics_line_is_named(tmp_path, line, number):
     with pytest.raises(workdir_lib.WorkdirError) as error:
         workdir_lib.trim_metrics(str(tmp_path), 1)
     assert str(error.value).startswith(f"{path} line {number} is not a metrics record (")
-    assert str(error.value).endswith(": fix or delete that line, then run the same command "
-                                     "again.")
+    assert str(error.value).endswith(": fix or delete that line, then run the same command again.")
     # The last line without its newline is what a crash cut short: dropped, no error.
     path.write_bytes(good + b'{"event": "tr')
     workdir_lib.trim_metrics(str(tmp_path), 1)
@@ -198,5 +225,7 @@ def test_a_damaged_config_json_is_named_with_its_line(tmp_path, data_dir):
     # Column 27: the second comma of line 3.
     with pytest.raises(workdir_lib.WorkdirError) as error:
         workdir_lib.check(str(tmp_path), runs.config_for(data_dir))
-    assert str(error.value).startswith(f"{tmp_path / 'config.json'} line 3 column 27: Expecting "
-                                       "property name enclosed in double quotes.")
+    assert str(error.value).startswith(
+        f"{tmp_path / 'config.json'} line 3 column 27: Expecting "
+        "property name enclosed in double quotes."
+    )

@@ -29,9 +29,13 @@ def test_a_second_run_is_refused_with_one_line_naming_the_holder(tmp_path):
 def test_another_process_is_refused_while_the_lock_is_held(tmp_path):
     with rundir.RunDir(tmp_path).lock():
         other = subprocess.run(
-            [sys.executable, "-c",
-             f"from lenggen import rundir; rundir.RunDir({str(tmp_path)!r}).lock().acquire()"],
-            capture_output=True, text=True,
+            [
+                sys.executable,
+                "-c",
+                f"from lenggen import rundir; rundir.RunDir({str(tmp_path)!r}).lock().acquire()",
+            ],
+            capture_output=True,
+            text=True,
         )
     assert other.returncode == 1
     assert f"WorkdirLockedError: Workdir {tmp_path} is in use by pid {os.getpid()}" in other.stderr
@@ -39,11 +43,15 @@ def test_another_process_is_refused_while_the_lock_is_held(tmp_path):
 
 def test_the_lock_of_a_killed_run_is_recovered_at_once(tmp_path):
     holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import time; from lenggen import rundir; "
-         f"rundir.RunDir({str(tmp_path)!r}).lock().acquire(); print('held', flush=True); "
-         "time.sleep(600)"],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import time; from lenggen import rundir; "
+            f"rundir.RunDir({str(tmp_path)!r}).lock().acquire(); print('held', flush=True); "
+            "time.sleep(600)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout.readline().strip() == "held"
@@ -75,15 +83,23 @@ def test_lenggen_main_on_a_locked_workdir_exits_2_naming_the_holder(tmp_path):
     workdir = tmp_path / "run"
     with rundir.RunDir(workdir).lock():
         done = subprocess.run(
-            [sys.executable, "-m", "lenggen.main",
-             "--config=tests/reliability/tiny_config.py:steps=2", f"--workdir={workdir}",
-             f"--config.data.dir={tmp_path / 'data'}"],
+            [
+                sys.executable,
+                "-m",
+                "lenggen.main",
+                "--config=tests/reliability/tiny_config.py:steps=2",
+                f"--workdir={workdir}",
+                f"--config.data.dir={tmp_path / 'data'}",
+            ],
             cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-            capture_output=True, text=True, timeout=300,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         assert sorted(os.listdir(workdir)) == [rundir.LOCK_FILE]  # no config.json written
     assert done.returncode == 2, done.stderr[-3000:]
     lines = [line for line in done.stderr.splitlines() if line.startswith("lenggen: ")]
     assert len(lines) == 1 and "Traceback" not in done.stderr
-    assert lines[0].startswith(f"lenggen: Workdir {workdir} is in use by pid {os.getpid()} on "
-                               f"{socket.gethostname()}")
+    assert lines[0].startswith(
+        f"lenggen: Workdir {workdir} is in use by pid {os.getpid()} on {socket.gethostname()}"
+    )

@@ -33,16 +33,37 @@ def _free_port() -> int:
 def _start(root: pathlib.Path, workdirs: list[str], deadline_s: float) -> list:
     """lenggen.main as 2 processes, process i with `workdirs[i]` (1 CPU device each)."""
     port = _free_port()
-    env = dict(os.environ, JAX_PLATFORMS="cpu", LENGGEN_SHARED_CHECK_S=str(deadline_s),
-               XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    env = dict(
+        os.environ,
+        JAX_PLATFORMS="cpu",
+        LENGGEN_SHARED_CHECK_S=str(deadline_s),
+        XLA_FLAGS="--xla_force_host_platform_device_count=1",
+    )
     processes = []
     for index, workdir in enumerate(workdirs):
         log = open(root / f"process{index}.log", "w+")
-        processes.append((subprocess.Popen(
-            [sys.executable, "-m", "lenggen.main", *ARGUMENTS, f"--workdir={workdir}",
-             f"--config.data.dir={root / 'data'}", f"--coordinator_address=127.0.0.1:{port}",
-             "--num_processes=2", f"--process_id={index}"],
-            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT), log))
+        processes.append(
+            (
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "lenggen.main",
+                        *ARGUMENTS,
+                        f"--workdir={workdir}",
+                        f"--config.data.dir={root / 'data'}",
+                        f"--coordinator_address=127.0.0.1:{port}",
+                        "--num_processes=2",
+                        f"--process_id={index}",
+                    ],
+                    cwd=REPO,
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                ),
+                log,
+            )
+        )
     return processes
 
 

@@ -31,8 +31,13 @@ def test_every_run_file_gets_the_mode_the_umask_gives(tmp_path, umask, mask, exp
     run_dir.write_json(rundir.CHECKSUMS_FILE, {"best": {}})
     run_dir.write_lines(rundir.SAMPLES_FILE, ['{"a": 1}\n'])
     run_dir.append_event({"event": "train", "step": 1})
-    for name in (rundir.CONFIG_FILE, rundir.RESULTS_FILE, rundir.CHECKSUMS_FILE,
-                 rundir.SAMPLES_FILE, rundir.METRICS_FILE):
+    for name in (
+        rundir.CONFIG_FILE,
+        rundir.RESULTS_FILE,
+        rundir.CHECKSUMS_FILE,
+        rundir.SAMPLES_FILE,
+        rundir.METRICS_FILE,
+    ):
         assert _mode(run_dir.file(name)) == expected, name
 
 
@@ -40,9 +45,15 @@ def test_the_plot_follows_the_umask_too(tmp_path, umask):
     from lenggen import results
 
     umask(0o022)
-    payload = {"train_max_length": 2,
-               "splits": {"test": {"overall": 0.5, "by_length": {
-                   "2": {"exact_match": 1.0, "n": 1}, "3": {"exact_match": 0.0, "n": 1}}}}}
+    payload = {
+        "train_max_length": 2,
+        "splits": {
+            "test": {
+                "overall": 0.5,
+                "by_length": {"2": {"exact_match": 1.0, "n": 1}, "3": {"exact_match": 0.0, "n": 1}},
+            }
+        },
+    }
     path = tmp_path / rundir.PLOT_FILE
     results.plot_accuracy_vs_length(payload, str(path), title="t")
     assert _mode(path) == 0o644 and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -66,14 +77,14 @@ def test_write_bytes_replaces_the_whole_file(tmp_path):
 
 @pytest.mark.parametrize("path", ["s3://bucket/run", "hdfs://namenode/run", "file://x"])
 def test_an_unsupported_scheme_is_refused_with_one_line_and_creates_nothing(
-        tmp_path, monkeypatch, path):
+    tmp_path, monkeypatch, path
+):
     monkeypatch.chdir(tmp_path)
     scheme = path.split("://")[0]
     with pytest.raises(rundir.StorageError) as refused:
         storage.check_reachable(path)
     assert str(refused.value) == (
-        f"{path}: unsupported storage scheme {scheme!r}; use a local path or "
-        "gs://<bucket>/<path>."
+        f"{path}: unsupported storage scheme {scheme!r}; use a local path or gs://<bucket>/<path>."
     )
     with pytest.raises(rundir.StorageError):
         rundir.RunDir(path)

@@ -31,14 +31,21 @@ def default_splits():
 
 def test_format_on_all_one_digit_problems():
     # 1-digit operands are 0..9: 100 problems, all drawn when 100 are asked for.
-    task = tasks.get("addition", num_train=100, num_validation=0, max_train_digits=1,
-                     max_test_digits=2, num_test_per_digit_pair=1)
+    task = tasks.get(
+        "addition",
+        num_train=100,
+        num_validation=0,
+        max_train_digits=1,
+        max_test_digits=2,
+        num_test_per_digit_pair=1,
+    )
     pairs = {(e.source, e.target) for e in task.examples("train")}
     assert ("Compute 7 + 8 ?", "The answer is 1 5 .") in pairs
     assert ("Compute 0 + 0 ?", "The answer is 0 .") in pairs
     assert pairs == {
         (f"Compute {a} + {b} ?", "The answer is " + " ".join(str(a + b)) + " .")
-        for a in range(10) for b in range(10)
+        for a in range(10)
+        for b in range(10)
     }
 
 
@@ -59,7 +66,10 @@ def test_default_sizes_and_buckets(default_splits):
     # (1, 1), (1, 2) and (2, 1) hold too few problems for validation apart from training.
     valid_pairs = {tuple(map(_digits, _operands(e))) for e in validation}
     assert valid_pairs == {(a, b) for a in range(1, 9) for b in range(1, 9)} - {
-        (1, 1), (1, 2), (2, 1)}
+        (1, 1),
+        (1, 2),
+        (2, 1),
+    }
     assert task.lengths("validation") == tuple(range(2, 9))
 
 
@@ -91,17 +101,41 @@ def test_splits_disjoint(default_splits):
 def test_vocabulary(default_splits):
     task, splits = default_splits
     assert task.vocabulary() == (
-        "+", ".", "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "?", "Compute", "The",
-        "answer", "is",
+        "+",
+        ".",
+        "0",
+        "1",
+        "2",
+        "3",
+        "4",
+        "5",
+        "6",
+        "7",
+        "8",
+        "9",
+        "?",
+        "Compute",
+        "The",
+        "answer",
+        "is",
     )
-    words = {w for examples in splits.values() for e in examples
-             for w in f"{e.source} {e.target}".split()}
+    words = {
+        w
+        for examples in splits.values()
+        for e in examples
+        for w in f"{e.source} {e.target}".split()
+    }
     assert words == set(task.vocabulary())
 
 
 def test_determinism():
-    small = dict(num_train=300, num_validation=40, max_train_digits=3, max_test_digits=5,
-                 num_test_per_digit_pair=3)
+    small = dict(
+        num_train=300,
+        num_validation=40,
+        max_train_digits=3,
+        max_test_digits=5,
+        num_test_per_digit_pair=3,
+    )
     for split in tasks.SPLITS:
         first = list(tasks.get("addition", **small).examples(split))
         assert first == list(tasks.get("addition", **small).examples(split))
@@ -109,8 +143,15 @@ def test_determinism():
 
 
 def test_max_digit_operands_fit():
-    task = tasks.get("addition", num_train=10, num_validation=0, min_digits=17,
-                     max_train_digits=17, max_test_digits=18, num_test_per_digit_pair=2)
+    task = tasks.get(
+        "addition",
+        num_train=10,
+        num_validation=0,
+        min_digits=17,
+        max_train_digits=17,
+        max_test_digits=18,
+        num_test_per_digit_pair=2,
+    )
     for example in task.examples("test"):
         a, b = _operands(example)
         assert max(_digits(a), _digits(b)) == 18
@@ -155,19 +196,27 @@ def test_score(prediction, correct):
 @pytest.mark.parametrize(
     "options, message",
     [
-        ({"max_test_digits": 19},
-         "Task 'addition': option max_test_digits=19 is too large; expected an int <= 18 "
-         "(operands are int64)."),
-        ({"max_test_digits": 8},
-         "option max_test_digits=8 is too small; expected an int >= 9 (max_train_digits + 1)."),
+        (
+            {"max_test_digits": 19},
+            "Task 'addition': option max_test_digits=19 is too large; expected an int <= 18 "
+            "(operands are int64).",
+        ),
+        (
+            {"max_test_digits": 8},
+            "option max_test_digits=8 is too small; expected an int >= 9 (max_train_digits + 1).",
+        ),
         ({"min_digits": 0}, "option min_digits=0 is too small; expected an int >= 1."),
-        ({"min_digits": 3, "max_train_digits": 2},
-         "option max_train_digits=2 is too small; expected an int >= 3 (min_digits)."),
+        (
+            {"min_digits": 3, "max_train_digits": 2},
+            "option max_train_digits=2 is too small; expected an int >= 3 (min_digits).",
+        ),
         ({"num_test_per_digit_pair": -1}, "option num_test_per_digit_pair=-1 is too small"),
         ({"num_train": "100"}, "option num_train='100' has type str; expected int."),
-        ({"num_train": 10**6, "max_train_digits": 1, "max_test_digits": 2},
-         "cannot draw num_validation=7472 validation examples disjoint from "
-         "num_train=1000000 training examples"),
+        (
+            {"num_train": 10**6, "max_train_digits": 1, "max_test_digits": 2},
+            "cannot draw num_validation=7472 validation examples disjoint from "
+            "num_train=1000000 training examples",
+        ),
     ],
 )
 def test_bad_values(options, message):
@@ -192,14 +241,20 @@ STEP = re.compile(
 
 
 def test_scratchpad_columns_by_python_ints():
-    task = tasks.get("addition", scratchpad="full", num_train=300, num_validation=40,
-                     max_train_digits=4, max_test_digits=6, num_test_per_digit_pair=2)
+    task = tasks.get(
+        "addition",
+        scratchpad="full",
+        num_train=300,
+        num_validation=40,
+        max_train_digits=4,
+        max_test_digits=6,
+        num_test_per_digit_pair=2,
+    )
     for split in tasks.SPLITS:
         for example in task.examples(split):
             a, b = _operands(example)
             assert set(example.target.split()) <= set(task.vocabulary())
-            pad, answer = example.target.removeprefix("Thinking step by step: ").split(
-                " . Thus , ")
+            pad, answer = example.target.removeprefix("Thinking step by step: ").split(" . Thus , ")
             assert answer == "The answer is " + " ".join(str(a + b)) + " ."
             assert task.parse_answer(example.target) == str(a + b)
             width, carry, digits = max(_digits(a), _digits(b)), 0, []
@@ -228,6 +283,21 @@ def test_scratchpad_columns_by_python_ints():
 def test_scratchpad_vocabulary_and_default_unchanged():
     task = tasks.get("addition", scratchpad="minimal")
     assert set(task.vocabulary()) == set(Addition().vocabulary()) | {
-        "Thinking", "step", "by", "step:", "Thus", ",", "#", "[", "]", "in", "comp", "out", "re",
-        "carry", "carry:", "="} | {str(n) for n in range(20)}
+        "Thinking",
+        "step",
+        "by",
+        "step:",
+        "Thus",
+        ",",
+        "#",
+        "[",
+        "]",
+        "in",
+        "comp",
+        "out",
+        "re",
+        "carry",
+        "carry:",
+        "=",
+    } | {str(n) for n in range(20)}
     assert tasks.default_options("addition")["scratchpad"] == "none"

@@ -33,8 +33,13 @@ TINY = dict(
     num_test_per_length=1,
 )
 SMALL = dict(
-    min_length=2, max_train_length=6, max_test_length=9, num_symbols=7, num_train=700,
-    num_validation=140, num_test_per_length=30,
+    min_length=2,
+    max_train_length=6,
+    max_test_length=9,
+    num_symbols=7,
+    num_train=700,
+    num_validation=140,
+    num_test_per_length=30,
 )
 # The repeat tasks hold only num_symbols (or num_symbols^2 - num_symbols) examples per length:
 # enough symbols for 140 training + 35 validation examples per length.
@@ -56,22 +61,51 @@ def _pairs(task, split):
 @pytest.mark.parametrize(
     "name, expected",
     [
-        ("copy", {("Copy: s0 s0 [SEP]", "s0 s0"), ("Copy: s0 s1 [SEP]", "s0 s1"),
-                  ("Copy: s1 s0 [SEP]", "s1 s0"), ("Copy: s1 s1 [SEP]", "s1 s1")}),
-        ("copy_2x", {("Copy: s0 s0 [SEP]", "s0 s0 [NEXT] s0 s0"),
-                     ("Copy: s0 s1 [SEP]", "s0 s1 [NEXT] s0 s1"),
-                     ("Copy: s1 s0 [SEP]", "s1 s0 [NEXT] s1 s0"),
-                     ("Copy: s1 s1 [SEP]", "s1 s1 [NEXT] s1 s1")}),
-        ("reverse", {("Reverse: s0 s0 [SEP]", "s0 s0"), ("Reverse: s0 s1 [SEP]", "s1 s0"),
-                     ("Reverse: s1 s0 [SEP]", "s0 s1"), ("Reverse: s1 s1 [SEP]", "s1 s1")}),
-        ("reverse_2x", {("Reverse: s0 s0 [SEP]", "s0 s0 [NEXT] s0 s0"),
-                        ("Reverse: s0 s1 [SEP]", "s1 s0 [NEXT] s1 s0"),
-                        ("Reverse: s1 s0 [SEP]", "s0 s1 [NEXT] s0 s1"),
-                        ("Reverse: s1 s1 [SEP]", "s1 s1 [NEXT] s1 s1")}),
-        ("reverse_copy", {("Reverse: s0 s0 [SEP]", "s0 s0 [NEXT] s0 s0"),
-                          ("Reverse: s0 s1 [SEP]", "s1 s0 [NEXT] s0 s1"),
-                          ("Reverse: s1 s0 [SEP]", "s0 s1 [NEXT] s1 s0"),
-                          ("Reverse: s1 s1 [SEP]", "s1 s1 [NEXT] s1 s1")}),
+        (
+            "copy",
+            {
+                ("Copy: s0 s0 [SEP]", "s0 s0"),
+                ("Copy: s0 s1 [SEP]", "s0 s1"),
+                ("Copy: s1 s0 [SEP]", "s1 s0"),
+                ("Copy: s1 s1 [SEP]", "s1 s1"),
+            },
+        ),
+        (
+            "copy_2x",
+            {
+                ("Copy: s0 s0 [SEP]", "s0 s0 [NEXT] s0 s0"),
+                ("Copy: s0 s1 [SEP]", "s0 s1 [NEXT] s0 s1"),
+                ("Copy: s1 s0 [SEP]", "s1 s0 [NEXT] s1 s0"),
+                ("Copy: s1 s1 [SEP]", "s1 s1 [NEXT] s1 s1"),
+            },
+        ),
+        (
+            "reverse",
+            {
+                ("Reverse: s0 s0 [SEP]", "s0 s0"),
+                ("Reverse: s0 s1 [SEP]", "s1 s0"),
+                ("Reverse: s1 s0 [SEP]", "s0 s1"),
+                ("Reverse: s1 s1 [SEP]", "s1 s1"),
+            },
+        ),
+        (
+            "reverse_2x",
+            {
+                ("Reverse: s0 s0 [SEP]", "s0 s0 [NEXT] s0 s0"),
+                ("Reverse: s0 s1 [SEP]", "s1 s0 [NEXT] s1 s0"),
+                ("Reverse: s1 s0 [SEP]", "s0 s1 [NEXT] s0 s1"),
+                ("Reverse: s1 s1 [SEP]", "s1 s1 [NEXT] s1 s1"),
+            },
+        ),
+        (
+            "reverse_copy",
+            {
+                ("Reverse: s0 s0 [SEP]", "s0 s0 [NEXT] s0 s0"),
+                ("Reverse: s0 s1 [SEP]", "s1 s0 [NEXT] s0 s1"),
+                ("Reverse: s1 s0 [SEP]", "s0 s1 [NEXT] s1 s0"),
+                ("Reverse: s1 s1 [SEP]", "s1 s1 [NEXT] s1 s1"),
+            },
+        ),
     ],
 )
 def test_sequence_formats_enumerated(name, expected):
@@ -85,10 +119,17 @@ def test_sequence_formats_enumerated(name, expected):
     "name, expected",
     [
         ("copy_repeat", {("Copy: s0 s0 [SEP]", "s0 s0"), ("Copy: s1 s1 [SEP]", "s1 s1")}),
-        ("copy_repeat_2x", {("Copy: s0 s0 [SEP]", "s0 s0 s0 s0"),
-                            ("Copy: s1 s1 [SEP]", "s1 s1 s1 s1")}),
-        ("copy_repeat_change", {("Replace s0 with s1 in s0 s0 [SEP]", "s1 s1"),
-                                ("Replace s1 with s0 in s1 s1 [SEP]", "s0 s0")}),
+        (
+            "copy_repeat_2x",
+            {("Copy: s0 s0 [SEP]", "s0 s0 s0 s0"), ("Copy: s1 s1 [SEP]", "s1 s1 s1 s1")},
+        ),
+        (
+            "copy_repeat_change",
+            {
+                ("Replace s0 with s1 in s0 s0 [SEP]", "s1 s1"),
+                ("Replace s1 with s0 in s1 s1 [SEP]", "s0 s0"),
+            },
+        ),
     ],
 )
 def test_repeat_formats_enumerated(name, expected):
@@ -169,9 +210,7 @@ def test_validation_skips_lengths_too_small_to_hold_it():
 
 
 def test_quickstart_shrink_works():
-    task = tasks.get(
-        "copy", max_train_length=8, max_test_length=12, num_symbols=10, num_train=2000
-    )
+    task = tasks.get("copy", max_train_length=8, max_test_length=12, num_symbols=10, num_train=2000)
     assert task.lengths("train") == tuple(range(2, 9))
     assert task.lengths("test") == tuple(range(9, 13))
     assert len(list(task.examples("train"))) == 2000
@@ -180,8 +219,15 @@ def test_quickstart_shrink_works():
 
 def test_small_test_space_repeats_examples():
     # copy_repeat with 3 symbols has 3 examples per length; 10 per test length must repeat.
-    task = tasks.get("copy_repeat", num_symbols=3, num_train=30, num_validation=0,
-                     max_train_length=4, max_test_length=5, num_test_per_length=10)
+    task = tasks.get(
+        "copy_repeat",
+        num_symbols=3,
+        num_train=30,
+        num_validation=0,
+        max_train_length=4,
+        max_test_length=5,
+        num_test_per_length=10,
+    )
     test = list(task.examples("test"))
     assert len(test) == 10 and len({e.source for e in test}) <= 3
 
@@ -205,8 +251,12 @@ def test_copy_default_sizes_and_lengths(copy_default):
     assert task.lengths("validation") == tuple(range(2, 21))
     assert len({e.source for e in train}) == 100_000  # No repeats, even at length 2.
     assert not {e.source for e in train} & {e.source for e in validation}
-    words = {w for split in (train, validation, test) for e in split for w in
-             (e.source + " " + e.target).split()}
+    words = {
+        w
+        for split in (train, validation, test)
+        for e in split
+        for w in (e.source + " " + e.target).split()
+    }
     assert words == set(task.vocabulary())  # All 100 symbols appear.
     assert len(task.vocabulary()) == 102
 
@@ -221,9 +271,14 @@ def test_copy_repeat_default_uses_each_length_symbol_pair_at_most_once():
 
 def test_defaults_are_the_papers():
     assert tasks.default_options("copy") == {
-        "seed": 9842497, "num_train": 100_000, "num_validation": 7_494,
-        "num_test_per_length": 500, "min_length": 2, "max_train_length": 20,
-        "max_test_length": 40, "num_symbols": 100,
+        "seed": 9842497,
+        "num_train": 100_000,
+        "num_validation": 7_494,
+        "num_test_per_length": 500,
+        "min_length": 2,
+        "max_train_length": 20,
+        "max_test_length": 40,
+        "num_symbols": 100,
     }
     assert tasks.default_options("copy_repeat")["num_symbols"] == 6_052
     assert tasks.default_options("copy_repeat_change")["num_symbols"] == 78
@@ -235,12 +290,32 @@ def test_defaults_are_the_papers():
 
 def test_vocabulary_sorted_and_exact():
     assert tasks.get("copy_2x", **SMALL).vocabulary() == (
-        "Copy:", "[NEXT]", "[SEP]", "s0", "s1", "s2", "s3", "s4", "s5", "s6",
+        "Copy:",
+        "[NEXT]",
+        "[SEP]",
+        "s0",
+        "s1",
+        "s2",
+        "s3",
+        "s4",
+        "s5",
+        "s6",
     )
-    change = tasks.get("copy_repeat_change", **small("copy_repeat_change", num_symbols=7,
-                                                      num_validation=0))
+    change = tasks.get(
+        "copy_repeat_change", **small("copy_repeat_change", num_symbols=7, num_validation=0)
+    )
     assert change.vocabulary() == (
-        "Replace", "[SEP]", "in", "s0", "s1", "s2", "s3", "s4", "s5", "s6", "with",
+        "Replace",
+        "[SEP]",
+        "in",
+        "s0",
+        "s1",
+        "s2",
+        "s3",
+        "s4",
+        "s5",
+        "s6",
+        "with",
     )
 
 
@@ -274,22 +349,47 @@ def test_parse_answer():
 @pytest.mark.parametrize(
     "name, options, message",
     [
-        ("copy", {"num_train": -5},
-         "Task 'copy': option num_train=-5 is too small; expected an int >= 1."),
-        ("copy", {"num_train": 2.5},
-         "Task 'copy': option num_train=2.5 has type float; expected int."),
-        ("copy", {"num_symbols": True},
-         "Task 'copy': option num_symbols=True has type bool; expected int."),
-        ("copy", {"min_length": "2"},
-         "Task 'copy': option min_length='2' has type str; expected int."),
-        ("reverse", {"min_length": 0},
-         "Task 'reverse': option min_length=0 is too small; expected an int >= 1."),
-        ("reverse", {"min_length": 5, "max_train_length": 4},
-         "option max_train_length=4 is too small; expected an int >= 5 (min_length)."),
-        ("copy_2x", {"max_test_length": 20},
-         "option max_test_length=20 is too small; expected an int >= 21 (max_train_length + 1)"),
-        ("copy_repeat_change", {"num_symbols": 1},
-         "option num_symbols=1 is too small; expected an int >= 2 (the copy_repeat_change format)"),
+        (
+            "copy",
+            {"num_train": -5},
+            "Task 'copy': option num_train=-5 is too small; expected an int >= 1.",
+        ),
+        (
+            "copy",
+            {"num_train": 2.5},
+            "Task 'copy': option num_train=2.5 has type float; expected int.",
+        ),
+        (
+            "copy",
+            {"num_symbols": True},
+            "Task 'copy': option num_symbols=True has type bool; expected int.",
+        ),
+        (
+            "copy",
+            {"min_length": "2"},
+            "Task 'copy': option min_length='2' has type str; expected int.",
+        ),
+        (
+            "reverse",
+            {"min_length": 0},
+            "Task 'reverse': option min_length=0 is too small; expected an int >= 1.",
+        ),
+        (
+            "reverse",
+            {"min_length": 5, "max_train_length": 4},
+            "option max_train_length=4 is too small; expected an int >= 5 (min_length).",
+        ),
+        (
+            "copy_2x",
+            {"max_test_length": 20},
+            "option max_test_length=20 is too small; expected an int >= 21 (max_train_length + 1)",
+        ),
+        (
+            "copy_repeat_change",
+            {"num_symbols": 1},
+            "option num_symbols=1 is too small; expected an int >= 2 "
+            "(the copy_repeat_change format)",
+        ),
         ("copy", {"seed": -1}, "option seed=-1 is too small; expected an int >= 0"),
         ("copy", {"num_validation": -1}, "option num_validation=-1 is too small"),
         ("copy", {"num_test_per_length": 0}, "option num_test_per_length=0 is too small"),
@@ -312,8 +412,9 @@ def test_impossible_validation_is_refused():
         "lengths)."
     )
     # Without validation the same space is allowed, and training repeats its examples.
-    task = tasks.get("copy_repeat", num_symbols=100, num_validation=0, num_train=3_800,
-                     num_test_per_length=5)
+    task = tasks.get(
+        "copy_repeat", num_symbols=100, num_validation=0, num_train=3_800, num_test_per_length=5
+    )
     train = [e.source for e in task.examples("train")]
     assert len(train) == 3_800 and len(set(train)) <= 19 * 100
 

@@ -3,8 +3,14 @@ from lenggen.tasks import describe
 
 
 def test_describe_lists_sizes_lengths_and_examples():
-    task = tasks.get("reverse", num_train=30, num_validation=10, num_test_per_length=2,
-                     max_train_length=6, max_test_length=8)
+    task = tasks.get(
+        "reverse",
+        num_train=30,
+        num_validation=10,
+        num_test_per_length=2,
+        max_train_length=6,
+        max_test_length=8,
+    )
     text = describe.describe(task, num_examples=2)
     lines = text.splitlines()
     assert lines[0].startswith("== reverse")

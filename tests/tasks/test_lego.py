@@ -31,8 +31,11 @@ def _resolve(clauses):
         progress = [c for c in pending if c[1] is not None or c[3] in values]
         assert progress, pending  # the chain must be resolvable
         for variable, value, sign, parent in progress:
-            values[variable] = int(value) if value is not None else (
-                values[parent] if sign == "+" else -values[parent])
+            values[variable] = (
+                int(value)
+                if value is not None
+                else (values[parent] if sign == "+" else -values[parent])
+            )
         pending = [c for c in pending if c not in progress]
     return values
 
@@ -54,8 +57,9 @@ def default_splits(request):
 
 
 def test_papers_example_resolves():
-    clauses, query = _problem(tasks.Example(
-        "If c = + t , t = - q , q = -1 . Then , what is the value of c ?", "", 3))
+    clauses, query = _problem(
+        tasks.Example("If c = + t , t = - q , q = -1 . Then , what is the value of c ?", "", 3)
+    )
     assert _resolve(clauses)[query] == 1 and _chain(clauses) == ["q", "t", "c"]
 
 
@@ -66,7 +70,15 @@ def test_default_sizes_lengths_and_disjointness(default_splits):
     assert collections.Counter(e.length for e in train) == {n: 20_000 for n in range(4, 9)}
     # Whole chains of L // 2 queries per test length, as the script: (1,250 // (L // 2)) * (L // 2).
     assert collections.Counter(e.length for e in test) == {
-        9: 1_248, 10: 1_250, 11: 1_250, 12: 1_248, 13: 1_248, 14: 1_246, 15: 1_246, 16: 1_248}
+        9: 1_248,
+        10: 1_250,
+        11: 1_250,
+        12: 1_248,
+        13: 1_248,
+        14: 1_246,
+        15: 1_246,
+        16: 1_248,
+    }
     assert task.lengths("validation") == tuple(range(4, 9))
     sources = {split: {e.source for e in examples} for split, examples in splits.items()}
     assert not sources["train"] & sources["validation"]
@@ -130,25 +142,50 @@ def test_buckets_are_length_and_query_index_with_the_scripts_counts(default_spli
 
 def test_vocabulary(default_splits):
     task, splits = default_splits
-    words = {w for examples in splits.values() for e in examples
-             for w in f"{e.source} {e.target}".split()}
-    assert words == set(task.vocabulary()) == {
-        "If", ",", ".", "Then", "what", "is", "the", "value", "of", "?", "=", "+", "-", "+1", "-1",
-        "The", "answer", *"abcdefghijklmnopqrstuvwxyz"}
+    words = {
+        w
+        for examples in splits.values()
+        for e in examples
+        for w in f"{e.source} {e.target}".split()
+    }
+    assert (
+        words
+        == set(task.vocabulary())
+        == {
+            "If",
+            ",",
+            ".",
+            "Then",
+            "what",
+            "is",
+            "the",
+            "value",
+            "of",
+            "?",
+            "=",
+            "+",
+            "-",
+            "+1",
+            "-1",
+            "The",
+            "answer",
+            *"abcdefghijklmnopqrstuvwxyz",
+        }
+    )
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_scratchpad_walks_the_chain(name):
-    task = tasks.get(name, scratchpad="full", num_train=100, num_validation=10,
-                     num_test_per_length=8)
+    task = tasks.get(
+        name, scratchpad="full", num_train=100, num_validation=10, num_test_per_length=8
+    )
     for split in tasks.SPLITS:
         for example in task.examples(split):
             clauses, query = _problem(example)
             values, chain = _resolve(clauses), _chain(clauses)
             written = re.fullmatch(PROMPT, example.source).group(1).split(" , ")
             assert set(example.target.split()) <= set(task.vocabulary())
-            pad, answer = example.target.removeprefix("Thinking step by step: ").split(
-                " . Thus , ")
+            pad, answer = example.target.removeprefix("Thinking step by step: ").split(" . Thus , ")
             assert answer == f"The answer is {values[query]:+d} ."
             steps = pad.split(" # ")
             assert len(steps) == chain.index(query) + 1
@@ -160,13 +197,26 @@ def test_scratchpad_walks_the_chain(name):
                     sign = "+" if values[variable] == values[chain[i - 1]] else "-"
                     computation = f" {sign} {chain[i - 1]} = {sign} {values[chain[i - 1]]:+d}"
                 remaining = [c for c in written if c.split(" = ")[0] not in chain[: i + 1]]
-                assert step == (f"in {variable} comp{computation} out {values[variable]:+d} re "
-                                f"{' , '.join(remaining)}").strip()
+                assert (
+                    step
+                    == (
+                        f"in {variable} comp{computation} out {values[variable]:+d} re "
+                        f"{' , '.join(remaining)}"
+                    ).strip()
+                )
 
 
 def test_scratchpad_by_hand():
-    task = tasks.get("lego", scratchpad="no_remaining", num_train=1, num_validation=0,
-                     min_length=2, max_train_length=2, max_test_length=3, num_test_per_length=1)
+    task = tasks.get(
+        "lego",
+        scratchpad="no_remaining",
+        num_train=1,
+        num_validation=0,
+        min_length=2,
+        max_train_length=2,
+        max_test_length=3,
+        num_test_per_length=1,
+    )
     [example] = task.examples("train")
     clauses, query = _problem(example)
     (root, root_value, _, _), (child, _, sign, _) = clauses
@@ -191,9 +241,12 @@ def test_generator_output_is_pinned(default_splits):
     # A regression guard, not a derivation: stored datasets are only valid while the generator's
     # output stays the same. If this fails, bump the task's version, then update.
     task, splits = default_splits
-    assert splits["train"][0].source == {
-        "lego": "If q = -1 , m = + q , e = + m , r = - e , z = - r . Then , what is the value "
-        "of r ?",
-        "lego_shuffled": "If w = + y , y = + k , g = + w , k = + v , v = +1 . Then , what is "
-        "the value of w ?",
-    }[task.name]
+    assert (
+        splits["train"][0].source
+        == {
+            "lego": "If q = -1 , m = + q , e = + m , r = - e , z = - r . Then , what is the value "
+            "of r ?",
+            "lego_shuffled": "If w = + y , y = + k , g = + w , k = + v , v = +1 . Then , what is "
+            "the value of w ?",
+        }[task.name]
+    )

@@ -28,18 +28,28 @@ def default_splits():
 
 
 def test_every_three_bit_sequence_exactly_once():
-    task = tasks.get("parity", num_train=8, num_validation=0, max_train_length=3,
-                     max_test_length=4, num_test_per_length=1)
+    task = tasks.get(
+        "parity",
+        num_train=8,
+        num_validation=0,
+        max_train_length=3,
+        max_test_length=4,
+        num_test_per_length=1,
+    )
     pairs = {(e.source, e.target) for e in task.examples("train")}
     expected = {
-        (f"Is the number of 1's even in the sequence [ {a} , {b} , {c} ] ?",
-         f"The answer is {'Yes' if (a + b + c) % 2 == 0 else 'No'} .")
+        (
+            f"Is the number of 1's even in the sequence [ {a} , {b} , {c} ] ?",
+            f"The answer is {'Yes' if (a + b + c) % 2 == 0 else 'No'} .",
+        )
         for a, b, c in itertools.product((0, 1), repeat=3)
     }
     assert len(pairs) == 8 and pairs == expected
     # The paper's example: two 1s, an even number.
-    assert ("Is the number of 1's even in the sequence [ 1 , 0 , 1 ] ?",
-            "The answer is Yes .") in pairs
+    assert (
+        "Is the number of 1's even in the sequence [ 1 , 0 , 1 ] ?",
+        "The answer is Yes .",
+    ) in pairs
 
 
 def test_default_sizes_and_lengths(default_splits):
@@ -48,9 +58,11 @@ def test_default_sizes_and_lengths(default_splits):
     assert (len(train), len(validation), len(test)) == (100_000, 7_498, 10_000)
     # 100,000 = 6 * 16,666 + 4: lengths 3-6 get one more.
     assert collections.Counter(e.length for e in train) == {
-        n: 16_666 + (n < 7) for n in range(3, 9)}
+        n: 16_666 + (n < 7) for n in range(3, 9)
+    }
     assert collections.Counter(e.length for e in validation) == {
-        n: 1_249 + (n < 7) for n in range(3, 9)}
+        n: 1_249 + (n < 7) for n in range(3, 9)
+    }
     assert collections.Counter(e.length for e in test) == {n: 1_250 for n in range(9, 17)}
     # Training lengths hold 2^L <= 256 sequences: every one of them is drawn, and validation
     # repeats training sequences, as in the paper (no disjoint validation set exists).
@@ -71,16 +83,50 @@ def test_answers_by_counting(default_splits):
 
 def test_vocabulary(default_splits):
     task, splits = default_splits
-    words = {w for examples in splits.values() for e in examples
-             for w in f"{e.source} {e.target}".split()}
-    assert words == set(task.vocabulary()) == {
-        "Is", "the", "number", "of", "1's", "even", "in", "sequence", "[", "0", ",", "1", "]",
-        "?", "The", "answer", "is", "Yes", "No", "."}
+    words = {
+        w
+        for examples in splits.values()
+        for e in examples
+        for w in f"{e.source} {e.target}".split()
+    }
+    assert (
+        words
+        == set(task.vocabulary())
+        == {
+            "Is",
+            "the",
+            "number",
+            "of",
+            "1's",
+            "even",
+            "in",
+            "sequence",
+            "[",
+            "0",
+            ",",
+            "1",
+            "]",
+            "?",
+            "The",
+            "answer",
+            "is",
+            "Yes",
+            "No",
+            ".",
+        }
+    )
 
 
 def test_scratchpad_by_hand():
-    task = tasks.get("parity", scratchpad="full", num_train=8, num_validation=0,
-                     max_train_length=3, max_test_length=4, num_test_per_length=1)
+    task = tasks.get(
+        "parity",
+        scratchpad="full",
+        num_train=8,
+        num_validation=0,
+        max_train_length=3,
+        max_test_length=4,
+        num_test_per_length=1,
+    )
     targets = {e.source: e.target for e in task.examples("train")}
     assert targets["Is the number of 1's even in the sequence [ 1 , 0 , 1 ] ?"] == (
         "Thinking step by step: in 1 comp 1 ** par = 1 ** 0 out 1 [ par: 1 ] re [ 0 , 1 ] # "
@@ -90,8 +136,9 @@ def test_scratchpad_by_hand():
 
 
 def test_scratchpad_running_parity():
-    task = tasks.get("parity", scratchpad="no_remaining", num_train=120, num_validation=12,
-                     num_test_per_length=4)
+    task = tasks.get(
+        "parity", scratchpad="no_remaining", num_train=120, num_validation=12, num_test_per_length=4
+    )
     for split in tasks.SPLITS:
         for example in task.examples(split):
             bits = _bits(example)
@@ -103,8 +150,13 @@ def test_scratchpad_running_parity():
 
 @pytest.mark.parametrize(
     "prediction, correct",
-    [("The answer is Yes .", True), ("The answer is No .", False), ("The answer is yes .", False),
-     ("The answer is Yes", False), ("", False)],
+    [
+        ("The answer is Yes .", True),
+        ("The answer is No .", False),
+        ("The answer is yes .", False),
+        ("The answer is Yes", False),
+        ("", False),
+    ],
 )
 def test_score(prediction, correct):
     assert tasks.get("parity").score(prediction, "The answer is Yes .") is correct
@@ -123,4 +175,5 @@ def test_generator_output_is_pinned(default_splits):
     # output stays the same. If this fails, bump the task's version, then update.
     _, splits = default_splits
     assert splits["train"][0].source == (
-        "Is the number of 1's even in the sequence [ 0 , 0 , 1 , 1 ] ?")
+        "Is the number of 1's even in the sequence [ 0 , 0 , 1 , 1 ] ?"
+    )

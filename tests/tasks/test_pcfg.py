@@ -76,8 +76,10 @@ def default_splits():
     "source, target",
     [
         # The official processor's example (pcfg_instance_processor.py) and PCFG SET's own.
-        ("echo append copy Q10 E4 S15 P7 , shift remove_second K15 D8 M9 W5 , H12 Q5 G10 J6 J10",
-         "Q10 E4 S15 P7 D8 M9 W5 K15 K15"),
+        (
+            "echo append copy Q10 E4 S15 P7 , shift remove_second K15 D8 M9 W5 , H12 Q5 G10 J6 J10",
+            "Q10 E4 S15 P7 D8 M9 W5 K15 K15",
+        ),
         ("repeat A1 B1 C1", "A1 B1 C1 A1 B1 C1"),
         ("echo remove_first D1 K1 , E1 F1", "E1 F1 F1"),
         ("append swap_first_last F1 G1 H1 , repeat I1 J1", "H1 G1 F1 I1 J1 I1 J1"),
@@ -96,11 +98,12 @@ def test_default_sizes_and_buckets(default_splits):
     assert (len(train), len(validation), len(test)) == (72_909, 4_050, 11_333)
     # 72,909 = 8 * 9,113 + 5; 11,333 = 27 * 419 + 20; 4,050 = 8 * 506 + 2.
     assert collections.Counter(e.length for e in train) == {
-        n: 9_113 + (n <= 5) for n in range(1, 9)}
-    assert collections.Counter(e.length for e in test) == {
-        n: 419 + (n <= 28) for n in range(9, 36)}
+        n: 9_113 + (n <= 5) for n in range(1, 9)
+    }
+    assert collections.Counter(e.length for e in test) == {n: 419 + (n <= 28) for n in range(9, 36)}
     assert collections.Counter(e.length for e in validation) == {
-        n: 506 + (n <= 2) for n in range(1, 9)}
+        n: 506 + (n <= 2) for n in range(1, 9)
+    }
     assert task.lengths("test") == tuple(range(9, 36))
     sources = {split: {e.source for e in examples} for split, examples in splits.items()}
     assert len(sources["train"]) == 72_909
@@ -127,7 +130,10 @@ def test_function_mix(default_splits):
     _, splits = default_splits
     counts = collections.Counter(
         "unary" if w in UNARY else "binary"
-        for e in splits["test"] for w in _expression(e).split() if w in UNARY or w in BINARY)
+        for e in splits["test"]
+        for w in _expression(e).split()
+        if w in UNARY or w in BINARY
+    )
     assert 2.8 < counts["unary"] / counts["binary"] < 3.2
     used = {w for e in splits["train"] for w in _expression(e).split()}
     assert used == set(UNARY) | set(BINARY) | {","} | SYMBOLS
@@ -135,16 +141,30 @@ def test_function_mix(default_splits):
 
 def test_vocabulary(default_splits):
     task, splits = default_splits
-    words = {w for examples in splits.values() for e in examples
-             for w in f"{e.source} {e.target}".split()}
-    assert words == set(task.vocabulary()) == (
-        {"Solve:", "[SEP]", ","} | set(UNARY) | set(BINARY) | SYMBOLS)
+    words = {
+        w
+        for examples in splits.values()
+        for e in examples
+        for w in f"{e.source} {e.target}".split()
+    }
+    assert (
+        words
+        == set(task.vocabulary())
+        == ({"Solve:", "[SEP]", ","} | set(UNARY) | set(BINARY) | SYMBOLS)
+    )
     assert len(task.vocabulary()) == 3 + 10 + 520
 
 
 def test_max_target_length_is_enforced():
-    task = tasks.get("pcfg", source="generated", num_train=40, num_validation=0, num_test=60,
-                     max_test_functions=12, max_target_length=17)
+    task = tasks.get(
+        "pcfg",
+        source="generated",
+        num_train=40,
+        num_validation=0,
+        num_test=60,
+        max_test_functions=12,
+        max_target_length=17,
+    )
     for split in ("train", "test"):
         for example in task.examples(split):
             target, _ = stack_evaluate(_expression(example))
@@ -152,8 +172,9 @@ def test_max_target_length_is_enforced():
 
 
 def test_determinism():
-    small = dict(source="generated", num_train=300, num_validation=40, num_test=60,
-                 max_test_functions=12)
+    small = dict(
+        source="generated", num_train=300, num_validation=40, num_test=60, max_test_functions=12
+    )
     for split in tasks.SPLITS:
         first = list(tasks.get("pcfg", **small).examples(split))
         assert first == list(tasks.get("pcfg", **small).examples(split))
@@ -163,12 +184,17 @@ def test_determinism():
 @pytest.mark.parametrize(
     "options, message",
     [
-        ({"max_target_length": 39},
-         "Task 'pcfg': option max_target_length=39 is too small; expected an int >= 40 (a string "
-         "argument plus one symbol per function)."),
-        ({"max_test_functions": 8},
-         "option max_test_functions=8 is too small; expected an int >= 9 "
-         "(max_train_functions + 1)"),
+        (
+            {"max_target_length": 39},
+            "Task 'pcfg': option max_target_length=39 is too small; expected an int >= 40 "
+            "(a string "
+            "argument plus one symbol per function).",
+        ),
+        (
+            {"max_test_functions": 8},
+            "option max_test_functions=8 is too small; expected an int >= 9 "
+            "(max_train_functions + 1)",
+        ),
         ({"min_functions": 0}, "option min_functions=0 is too small; expected an int >= 1."),
         ({"num_test": 0}, "option num_test=0 is too small"),
     ],
@@ -179,8 +205,10 @@ def test_bad_values(options, message):
 
 
 def test_unknown_function():
-    message = ("Unknown PCFG SET function 'swap'; expected one of copy, reverse, shift, echo, "
-               "swap_first_last, repeat, append, prepend, remove_first, remove_second.")
+    message = (
+        "Unknown PCFG SET function 'swap'; expected one of copy, reverse, shift, echo, "
+        "swap_first_last, repeat, append, prepend, remove_first, remove_second."
+    )
     with pytest.raises(ValueError, match=re.escape(message)):
         pcfg_grammar.apply("swap", ["A1"])
 

@@ -19,8 +19,18 @@ from lenggen import tasks
 from lenggen.tasks import TaskOptionError, pcfg, pcfg_data, pcfg_grammar
 
 DATA = pathlib.Path(lenggen.__file__).parent / "tasks" / "data" / "pcfgset"
-FUNCTIONS = {"copy", "reverse", "shift", "echo", "swap_first_last", "repeat",
-             "append", "prepend", "remove_first", "remove_second"}
+FUNCTIONS = {
+    "copy",
+    "reverse",
+    "shift",
+    "echo",
+    "swap_first_last",
+    "repeat",
+    "append",
+    "prepend",
+    "remove_first",
+    "remove_second",
+}
 UNARY = {"copy", "reverse", "shift", "echo", "swap_first_last", "repeat"}
 # Counted with a separate script from the upstream files: pairs with n = 1..8 functions in the
 # pooled basic-corpus dev (4,860 pairs) and test (9,721 pairs) files.
@@ -78,7 +88,8 @@ def test_evaluate_reproduces_every_real_target():
 def test_the_test_split_is_the_real_file(default_splits, real_test):
     task, splits = default_splits
     assert [(e.source, e.target, e.length) for e in splits["test"]] == [
-        (f"Solve: {source} [SEP]", target, functions(source)) for source, target in real_test]
+        (f"Solve: {source} [SEP]", target, functions(source)) for source, target in real_test
+    ]
     counts = collections.Counter(e.length for e in splits["test"])
     # The real set's counts per number of functions, far from even.
     assert (counts[9], counts[10], counts[11], counts[35], counts[31]) == (3232, 2296, 1738, 1, 0)
@@ -128,10 +139,16 @@ def test_generated_top_ups_follow_the_pool(default_splits, pool):
 
     def statistics(sources):
         words = [w for s in sources for w in s.split() if w in FUNCTIONS]
-        runs = [len(r.split()) for s in sources
-                for r in re.split(r"\b(?:" + "|".join(FUNCTIONS) + r")\b|,", s) if r.split()]
-        return (sum(w in UNARY for w in words) / len(words),
-                [runs.count(k) / len(runs) for k in range(2, 6)])
+        runs = [
+            len(r.split())
+            for s in sources
+            for r in re.split(r"\b(?:" + "|".join(FUNCTIONS) + r")\b|,", s)
+            if r.split()
+        ]
+        return (
+            sum(w in UNARY for w in words) / len(words),
+            [runs.count(k) / len(runs) for k in range(2, 6)],
+        )
 
     for n in (2, 5, 8):
         real_unary, _ = statistics([s for s, _ in pool if functions(s) == n])
@@ -139,7 +156,8 @@ def test_generated_top_ups_follow_the_pool(default_splits, pool):
         assert abs(top_up_unary - real_unary) < 0.015, (n, top_up_unary, real_unary)
     _, real_lengths = statistics([s for s, _ in pool])
     _, top_up_lengths = statistics(
-        [e.source.removeprefix("Solve: ").removesuffix(" [SEP]") for e in generated])
+        [e.source.removeprefix("Solve: ").removesuffix(" [SEP]") for e in generated]
+    )
     assert max(abs(a - b) for a, b in zip(real_lengths, top_up_lengths)) < 0.01
     for example in generated[:5_000]:
         assert example.target == " ".join(pcfg_grammar.evaluate(example.source.split()[1:-1]))
@@ -152,15 +170,20 @@ def test_paper_grid_test_lengths_are_the_real_test_sets(default_splits):
     spec = importlib.util.spec_from_file_location("grid", "configs/grids/paper.py")
     paper = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(paper)
-    assert paper.TEST_LENGTHS["pcfg"] == (
-        max(len(e.source.split()) for e in splits["test"]),
-        max(len(e.target.split()) + 1 for e in splits["test"]),  # EOS
-    ) == (73, 737)
+    assert (
+        paper.TEST_LENGTHS["pcfg"]
+        == (
+            max(len(e.source.split()) for e in splits["test"]),
+            max(len(e.target.split()) + 1 for e in splits["test"]),  # EOS
+        )
+        == (73, 737)
+    )
 
 
 def test_vocabulary_covers_the_real_files():
-    words = {w for name in pcfg_data.FILES for s, t in pcfg_data.read(name)
-             for w in f"{s} {t}".split()}
+    words = {
+        w for name in pcfg_data.FILES for s, t in pcfg_data.read(name) for w in f"{s} {t}".split()
+    }
     vocabulary = set(tasks.get("pcfg").vocabulary())
     assert words <= vocabulary
     assert vocabulary - words == {"Solve:", "[SEP]"}
@@ -177,16 +200,20 @@ def test_small_sizes_use_real_pairs_only_and_a_test_subset(pool, real_test):
     positions = [file.index(pair) for pair in test]
     assert len(test) == 50 and positions == sorted(set(positions))  # file order, no repeats
     fewer = tasks.get(
-        "pcfg", num_train=100, num_validation=20, num_test=8_441, max_test_functions=12)
+        "pcfg", num_train=100, num_validation=20, num_test=8_441, max_test_functions=12
+    )
     counts = collections.Counter(e.length for e in fewer.examples("test"))
     assert counts == {9: 3232, 10: 2296, 11: 1738, 12: 1175}
 
 
-@pytest.mark.parametrize("total, weights, expected", [
-    (10, [1, 1, 1], [4, 3, 3]),  # 3.33 each: the one left over goes to the first
-    (7, [2, 1], [5, 2]),  # 4.67 and 2.33: floors 4 + 2, the larger remainder (.67) gets the 7th
-    (0, [5, 3], [0, 0]),
-])
+@pytest.mark.parametrize(
+    "total, weights, expected",
+    [
+        (10, [1, 1, 1], [4, 3, 3]),  # 3.33 each: the one left over goes to the first
+        (7, [2, 1], [5, 2]),  # 4.67 and 2.33: floors 4 + 2, the larger remainder (.67) gets the 7th
+        (0, [5, 3], [0, 0]),
+    ],
+)
 def test_proportional_counts(total, weights, expected):
     assert pcfg.proportional_counts(total, weights) == expected
 
@@ -203,8 +230,9 @@ def test_determinism():
     small = dict(num_train=1_000, num_validation=100, num_test=30)
     first = {split: list(tasks.get("pcfg", **small).examples(split)) for split in tasks.SPLITS}
     again = {split: list(tasks.get("pcfg", **small).examples(split)) for split in tasks.SPLITS}
-    other = {split: list(tasks.get("pcfg", seed=1, **small).examples(split))
-             for split in tasks.SPLITS}
+    other = {
+        split: list(tasks.get("pcfg", seed=1, **small).examples(split)) for split in tasks.SPLITS
+    }
     assert first == again
     assert all(first[split] != other[split] for split in tasks.SPLITS)
 
@@ -214,26 +242,36 @@ def test_output_is_pinned(default_splits):
     # output stays the same. If this fails, bump Pcfg.version, then update.
     _, splits = default_splits
     assert splits["train"][0].source == (
-        "Solve: remove_second U14 W2 R4 I17 D13 , append K19 D14 K8 G2 V3 , O15 D12 [SEP]")
+        "Solve: remove_second U14 W2 R4 I17 D13 , append K19 D14 K8 G2 V3 , O15 D12 [SEP]"
+    )
     assert splits["test"][0].source == (
         "Solve: append X6 Z11 T16 H9 , reverse remove_second Q13 Y2 C11 , repeat repeat prepend "
-        "append L8 P13 X1 , D8 U1 V18 , remove_second V10 J5 I8 , copy I10 K18 J18 C4 [SEP]")
+        "append L8 P13 X1 , D8 U1 V18 , remove_second V10 J5 I8 , copy I10 K18 J18 C4 [SEP]"
+    )
 
 
 @pytest.mark.parametrize(
     "options, message",
     [
-        ({"source": "file"},
-         "Task 'pcfg': option source='file' is not a data source; expected one of real, "
-         "generated."),
-        ({"max_train_functions": 6},
-         "Task 'pcfg': option max_train_functions=6 cannot be used with source='real', whose "
-         "split cuts at 8 functions; expected 8, or source='generated'."),
-        ({"num_test": 11_334},
-         "Task 'pcfg': option num_test=11334 is too large; expected an int <= 11333 (the real "
-         "test pairs with at most max_test_functions=35 functions)."),
-        ({"max_test_functions": 10, "num_test": 6_000},
-         "option num_test=6000 is too large; expected an int <= 5528"),
+        (
+            {"source": "file"},
+            "Task 'pcfg': option source='file' is not a data source; expected one of real, "
+            "generated.",
+        ),
+        (
+            {"max_train_functions": 6},
+            "Task 'pcfg': option max_train_functions=6 cannot be used with source='real', whose "
+            "split cuts at 8 functions; expected 8, or source='generated'.",
+        ),
+        (
+            {"num_test": 11_334},
+            "Task 'pcfg': option num_test=11334 is too large; expected an int <= 11333 (the real "
+            "test pairs with at most max_test_functions=35 functions).",
+        ),
+        (
+            {"max_test_functions": 10, "num_test": 6_000},
+            "option num_test=6000 is too large; expected an int <= 5528",
+        ),
     ],
 )
 def test_bad_values(options, message):
@@ -247,11 +285,17 @@ def test_damaged_or_missing_files(monkeypatch):
     monkeypatch.setitem(pcfg_data.FILES, "pcfgset/nothing", (1, "0" * 64, "0" * 64))
     pcfg_data.read.cache_clear()
     try:
-        with pytest.raises(pcfg_data.PcfgDataError, match=re.escape(
-                f"has sha256 {source_sha}; expected {'0' * 64}")):
+        with pytest.raises(
+            pcfg_data.PcfgDataError,
+            match=re.escape(f"has sha256 {source_sha}; expected {'0' * 64}"),
+        ):
             pcfg_data.read("pcfgset/dev")
-        with pytest.raises(pcfg_data.PcfgDataError, match=re.escape(
-                "The PCFG SET file pcfgset/nothing.src.gz is missing from the lenggen package")):
+        with pytest.raises(
+            pcfg_data.PcfgDataError,
+            match=re.escape(
+                "The PCFG SET file pcfgset/nothing.src.gz is missing from the lenggen package"
+            ),
+        ):
             pcfg_data.read("pcfgset/nothing")
     finally:
         pcfg_data.read.cache_clear()  # Later tests read the real entries again.

@@ -40,12 +40,21 @@ def default_splits():
 
 def test_every_one_term_problem_exactly_once():
     # 7 coefficients x 4 degrees x 5 values of x = 140 problems: 140 draws must be all of them.
-    task = tasks.get("polynomial", num_train=140, num_validation=0, min_length=1,
-                     max_train_length=1, max_test_length=2, num_test_per_length=1)
+    task = tasks.get(
+        "polynomial",
+        num_train=140,
+        num_validation=0,
+        min_length=1,
+        max_train_length=1,
+        max_test_length=2,
+        num_test_per_length=1,
+    )
     pairs = {(e.source, e.target) for e in task.examples("train")}
     expected = {
-        (f"Evaluate at x = {_spaced(x)} in {_spaced(c)} * x ** {d} ?",
-         f"The answer is {(c * x**d) % 10} .")
+        (
+            f"Evaluate at x = {_spaced(x)} in {_spaced(c)} * x ** {d} ?",
+            f"The answer is {(c * x**d) % 10} .",
+        )
         for x, c, d in itertools.product(range(-2, 3), range(-3, 4), range(4))
     }
     assert len(expected) == 140 and pairs == expected
@@ -53,8 +62,15 @@ def test_every_one_term_problem_exactly_once():
 
 def test_papers_example_is_generated():
     # All 3,920 two-term problems, among them the paper's: 2 * (-2)^3 - 1 * (-2)^0 = -17 = 3 mod 10.
-    task = tasks.get("polynomial", num_train=3_920, num_validation=0, min_length=2,
-                     max_train_length=2, max_test_length=3, num_test_per_length=1)
+    task = tasks.get(
+        "polynomial",
+        num_train=3_920,
+        num_validation=0,
+        min_length=2,
+        max_train_length=2,
+        max_test_length=3,
+        num_test_per_length=1,
+    )
     pairs = {(e.source, e.target) for e in task.examples("train")}
     assert len(pairs) == 3_920
     assert ("Evaluate at x = - 2 in 2 * x ** 3 + - 1 * x ** 0 ?", "The answer is 3 .") in pairs
@@ -86,16 +102,39 @@ def test_values_by_python_ints(default_splits):
 
 def test_vocabulary(default_splits):
     task, splits = default_splits
-    words = {w for examples in splits.values() for e in examples
-             for w in f"{e.source} {e.target}".split()}
-    assert words == set(task.vocabulary()) == {
-        "Evaluate", "at", "x", "=", "-", "in", "*", "**", "+", "?", "The", "answer", "is", ".",
-        *"0123456789"}
+    words = {
+        w
+        for examples in splits.values()
+        for e in examples
+        for w in f"{e.source} {e.target}".split()
+    }
+    assert (
+        words
+        == set(task.vocabulary())
+        == {
+            "Evaluate",
+            "at",
+            "x",
+            "=",
+            "-",
+            "in",
+            "*",
+            "**",
+            "+",
+            "?",
+            "The",
+            "answer",
+            "is",
+            ".",
+            *"0123456789",
+        }
+    )
 
 
 def test_scratchpad_steps_by_python_ints():
-    task = tasks.get("polynomial", scratchpad="full", num_train=200, num_validation=20,
-                     num_test_per_length=5)
+    task = tasks.get(
+        "polynomial", scratchpad="full", num_train=200, num_validation=20, num_test_per_length=5
+    )
     for split in tasks.SPLITS:
         for example in task.examples(split):
             x, terms = _problem(example)
@@ -105,7 +144,7 @@ def test_scratchpad_steps_by_python_ints():
             total = 0
             for i, (step, (c, d)) in enumerate(zip(steps[0].split(" # "), terms, strict=True)):
                 new_total = (total + c * x**d) % 10
-                rest = " + ".join(f"{_spaced(c2)} * x ** {d2}" for c2, d2 in terms[i + 1:])
+                rest = " + ".join(f"{_spaced(c2)} * x ** {d2}" for c2, d2 in terms[i + 1 :])
                 assert step == (
                     f"in {_spaced(c)} * x ** {d} comp {_spaced(c)} * {_spaced(x)} ** {d} = "
                     f"{_spaced(c)} * {_spaced(x**d)} out {_spaced(c * x**d)} "
@@ -125,8 +164,14 @@ def test_determinism():
 
 @pytest.mark.parametrize(
     "prediction, correct",
-    [("The answer is 3 .", True), ("The answer is 0 3 .", True), ("The answer is 4 .", False),
-     ("The answer is 3", False), ("The answer is - 3 .", False), ("", False)],
+    [
+        ("The answer is 3 .", True),
+        ("The answer is 0 3 .", True),
+        ("The answer is 4 .", False),
+        ("The answer is 3", False),
+        ("The answer is - 3 .", False),
+        ("", False),
+    ],
 )
 def test_score(prediction, correct):
     assert tasks.get("polynomial").score(prediction, "The answer is 3 .") is correct
@@ -137,6 +182,5 @@ def test_generator_output_is_pinned(default_splits):
     # output stays the same. If this fails, bump the task's version, then update.
     _, splits = default_splits
     assert splits["train"][0].source == (
-        "Evaluate at x = 2 in 2 * x ** 0 + - 3 * x ** 2 + 2 * x ** 3 + 2 * x ** 2 + "
-        "- 2 * x ** 2 ?"
+        "Evaluate at x = 2 in 2 * x ** 0 + - 3 * x ** 2 + 2 * x ** 3 + 2 * x ** 2 + - 2 * x ** 2 ?"
     )

@@ -64,8 +64,21 @@ def default_splits():
 
 def test_interpreter_on_hand_worked_commands():
     assert interpret("jump opposite left twice and look around right") == [
-        "Left", "Left", "Jump", "Left", "Left", "Jump", "Right", "Look", "Right", "Look", "Right",
-        "Look", "Right", "Look"]
+        "Left",
+        "Left",
+        "Jump",
+        "Left",
+        "Left",
+        "Jump",
+        "Right",
+        "Look",
+        "Right",
+        "Look",
+        "Right",
+        "Look",
+        "Right",
+        "Look",
+    ]
     assert interpret("walk after turn right") == ["Right", "Walk"]
     assert interpret("turn around left thrice") == ["Left"] * 12
 
@@ -109,12 +122,39 @@ def test_split_sizes_and_lengths(default_splits):
 
 def test_vocabulary(default_splits):
     task, splits = default_splits
-    words = {w for examples in splits.values() for e in examples
-             for w in f"{e.source} {e.target}".split()}
-    assert words == set(task.vocabulary()) == {
-        "Solve:", "[SEP]", "walk", "look", "run", "jump", "turn", "left", "right", "opposite",
-        "around", "twice", "thrice", "and", "after", "Walk", "Look", "Run", "Jump", "Left",
-        "Right"}
+    words = {
+        w
+        for examples in splits.values()
+        for e in examples
+        for w in f"{e.source} {e.target}".split()
+    }
+    assert (
+        words
+        == set(task.vocabulary())
+        == {
+            "Solve:",
+            "[SEP]",
+            "walk",
+            "look",
+            "run",
+            "jump",
+            "turn",
+            "left",
+            "right",
+            "opposite",
+            "around",
+            "twice",
+            "thrice",
+            "and",
+            "after",
+            "Walk",
+            "Look",
+            "Run",
+            "Jump",
+            "Left",
+            "Right",
+        }
+    )
 
 
 def test_determinism():
@@ -124,15 +164,22 @@ def test_determinism():
         assert first != list(tasks.get("scan", seed=1).examples(split))
     # Another seed holds out other commands, but the test set is the same set.
     assert {e.source for e in tasks.get("scan", seed=1).examples("test")} == {
-        e.source for e in tasks.get("scan").examples("test")}
+        e.source for e in tasks.get("scan").examples("test")
+    }
     assert {e.source for e in tasks.get("scan", seed=1).examples("train")} != {
-        e.source for e in tasks.get("scan").examples("train")}
+        e.source for e in tasks.get("scan").examples("train")
+    }
 
 
 @pytest.mark.parametrize(
     "prediction, correct",
-    [("Left Walk", True), (" Left  Walk ", True), ("Walk Left", False), ("Left", False),
-     ("", False)],
+    [
+        ("Left Walk", True),
+        (" Left  Walk ", True),
+        ("Walk Left", False),
+        ("Left", False),
+        ("", False),
+    ],
 )
 def test_score(prediction, correct):
     assert tasks.get("scan").score(prediction, "Left Walk") is correct
@@ -141,12 +188,16 @@ def test_score(prediction, correct):
 @pytest.mark.parametrize(
     "options, message",
     [
-        ({"num_validation": 1_778},
-         "Task 'scan': option num_validation=1778 is too large; expected an int <= 1777 (a "
-         "tenth of the training pool)."),
-        ({"max_train_actions": 48},
-         "option max_train_actions=48 is too large; expected an int <= 47 (the longest command "
-         "has 48 actions)."),
+        (
+            {"num_validation": 1_778},
+            "Task 'scan': option num_validation=1778 is too large; expected an int <= 1777 (a "
+            "tenth of the training pool).",
+        ),
+        (
+            {"max_train_actions": 48},
+            "option max_train_actions=48 is too large; expected an int <= 47 (the longest command "
+            "has 48 actions).",
+        ),
         ({"max_train_actions": 0}, "option max_train_actions=0 is too small"),
         ({"seed": "1"}, "option seed='1' has type str; expected int."),
     ],

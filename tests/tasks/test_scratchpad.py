@@ -108,8 +108,10 @@ def test_minimal_by_hand():
 
 def test_all_parts_off_keeps_the_wrapping_and_one_separator_between_steps():
     # The official renderer with every include_* false: each step is "", joined by " # ".
-    assert scratchpad.target("all_parts_off", addition.steps(537, 28), "The answer is 5 6 5 .") \
+    assert (
+        scratchpad.target("all_parts_off", addition.steps(537, 28), "The answer is 5 6 5 .")
         == "Thinking step by step: # # . Thus , The answer is 5 6 5 ."
+    )
     one_step = [scratchpad.Step(input="q", computation="", output="-1", remaining="")]
     assert scratchpad.render("all_parts_off", one_step) == "Thinking step by step: . Thus ,"
     for name in ("lego", "sort_single_token", "parity"):  # every maths task accepts it
@@ -139,11 +141,30 @@ def test_steps_without_intermediate_variables_and_empty_parts():
 
 def test_names_and_words():
     assert scratchpad.NAMES == (
-        "none", "full", "minimal", "no_input", "no_computation", "no_output", "no_intermediate",
-        "no_remaining", "all_parts_off",
+        "none",
+        "full",
+        "minimal",
+        "no_input",
+        "no_computation",
+        "no_output",
+        "no_intermediate",
+        "no_remaining",
+        "all_parts_off",
     )
     assert scratchpad.WORDS == {
-        "Thinking", "step", "by", "step:", ".", "Thus", ",", "#", "[", "]", "in", "comp", "out",
+        "Thinking",
+        "step",
+        "by",
+        "step:",
+        ".",
+        "Thus",
+        ",",
+        "#",
+        "[",
+        "]",
+        "in",
+        "comp",
+        "out",
         "re",
     }
 
@@ -151,16 +172,22 @@ def test_names_and_words():
 @pytest.mark.parametrize(
     "name, value, message",
     [
-        ("addition", "Full",
-         "Task 'addition': option scratchpad='Full' is not a scratchpad configuration; expected "
-         "one of none, full, minimal, no_input, no_computation, no_output, no_intermediate, "
-         "no_remaining, all_parts_off."),
+        (
+            "addition",
+            "Full",
+            "Task 'addition': option scratchpad='Full' is not a scratchpad configuration; expected "
+            "one of none, full, minimal, no_input, no_computation, no_output, no_intermediate, "
+            "no_remaining, all_parts_off.",
+        ),
         ("polynomial", "", "option scratchpad='' is not a scratchpad configuration"),
-        ("sort_single_token", "no_intermediate",
-         "Task 'sort_single_token': option scratchpad='no_intermediate' is not a scratchpad "
-         "configuration (sort_single_token steps have no intermediate variables, so "
-         "'no_intermediate' would repeat 'full'); expected one of none, full, minimal, "
-         "no_input, no_computation, no_output, no_remaining, all_parts_off."),
+        (
+            "sort_single_token",
+            "no_intermediate",
+            "Task 'sort_single_token': option scratchpad='no_intermediate' is not a scratchpad "
+            "configuration (sort_single_token steps have no intermediate variables, so "
+            "'no_intermediate' would repeat 'full'); expected one of none, full, minimal, "
+            "no_input, no_computation, no_output, no_remaining, all_parts_off.",
+        ),
         ("lego_shuffled", "no_intermediate", "lego_shuffled steps have no intermediate"),
     ],
 )

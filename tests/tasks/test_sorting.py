@@ -37,12 +37,21 @@ def default_splits(request):
 
 
 def test_every_two_symbol_list_exactly_once():
-    task = tasks.get("sort_single_token", num_train=2_500, num_validation=0, min_length=2,
-                     max_train_length=2, max_test_length=3, num_test_per_length=1)
+    task = tasks.get(
+        "sort_single_token",
+        num_train=2_500,
+        num_validation=0,
+        min_length=2,
+        max_train_length=2,
+        max_test_length=3,
+        num_test_per_length=1,
+    )
     pairs = {(e.source, e.target) for e in task.examples("train")}
     expected = {
-        (f"Sort the following list [ {a} , {b} ] .",
-         f"The sorted list is [ {' , '.join(sorted([a, b]))} ] .")
+        (
+            f"Sort the following list [ {a} , {b} ] .",
+            f"The sorted list is [ {' , '.join(sorted([a, b]))} ] .",
+        )
         for a, b in itertools.product(SYMBOLS, repeat=2)
     }
     assert len(expected) == 2_500 and pairs == expected
@@ -79,8 +88,12 @@ def test_answers_by_sorted(default_splits):
 
 def test_vocabulary(default_splits):
     task, splits = default_splits
-    words = {w for examples in splits.values() for e in examples
-             for w in f"{e.source} {e.target}".split()}
+    words = {
+        w
+        for examples in splits.values()
+        for e in examples
+        for w in f"{e.source} {e.target}".split()
+    }
     format_words = {"Sort", "the", "following", "list", "[", ",", "]", ".", "The", "sorted", "is"}
     items = set("0123456789") if task.name == "sort_multi_digit" else set(SYMBOLS)
     assert words == set(task.vocabulary()) == format_words | items
@@ -89,14 +102,14 @@ def test_vocabulary(default_splits):
 @pytest.mark.parametrize("name", ["sort_single_token", "sort_multi_digit"])
 def test_scratchpad_is_a_selection_sort(name):
     multi_digit = name == "sort_multi_digit"
-    task = tasks.get(name, scratchpad="full", num_train=100, num_validation=10,
-                     num_test_per_length=3)
+    task = tasks.get(
+        name, scratchpad="full", num_train=100, num_validation=10, num_test_per_length=3
+    )
     for split in tasks.SPLITS:
         for example in task.examples(split):
             items = _items(example, multi_digit)
             assert set(example.target.split()) <= set(task.vocabulary())
-            pad, answer = example.target.removeprefix("Thinking step by step: ").split(
-                " . Thus , ")
+            pad, answer = example.target.removeprefix("Thinking step by step: ").split(" . Thus , ")
             assert answer == _answer(items, multi_digit)
             steps = pad.split(" # ")
             assert len(steps) == len(items)
@@ -110,15 +123,22 @@ def test_scratchpad_is_a_selection_sort(name):
                 out = match.group(2)
                 assert out == _words([sorted(items)[i]], multi_digit)[0]
                 rest = [r for r in match.group(3).split(" , ") if r]
-                assert sorted(rest) == sorted(_words(sorted(items)[i + 1:], multi_digit))
+                assert sorted(rest) == sorted(_words(sorted(items)[i + 1 :], multi_digit))
             assert task.parse_answer(example.target) == " , ".join(map(str, sorted(items)))
 
 
 def test_scratchpad_by_hand():
     # Official selection sort on [g, K]: K (before g in the symbol order) is swapped to the front.
-    task = tasks.get("sort_single_token", scratchpad="no_computation", num_train=2_500,
-                     num_validation=0, min_length=2, max_train_length=2, max_test_length=3,
-                     num_test_per_length=1)
+    task = tasks.get(
+        "sort_single_token",
+        scratchpad="no_computation",
+        num_train=2_500,
+        num_validation=0,
+        min_length=2,
+        max_train_length=2,
+        max_test_length=3,
+        num_test_per_length=1,
+    )
     targets = {e.source: e.target for e in task.examples("train")}
     assert targets["Sort the following list [ g , K ] ."] == (
         "Thinking step by step: in g out K re [ g ] # in g out g re [ ] . Thus , "
@@ -131,8 +151,10 @@ def test_scratchpad_by_hand():
     [
         ("The sorted list is [ b , d ] .", "b , d"),
         ("The sorted list is [ b , d ] . x", "b , d"),
-        ("Thinking step by step: in b out b re [ d ] . Thus , The sorted list is [ b , d ] .",
-         "b , d"),
+        (
+            "Thinking step by step: in b out b re [ d ] . Thus , The sorted list is [ b , d ] .",
+            "b , d",
+        ),
         ("The sorted list is [ ] .", ""),
         ("The sorted list is [ b d ] .", None),  # two words in one item
         ("The sorted list is [ b , , d ] .", None),
@@ -164,9 +186,13 @@ def test_parse_multi_digit(prediction, parsed):
 
 @pytest.mark.parametrize(
     "prediction, correct",
-    [("The sorted list is [ 1 7 , 4 2 ] .", True), ("The sorted list is [ 4 2 , 1 7 ] .", False),
-     ("The sorted list is [ 1 7 ] .", False), ("The sorted list is [ 1 7 , 4 2 , 4 2 ] .", False),
-     ("", False)],
+    [
+        ("The sorted list is [ 1 7 , 4 2 ] .", True),
+        ("The sorted list is [ 4 2 , 1 7 ] .", False),
+        ("The sorted list is [ 1 7 ] .", False),
+        ("The sorted list is [ 1 7 , 4 2 , 4 2 ] .", False),
+        ("", False),
+    ],
 )
 def test_score(prediction, correct):
     target = "The sorted list is [ 1 7 , 4 2 ] ."
@@ -191,8 +217,11 @@ def test_generator_output_is_pinned(default_splits):
     # A regression guard, not a derivation: stored datasets are only valid while the generator's
     # output stays the same. If this fails, bump the task's version, then update.
     task, splits = default_splits
-    assert splits["train"][0].source == {
-        "sort_single_token": "Sort the following list [ c , H , p , R , T ] .",
-        "sort_multi_digit": "Sort the following list [ 5 6 1 2 , 1 5 7 5 , 8 3 6 4 , 3 4 4 7 , "
-        "3 8 1 2 ] .",
-    }[task.name]
+    assert (
+        splits["train"][0].source
+        == {
+            "sort_single_token": "Sort the following list [ c , H , p , R , T ] .",
+            "sort_multi_digit": "Sort the following list [ 5 6 1 2 , 1 5 7 5 , 8 3 6 4 , 3 4 4 7 , "
+            "3 8 1 2 ] .",
+        }[task.name]
+    )

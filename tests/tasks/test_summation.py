@@ -24,8 +24,15 @@ def default_splits():
 
 
 def test_every_three_value_problem_exactly_once():
-    task = tasks.get("summation", num_train=729, num_validation=0, min_length=3,
-                     max_train_length=3, max_test_length=4, num_test_per_length=1)
+    task = tasks.get(
+        "summation",
+        num_train=729,
+        num_validation=0,
+        min_length=3,
+        max_train_length=3,
+        max_test_length=4,
+        num_test_per_length=1,
+    )
     pairs = {(e.source, e.target) for e in task.examples("train")}
     expected = {
         (f"Compute: {a} + {b} + {c} . [SEP]", f"The answer is {(a + b + c) % 10} .")
@@ -62,15 +69,30 @@ def test_sums_by_python_ints(default_splits):
 
 def test_vocabulary(default_splits):
     task, splits = default_splits
-    words = {w for examples in splits.values() for e in examples
-             for w in f"{e.source} {e.target}".split()}
-    assert words == set(task.vocabulary()) == {
-        "Compute:", "+", ".", "[SEP]", "The", "answer", "is", *"0123456789"}
+    words = {
+        w
+        for examples in splits.values()
+        for e in examples
+        for w in f"{e.source} {e.target}".split()
+    }
+    assert (
+        words
+        == set(task.vocabulary())
+        == {"Compute:", "+", ".", "[SEP]", "The", "answer", "is", *"0123456789"}
+    )
 
 
 def test_scratchpad_by_hand():
-    task = tasks.get("summation", scratchpad="full", num_train=729, num_validation=0,
-                     min_length=3, max_train_length=3, max_test_length=4, num_test_per_length=1)
+    task = tasks.get(
+        "summation",
+        scratchpad="full",
+        num_train=729,
+        num_validation=0,
+        min_length=3,
+        max_train_length=3,
+        max_test_length=4,
+        num_test_per_length=1,
+    )
     targets = {e.source: e.target for e in task.examples("train")}
     # Official stripped steps: "v + sum = v + s =", the unreduced sum, then "sum: x = x mod 10".
     assert targets["Compute: 7 + 5 + 9 . [SEP]"] == (
@@ -81,8 +103,9 @@ def test_scratchpad_by_hand():
 
 
 def test_scratchpad_running_sums_by_python_ints():
-    task = tasks.get("summation", scratchpad="no_input", num_train=200, num_validation=20,
-                     num_test_per_length=5)
+    task = tasks.get(
+        "summation", scratchpad="no_input", num_train=200, num_validation=20, num_test_per_length=5
+    )
     for split in tasks.SPLITS:
         for example in task.examples(split):
             values = _values(example)

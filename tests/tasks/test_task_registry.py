@@ -7,9 +7,24 @@ import pytest
 from lenggen import tasks
 
 NAMES = (
-    "addition", "copy", "copy_2x", "copy_repeat", "copy_repeat_2x", "copy_repeat_change",
-    "lego", "lego_shuffled", "parity", "pcfg", "polynomial", "reverse", "reverse_2x",
-    "reverse_copy", "scan", "sort_multi_digit", "sort_single_token", "summation",
+    "addition",
+    "copy",
+    "copy_2x",
+    "copy_repeat",
+    "copy_repeat_2x",
+    "copy_repeat_change",
+    "lego",
+    "lego_shuffled",
+    "parity",
+    "pcfg",
+    "polynomial",
+    "reverse",
+    "reverse_2x",
+    "reverse_copy",
+    "scan",
+    "sort_multi_digit",
+    "sort_single_token",
+    "summation",
 )
 
 
@@ -63,8 +78,14 @@ def test_bad_value_is_a_value_error():
 
 @pytest.mark.parametrize("split", ["training", "dev", ""])
 def test_unknown_split(split):
-    task = tasks.get("copy", num_train=50, num_validation=0, max_train_length=4,
-                     max_test_length=5, num_test_per_length=2)
+    task = tasks.get(
+        "copy",
+        num_train=50,
+        num_validation=0,
+        max_train_length=4,
+        max_test_length=5,
+        num_test_per_length=2,
+    )
     message = f"Unknown split {split!r}; expected one of train, validation, test."
     with pytest.raises(ValueError, match=re.escape(message)):
         task.examples(split)

@@ -21,14 +21,24 @@ def _tiny_config(data_dir: str, **train):
     """A 2-layer decoder on a short copy task: learns lengths 2-6 in a few hundred steps."""
     config = base_config.get_config("task=copy,pe=nope,seed=3")
     config.task.options.update(
-        num_symbols=8, min_length=2, max_train_length=6, max_test_length=9,
-        num_train=4000, num_validation=64, num_test_per_length=16,
+        num_symbols=8,
+        min_length=2,
+        max_train_length=6,
+        max_test_length=9,
+        num_train=4000,
+        num_validation=64,
+        num_test_per_length=16,
     )
-    config.model.update(num_layers=2, d_model=64, num_heads=4, d_kv=16, d_ff=128,
-                        dropout_rate=0.0)
-    config.train.update(batch_size=32, num_steps=1200, learning_rate=3e-3,
-                        end_learning_rate=1e-4, log_every=300, eval_every=600,
-                        checkpoint_every=600)
+    config.model.update(num_layers=2, d_model=64, num_heads=4, d_kv=16, d_ff=128, dropout_rate=0.0)
+    config.train.update(
+        batch_size=32,
+        num_steps=1200,
+        learning_rate=3e-3,
+        end_learning_rate=1e-4,
+        log_every=300,
+        eval_every=600,
+        checkpoint_every=600,
+    )
     config.train.update(train)
     config.eval.update(batch_size=32, max_new_tokens=16, num_samples=5)
     config.mesh.shape = (2, 2)  # data x model over the 4 fake devices of conftest.py
@@ -78,8 +88,9 @@ def trained_randomized(tmp_path_factory, data_dir):
     """Rotary trained on randomized positions from [0, 48): 48 >= the longest prompt (10
     tokens) + the 16-token decoding budget, so every decoded token has its own position."""
     workdir = str(tmp_path_factory.mktemp("trained_randomized"))
-    config = _tiny_config(data_dir, num_steps=600, log_every=300, eval_every=300,
-                          checkpoint_every=300)
+    config = _tiny_config(
+        data_dir, num_steps=600, log_every=300, eval_every=300, checkpoint_every=300
+    )
     config.model.pe.name = "rotary"
     config.model.pe.randomized_max_position = 48
     config.eval.metric = "teacher_forced"  # the whole target is the answer (copy)
@@ -105,7 +116,7 @@ def test_teacher_forcing_and_greedy_decoding_agree_per_example(run, request):
                 experiment.greedy(params, prompts["prompt_tokens"], prompts["prompt_valid"])
             )
             for row in np.flatnonzero(batch["example_mask"]):
-                target = batch["tokens"][row, batch["source_length"][row]:]
+                target = batch["tokens"][row, batch["source_length"][row] :]
                 target = target[: np.flatnonzero(target == tokenizer_lib.EOS_ID)[0] + 1]
                 greedy_exact = np.array_equal(outputs[row, : len(target)], target)
                 assert teacher_forced[row] == greedy_exact, (split, batch["index"][row])
@@ -143,8 +154,9 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, data_dir, mo
     manager.close()
 
     resumed = loop.run(config, interrupted)
-    jax.tree.map(np.testing.assert_array_equal, _restore_params(straight),
-                 _restore_params(interrupted))
+    jax.tree.map(
+        np.testing.assert_array_equal, _restore_params(straight), _restore_params(interrupted)
+    )
     # Same scores; the provenance (times, start) is each process's own.
     assert resumed.pop("provenance")["started"] >= expected.pop("provenance")["started"]
     assert resumed == expected

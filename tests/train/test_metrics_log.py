@@ -75,7 +75,8 @@ def test_validation_and_final_results_in_tensorboard(run):
         for length, entry in by_length.items():
             scalars = events.Scalars(f"{split}/exact_match_by_length/{int(length):03d}")
             assert [(s.step, s.value) for s in scalars] == [
-                (payload["step"], pytest.approx(entry["exact_match"]))]
+                (payload["step"], pytest.approx(entry["exact_match"]))
+            ]
     test = events.Scalars("final/test/exact_match")
     assert [(s.step, s.value) for s in test] == [
         (payload["step"], pytest.approx(payload["splits"]["test"]["overall"]))
@@ -97,10 +98,13 @@ def test_hyperparameters_and_provenance_in_tensorboard(run):
     assert hparams["model.pe.name"].string_value == "nope"
     experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"])
     assert {m.name.tag for m in experiment.experiment.metric_infos} == set(
-        metrics_log.HPARAM_METRICS)
+        metrics_log.HPARAM_METRICS
+    )
     text = events.Tensors("provenance/text_summary")[0].tensor_proto.string_val[0].decode()
     assert json.loads("\n".join(line[4:] for line in text.splitlines()))["mesh"] == {
-        "data": 2, "model": 2}
+        "data": 2,
+        "model": 2,
+    }
 
 
 def test_metrics_jsonl_rows_carry_wall_clock_times_in_order(run):
@@ -123,7 +127,8 @@ def test_provenance_in_config_and_results(run):
     for block in (saved_config["provenance"], saved_results["provenance"]):
         assert block["packages"]["jax"] == importlib.metadata.version("jax")
         assert block["packages"]["orbax-checkpoint"] == importlib.metadata.version(
-            "orbax-checkpoint")
+            "orbax-checkpoint"
+        )
         assert block["devices"] == {"platform": "cpu", "kind": "cpu", "count": 4, "processes": 1}
         assert block["mesh"] == {"data": 2, "model": 2}
         assert block["lenggen"]["version"] == "0.1.0"
@@ -152,7 +157,9 @@ def test_resumed_run_purges_events_logged_after_its_checkpoint(tmp_path):
     second.close()
     # Steps 2 and 3 of the interrupted process are hidden; step 2 is logged once, again.
     assert [(s.step, s.value) for s in _events(workdir).Scalars("train/loss")] == [
-        (1, 1.0), (2, 20.0)]
+        (1, 1.0),
+        (2, 20.0),
+    ]
 
 
 def test_other_processes_and_disabled_tensorboard_write_nothing(tmp_path):
@@ -197,8 +204,10 @@ def test_wandb_mirrors_scalars_when_a_project_is_named(tmp_path, monkeypatch):
     writer.close()
     assert calls[0][0] == "init" and calls[0][1]["project"] == "lenggen-test"
     assert calls[0][1]["config"]["model.d_model"] == 32
-    assert calls[1:] == [("log", {"train/loss": 0.5, "train/steps_per_second": 2.0}, 3),
-                         ("finish",)]
+    assert calls[1:] == [
+        ("log", {"train/loss": 0.5, "train/steps_per_second": 2.0}, 3),
+        ("finish",),
+    ]
 
 
 def test_wandb_without_the_package_is_refused_up_front(monkeypatch):
@@ -206,20 +215,33 @@ def test_wandb_without_the_package_is_refused_up_front(monkeypatch):
     monkeypatch.setattr(metrics_log.importlib.util, "find_spec", lambda name: None)
     config = tiny_config.get_config("steps=4")
     config.log.wandb_project = "p"
-    with pytest.raises(metrics_log.LoggingConfigError,
-                       match=r"config.log.wandb_project='p' needs the wandb package"):
+    with pytest.raises(
+        metrics_log.LoggingConfigError,
+        match=r"config.log.wandb_project='p' needs the wandb package",
+    ):
         metrics_log.check(config)
 
 
 def test_analysis_command_prints_no_orbax_lines(run, tmp_path):
     """The attention-map command restores the run's checkpoint; its output is its own line."""
     _, workdir, _, _, _ = run
-    env = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
-           "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+    env = {
+        **{k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
+    }
     done = subprocess.run(
-        [sys.executable, "-m", "lenggen.analysis.attention_maps", f"--workdir={workdir}",
-         f"--output_dir={tmp_path}"], env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "lenggen.analysis.attention_maps",
+            f"--workdir={workdir}",
+            f"--output_dir={tmp_path}",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().endswith(os.path.join(str(tmp_path), "attention_maps.png"))
     assert done.stderr == ""

@@ -44,8 +44,14 @@ ARGUMENTS = (
     "--config.eval.num_samples=1000",  # every failed example: compares every greedy output
     "--config.mesh.shape=(4,1)",
 )
-RESULTS = ("config.json", "metrics.jsonl", "checksums.json", "results.json", "samples.jsonl",
-           "accuracy_vs_length.png")
+RESULTS = (
+    "config.json",
+    "metrics.jsonl",
+    "checksums.json",
+    "results.json",
+    "samples.jsonl",
+    "accuracy_vs_length.png",
+)
 ORBAX_DIRS = ("checkpoints", "best")
 
 # Runs lenggen.main, appending every path it opens for writing, creates, renames or removes
@@ -88,23 +94,49 @@ def _environment(devices: int) -> dict:
 class _Run:
     """`lenggen.main` started as `num_processes` processes (4 CPU devices in all)."""
 
-    def __init__(self, tag: str, logs: pathlib.Path, workdir: str, data_dir: str, *, mode: str,
-                 num_processes: int):
+    def __init__(
+        self,
+        tag: str,
+        logs: pathlib.Path,
+        workdir: str,
+        data_dir: str,
+        *,
+        mode: str,
+        num_processes: int,
+    ):
         self.tag = tag
         port = _free_port()
         self.processes, self.outputs, self.audits = [], [], []
         for process_id in range(num_processes):
             audit = logs / f"{tag}.{process_id}.audit"
-            command = [sys.executable, "-c", _AUDITED_MAIN, workdir, str(audit), *ARGUMENTS,
-                       f"--workdir={workdir}", f"--config.data.dir={data_dir}", f"--mode={mode}"]
+            command = [
+                sys.executable,
+                "-c",
+                _AUDITED_MAIN,
+                workdir,
+                str(audit),
+                *ARGUMENTS,
+                f"--workdir={workdir}",
+                f"--config.data.dir={data_dir}",
+                f"--mode={mode}",
+            ]
             if num_processes > 1:
-                command += [f"--coordinator_address=127.0.0.1:{port}",
-                            f"--num_processes={num_processes}", f"--process_id={process_id}"]
+                command += [
+                    f"--coordinator_address=127.0.0.1:{port}",
+                    f"--num_processes={num_processes}",
+                    f"--process_id={process_id}",
+                ]
             output = logs / f"{tag}.{process_id}.log"
             with open(output, "w") as handle:
-                self.processes.append(subprocess.Popen(
-                    command, cwd=REPO, env=_environment(4 // num_processes), stdout=handle,
-                    stderr=subprocess.STDOUT))
+                self.processes.append(
+                    subprocess.Popen(
+                        command,
+                        cwd=REPO,
+                        env=_environment(4 // num_processes),
+                        stdout=handle,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
             self.outputs.append(output)
             self.audits.append(audit)
 
@@ -122,11 +154,15 @@ class _Run:
                 process.kill()
                 process.wait()
         if codes != [0] * len(self.processes):
-            tails = "\n".join(f"--- {path.name} (exit {code}):\n{path.read_text()[-3000:]}"
-                              for path, code in zip(self.outputs, codes, strict=True))
+            tails = "\n".join(
+                f"--- {path.name} (exit {code}):\n{path.read_text()[-3000:]}"
+                for path, code in zip(self.outputs, codes, strict=True)
+            )
             pytest.fail(f"{self.tag}: processes exited with {codes}\n{tails}")
-        return [(output.read_text(), audit.read_text().split())
-                for output, audit in zip(self.outputs, self.audits, strict=True)]
+        return [
+            (output.read_text(), audit.read_text().split())
+            for output, audit in zip(self.outputs, self.audits, strict=True)
+        ]
 
 
 @pytest.fixture(scope="module")
@@ -137,14 +173,21 @@ def runs(tmp_path_factory):
     started = time.perf_counter()
     deadline = time.monotonic() + TIMEOUT_S
     # The reference runs beside the 2-process training: each prepares its own copy of the data.
-    reference = _Run("single", root, single, str(root / "data-single"),
-                     mode="train_and_evaluate", num_processes=1)
+    reference = _Run(
+        "single",
+        root,
+        single,
+        str(root / "data-single"),
+        mode="train_and_evaluate",
+        num_processes=1,
+    )
     training = _Run("train", root, double, str(root / "data"), mode="train", num_processes=2)
     outputs = dict(reference=reference.finish(deadline), train=training.finish(deadline))
     # Nothing evaluated yet: the results below come from fresh processes that restore.
     assert not os.path.exists(os.path.join(double, "results.json"))
-    outputs["evaluate"] = _Run("evaluate", root, double, str(root / "data"), mode="evaluate",
-                               num_processes=2).finish(deadline)
+    outputs["evaluate"] = _Run(
+        "evaluate", root, double, str(root / "data"), mode="evaluate", num_processes=2
+    ).finish(deadline)
     print(f"the runs took {time.perf_counter() - started:.1f} s")
     return single, double, outputs
 
@@ -163,9 +206,10 @@ def _restore(workdir: str, directory: str) -> tuple[int, dict]:
     checkpointer = ocp.StandardCheckpointer()
     # The 2-process checkpoint names devices this process lacks: give the layout to restore to.
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    target = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype,
-                                                            sharding=device),
-                          checkpointer.metadata(path).item_metadata)
+    target = jax.tree.map(
+        lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device),
+        checkpointer.metadata(path).item_metadata,
+    )
     return step, checkpointer.restore(path, target)
 
 
@@ -177,8 +221,13 @@ def test_losses_and_validation_equal_the_single_process_run(runs):
     for mine, theirs in zip(got, expected, strict=True):
         assert set(mine) == set(theirs)
         for key in set(mine) - {"event", "step", "steps_per_second", "wall_time"}:
-            np.testing.assert_allclose(mine[key], theirs[key], rtol=1e-6, atol=1e-7,
-                                       err_msg=f"{key} of {mine['event']} at step {mine['step']}")
+            np.testing.assert_allclose(
+                mine[key],
+                theirs[key],
+                rtol=1e-6,
+                atol=1e-7,
+                err_msg=f"{key} of {mine['event']} at step {mine['step']}",
+            )
 
 
 @pytest.mark.parametrize("directory", ORBAX_DIRS)
@@ -206,8 +255,9 @@ def test_results_and_samples_equal_the_single_process_run(runs):
         assert got == expected, name
     with open(os.path.join(double, "results.json")) as handle:
         splits = json.load(handle)["splits"]
-    sizes = {name: sum(e["n"] for e in split["by_length"].values())
-             for name, split in splits.items()}
+    sizes = {
+        name: sum(e["n"] for e in split["by_length"].values()) for name, split in splits.items()
+    }
     assert sizes == {"validation": 18, "test": 10}
     # Both teacher forcing's verdicts and the decoded failures count.
     assert 0 < splits["validation"]["overall"] < 1
@@ -219,6 +269,7 @@ def test_results_and_samples_equal_the_single_process_run(runs):
 
 def test_only_process_zero_writes_results_and_logs(runs):
     single, double, outputs = runs
+
     def files(workdir):  # TensorBoard's event files are named by time and host
         names = set(os.listdir(workdir))
         events = {n for n in names if n.startswith("events.out.tfevents.")}
@@ -229,8 +280,11 @@ def test_only_process_zero_writes_results_and_logs(runs):
     for run in ("train", "evaluate"):
         (stdout_0, writes_0), (stdout_1, writes_1) = outputs[run]
         names_0 = {path.split(os.sep)[0] for path in writes_0}
-        assert names_0 >= ({"config.json", "metrics.jsonl", "checksums.json"} if run == "train"
-                           else {"results.json", "samples.jsonl", "accuracy_vs_length.png"})
+        assert names_0 >= (
+            {"config.json", "metrics.jsonl", "checksums.json"}
+            if run == "train"
+            else {"results.json", "samples.jsonl", "accuracy_vs_length.png"}
+        )
         # Besides Orbax's files, process 1 acknowledges the shared-workdir check's token
         # (an atomic write: a temporary file, then the rename; "." is its makedirs).
         names_1 = {path.split(os.sep)[0] for path in writes_1}

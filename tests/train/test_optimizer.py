@@ -8,8 +8,15 @@ from lenggen.train import optimizer
 
 def _train_config(**overrides):
     values = dict(
-        num_steps=100, learning_rate=3e-5, end_learning_rate=1e-7, warmup_fraction=0.06,
-        weight_decay=0.05, adam_b1=0.9, adam_b2=0.999, adam_eps=1e-8, grad_clip_norm=1.0,
+        num_steps=100,
+        learning_rate=3e-5,
+        end_learning_rate=1e-7,
+        warmup_fraction=0.06,
+        weight_decay=0.05,
+        adam_b1=0.9,
+        adam_b2=0.999,
+        adam_eps=1e-8,
+        grad_clip_norm=1.0,
     )
     values.update(overrides)
     return ml_collections.ConfigDict(values)
@@ -31,9 +38,14 @@ def test_norms_and_biases_skips_norm_scales_and_biases_only():
         "block_0": {"pre_attention_norm": {"scale": jnp.ones(3)}, "query": {"kernel": jnp.ones(3)}},
         "pe": {"hidden_bias": jnp.ones(3)},
     }
-    tx = optimizer.make_optimizer(_train_config(learning_rate=1.0, warmup_fraction=0.0,
-                                                end_learning_rate=1.0,
-                                                weight_decay_mask="norms_and_biases"))
+    tx = optimizer.make_optimizer(
+        _train_config(
+            learning_rate=1.0,
+            warmup_fraction=0.0,
+            end_learning_rate=1.0,
+            weight_decay_mask="norms_and_biases",
+        )
+    )
     zero_grads = jax.tree.map(jnp.zeros_like, params)
     updates, _ = tx.update(zero_grads, tx.init(params), params)
     # With zero gradients Adam's update is 0, so only decoupled weight decay moves a parameter:
@@ -56,17 +68,27 @@ from lenggen.model import decoder, positional  # noqa: E402
 # module tree: shared embedding, per block a self-attention layer and a DenseReluDense layer,
 # each with its T5LayerNorm; the relative table in block 0 only; `wpe` for the learned APE).
 _OFFICIAL_BLOCK = (
-    "layer.0.SelfAttention.q.weight", "layer.0.SelfAttention.k.weight",
-    "layer.0.SelfAttention.v.weight", "layer.0.SelfAttention.o.weight",
-    "layer.0.layer_norm.weight", "layer.1.DenseReluDense.wi.weight",
-    "layer.1.DenseReluDense.wo.weight", "layer.1.layer_norm.weight",
-)  # fmt: skip
+    "layer.0.SelfAttention.q.weight",
+    "layer.0.SelfAttention.k.weight",
+    "layer.0.SelfAttention.v.weight",
+    "layer.0.SelfAttention.o.weight",
+    "layer.0.layer_norm.weight",
+    "layer.1.DenseReluDense.wi.weight",
+    "layer.1.DenseReluDense.wo.weight",
+    "layer.1.layer_norm.weight",
+)
 _OFFICIAL_COMMON = {"shared.weight", "decoder.final_layer_norm.weight"} | {
     f"decoder.block.{i}.{name}" for i in range(2) for name in _OFFICIAL_BLOCK
 }
 _T5_TABLE = "decoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"
-_OFFICIAL_EXTRA = {"nope": set(), "ape": set(), "ape_learned": {"decoder.wpe.weight"},
-                   "t5": {_T5_TABLE}, "alibi": set(), "rotary": set()}  # fmt: skip
+_OFFICIAL_EXTRA = {
+    "nope": set(),
+    "ape": set(),
+    "ape_learned": {"decoder.wpe.weight"},
+    "t5": {_T5_TABLE},
+    "alibi": set(),
+    "rotary": set(),
+}
 
 
 def _params(pe_name: str) -> dict:
@@ -75,8 +97,16 @@ def _params(pe_name: str) -> dict:
     pe = config_schema.pe_section("ape" if pe_name == "ape_learned" else pe_name)
     if pe_name == "ape_learned":
         pe.ape.kind, pe.ape.max_length = "learned", 16
-    model = decoder.Decoder(vocab_size=11, num_layers=2, d_model=16, num_heads=2, d_kv=8,
-                            d_ff=32, dropout_rate=0.0, pe=pe)  # fmt: skip
+    model = decoder.Decoder(
+        vocab_size=11,
+        num_layers=2,
+        d_model=16,
+        num_heads=2,
+        d_kv=8,
+        d_ff=32,
+        dropout_rate=0.0,
+        pe=pe,
+    )
     tokens = jnp.zeros((1, 5), jnp.int32)
     positions = jnp.arange(5, dtype=jnp.int32)[None]
     variables = model.init(jax.random.key(0), tokens, positions, jnp.ones((1, 5), bool))
@@ -97,7 +127,8 @@ def test_every_parameter_maps_to_the_official_name_and_decays_as_hf_trainer_did(
     # HF Trainer 4.16: no decay for names containing "bias"; T5LayerNorm is not nn.LayerNorm,
     # so its weights decay. Hence exactly T5's table is spared.
     assert {name for name, decays in by_name.items() if not decays} == (
-        {_T5_TABLE} if pe_name == "t5" else set())
+        {_T5_TABLE} if pe_name == "t5" else set()
+    )
     assert by_name["decoder.block.1.layer.1.layer_norm.weight"] is True
     assert by_name["decoder.final_layer_norm.weight"] is True
 
@@ -106,8 +137,13 @@ def test_fire_kernels_decay_and_its_biases_do_not():
     params = _params("fire")
     mask = optimizer.decay_mask(params, "hf_trainer_4_16")
     assert {k: bool(v) for k, v in mask["pe"].items()} == {
-        "c": True, "threshold_multiplier": True, "hidden_kernel": True, "hidden_bias": False,
-        "output_kernel": True, "output_bias": False}
+        "c": True,
+        "threshold_multiplier": True,
+        "hidden_kernel": True,
+        "hidden_bias": False,
+        "output_kernel": True,
+        "output_bias": False,
+    }
     assert bool(mask["block_0"]["attention_norm"]["scale"]) is True
 
 
@@ -119,21 +155,30 @@ def test_norms_and_biases_rule_is_the_previous_choice():
     assert bool(mask["block_0"]["attention"]["query"]) is True
 
 
-@pytest.mark.parametrize("rule, table_moves, norm_moves", [
-    ("hf_trainer_4_16", False, True), ("norms_and_biases", True, False)])
+@pytest.mark.parametrize(
+    "rule, table_moves, norm_moves",
+    [("hf_trainer_4_16", False, True), ("norms_and_biases", True, False)],
+)
 def test_adamw_decays_exactly_the_masked_parameters(rule, table_moves, norm_moves):
     params = _params("t5")
-    train = _train_config(learning_rate=1.0, warmup_fraction=0.0, end_learning_rate=1.0,
-                          weight_decay_mask=rule)  # fmt: skip
+    train = _train_config(
+        learning_rate=1.0, warmup_fraction=0.0, end_learning_rate=1.0, weight_decay_mask=rule
+    )
     tx = optimizer.make_optimizer(train)
     zero_grads = jax.tree.map(jnp.zeros_like, params)
     updates, _ = tx.update(zero_grads, tx.init(params), params)
     # Zero gradients: Adam's step is 0, so only decoupled decay moves a leaf, by -lr*wd*p.
     table, scale = params["pe"]["rel_embedding"], params["final_norm"]["scale"]
-    np.testing.assert_allclose(updates["pe"]["rel_embedding"],
-                               -0.05 * table if table_moves else np.zeros_like(table), rtol=1e-6)
-    np.testing.assert_allclose(updates["final_norm"]["scale"],
-                               -0.05 * scale if norm_moves else np.zeros_like(scale), rtol=1e-6)
+    np.testing.assert_allclose(
+        updates["pe"]["rel_embedding"],
+        -0.05 * table if table_moves else np.zeros_like(table),
+        rtol=1e-6,
+    )
+    np.testing.assert_allclose(
+        updates["final_norm"]["scale"],
+        -0.05 * scale if norm_moves else np.zeros_like(scale),
+        rtol=1e-6,
+    )
 
 
 def test_the_paper_config_uses_the_official_mask_and_a_bad_one_is_refused():

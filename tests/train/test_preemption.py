@@ -59,22 +59,40 @@ def _free_port() -> int:
 def test_sigterm_to_one_of_two_processes_stops_both_at_the_same_step(tmp_path):
     """Real processes: only process 1 is signalled; both checkpoint one step and exit 75."""
     workdir, port = str(tmp_path / "run"), _free_port()
-    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=(
-        "--xla_force_host_platform_device_count=2 --xla_backend_optimization_level=0"))
+    env = dict(
+        os.environ,
+        JAX_PLATFORMS="cpu",
+        XLA_FLAGS=("--xla_force_host_platform_device_count=2 --xla_backend_optimization_level=0"),
+    )
     processes, outputs = [], []
     for process_id in range(2):
         outputs.append(open(tmp_path / f"process_{process_id}.log", "w+"))
-        processes.append(subprocess.Popen(
-            [sys.executable, "-m", "lenggen.main", f"--config={runs.CONFIG_FILE}:steps=400",
-             f"--workdir={workdir}", f"--config.data.dir={tmp_path / 'data'}",
-             "--config.train.checkpoint_every=1000", f"--coordinator_address=127.0.0.1:{port}",
-             "--num_processes=2", f"--process_id={process_id}"],
-            cwd=runs.REPO, env=env, stdout=outputs[-1], stderr=subprocess.STDOUT))
+        processes.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "lenggen.main",
+                    f"--config={runs.CONFIG_FILE}:steps=400",
+                    f"--workdir={workdir}",
+                    f"--config.data.dir={tmp_path / 'data'}",
+                    "--config.train.checkpoint_every=1000",
+                    f"--coordinator_address=127.0.0.1:{port}",
+                    "--num_processes=2",
+                    f"--process_id={process_id}",
+                ],
+                cwd=runs.REPO,
+                env=env,
+                stdout=outputs[-1],
+                stderr=subprocess.STDOUT,
+            )
+        )
     try:
         deadline = time.monotonic() + 240
         while "step 3/400" not in open(outputs[0].name).read():
-            assert time.monotonic() < deadline and processes[0].poll() is None, (
-                open(outputs[0].name).read()[-3000:])
+            assert time.monotonic() < deadline and processes[0].poll() is None, open(
+                outputs[0].name
+            ).read()[-3000:]
             time.sleep(0.1)
         processes[1].send_signal(signal.SIGTERM)
         codes = [process.wait(timeout=120) for process in processes]
@@ -92,4 +110,3 @@ def test_sigterm_to_one_of_two_processes_stops_both_at_the_same_step(tmp_path):
     assert 3 <= step < 400
     # That step is the newest complete checkpoint (checkpoint_every=1000: saved for the stop).
     assert runs.complete_steps(workdir) == [step]
-

@@ -19,16 +19,31 @@ VOCAB = 12
 
 def _model() -> decoder.Decoder:
     return decoder.Decoder(
-        vocab_size=VOCAB, num_layers=2, d_model=16, num_heads=2, d_kv=8, d_ff=32,
-        dropout_rate=0.1, pe=config_schema.pe_section("t5"),
+        vocab_size=VOCAB,
+        num_layers=2,
+        d_model=16,
+        num_heads=2,
+        d_kv=8,
+        d_ff=32,
+        dropout_rate=0.1,
+        pe=config_schema.pe_section("t5"),
     )
 
 
 def _train_config() -> ml_collections.ConfigDict:
-    return ml_collections.ConfigDict(dict(
-        num_steps=10, learning_rate=1e-2, end_learning_rate=1e-4, warmup_fraction=0.1,
-        weight_decay=0.05, adam_b1=0.9, adam_b2=0.999, adam_eps=1e-8, grad_clip_norm=1.0,
-    ))
+    return ml_collections.ConfigDict(
+        dict(
+            num_steps=10,
+            learning_rate=1e-2,
+            end_learning_rate=1e-4,
+            warmup_fraction=0.1,
+            weight_decay=0.05,
+            adam_b1=0.9,
+            adam_b2=0.999,
+            adam_eps=1e-8,
+            grad_clip_norm=1.0,
+        )
+    )
 
 
 def _batch(step: int) -> dict:
@@ -39,8 +54,10 @@ def _batch(step: int) -> dict:
     tokens = np.where(valid, rng.integers(2, VOCAB, size=(BATCH, SEQ_LEN)), 0).astype(np.int32)
     loss_mask = (valid & (position >= 3)).astype(np.float32)
     return dict(
-        tokens=tokens, positions=np.broadcast_to(position, (BATCH, SEQ_LEN)).astype(np.int32),
-        valid=valid, loss_mask=loss_mask,
+        tokens=tokens,
+        positions=np.broadcast_to(position, (BATCH, SEQ_LEN)).astype(np.int32),
+        valid=valid,
+        loss_mask=loss_mask,
     )
 
 
@@ -74,7 +91,8 @@ def test_sharded_losses_and_params_equal_single_device(runs):
     assert len(set(single_losses)) == 3  # the model really moves
     jax.tree.map(
         lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6),
-        single_state["params"], sharded_state["params"],
+        single_state["params"],
+        sharded_state["params"],
     )
     assert int(sharded_state["step"]) == 3
 
@@ -98,8 +116,11 @@ def test_params_are_sharded_as_their_partition_specs_say(runs):
     assert params["final_norm"]["scale"].sharding.spec == P(None)
     assert params["pe"]["rel_embedding"].sharding.spec == P(None, "model")  # [buckets, heads]
     # Adam's moments follow their params; the step counter is replicated.
-    adam = [x for x in jax.tree.leaves(state["opt_state"], is_leaf=lambda x: hasattr(x, "mu"))
-            if hasattr(x, "mu")]
+    adam = [
+        x
+        for x in jax.tree.leaves(state["opt_state"], is_leaf=lambda x: hasattr(x, "mu"))
+        if hasattr(x, "mu")
+    ]
     assert len(adam) == 1
     assert adam[0].mu["block_0"]["attention"]["query"].sharding.spec == P(None, "model", None)
     assert adam[0].nu["embedding"].sharding.spec == P("model", None)
@@ -109,8 +130,14 @@ def test_params_are_sharded_as_their_partition_specs_say(runs):
 def test_a_dimension_the_model_axis_does_not_divide_is_replicated():
     mesh = sharding.make_mesh((1, 2), jax.devices()[:2])
     model = decoder.Decoder(
-        vocab_size=13, num_layers=1, d_model=8, num_heads=2, d_kv=4, d_ff=16,
-        dropout_rate=0.0, pe=config_schema.pe_section("nope"),
+        vocab_size=13,
+        num_layers=1,
+        d_model=8,
+        num_heads=2,
+        d_kv=4,
+        d_ff=16,
+        dropout_rate=0.0,
+        pe=config_schema.pe_section("nope"),
     )
     tx = optimizer_lib.make_optimizer(_train_config())
     layout = state_lib.layout(model, tx, mesh, 8)

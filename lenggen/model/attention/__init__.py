@@ -57,9 +57,17 @@ def _auto_attend(
     """The kernel `auto.choose(platform, k_len)` names; same contract as `reference.attend`."""
     platform = auto.resolve(platform)
     return get(auto.choose(platform, k.shape[1]), platform)(
-        q, k, v, q_positions, k_positions, k_valid, bias_fn,
-        dropout_rate=dropout_rate, dropout_rng=dropout_rng, tile_bias=tile_bias,
-    )  # fmt: skip
+        q,
+        k,
+        v,
+        q_positions,
+        k_positions,
+        k_valid,
+        bias_fn,
+        dropout_rate=dropout_rate,
+        dropout_rng=dropout_rng,
+        tile_bias=tile_bias,
+    )
 
 
 _KERNELS: dict[str, Kernel] = {

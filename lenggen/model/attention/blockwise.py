@@ -49,8 +49,9 @@ def _to_blocks(array: jax.Array, block_k: int) -> jax.Array:
     return jnp.moveaxis(blocks, 1, 0)  # -> [num_blocks, batch, block_k, ...]
 
 
-def _attend_keys(q, k, v, q_positions, k_positions, k_valid, bias_fn, dropout_rate,
-                 dropout_rng, block_k: int) -> jax.Array:  # fmt: skip
+def _attend_keys(
+    q, k, v, q_positions, k_positions, k_valid, bias_fn, dropout_rate, dropout_rng, block_k: int
+) -> jax.Array:
     """One query chunk against all keys, block by block; arguments as in `attend`."""
     batch, q_len, heads, head_dim = q.shape
     k_len = k.shape[1]
@@ -76,8 +77,9 @@ def _attend_keys(q, k, v, q_positions, k_positions, k_valid, bias_fn, dropout_ra
         bias = bias_fn(q_positions, k_pos)
         if bias is not None:
             logits = logits + bias.astype(jnp.float32)
-        logits = jnp.where(reference.causal_mask(q_positions, k_pos, k_ok), logits,
-                           reference.MASK_VALUE)  # fmt: skip
+        logits = jnp.where(
+            reference.causal_mask(q_positions, k_pos, k_ok), logits, reference.MASK_VALUE
+        )
         logits = jnp.where(real[:, None, None, :], logits, -jnp.inf)
         new_max = jnp.maximum(row_max, logits.max(axis=-1))
         probs = jnp.exp(logits - new_max[..., None])  # -> [batch, heads, q_len, block_k]
@@ -89,8 +91,9 @@ def _attend_keys(q, k, v, q_positions, k_positions, k_valid, bias_fn, dropout_ra
                 jax.random.fold_in(dropout_rng, index), 1.0 - dropout_rate, probs.shape
             )
             probs = jnp.where(keep, probs / (1.0 - dropout_rate), 0.0)
-        update = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(v.dtype), v_block,
-                            preferred_element_type=jnp.float32)  # fmt: skip
+        update = jnp.einsum(
+            "bhqk,bkhd->bqhd", probs.astype(v.dtype), v_block, preferred_element_type=jnp.float32
+        )
         acc = jnp.einsum("bhq,bqhd->bqhd", rescale, acc) + update
         return (new_max, row_sum, acc), None
 
@@ -148,8 +151,9 @@ def attend(
         dropout_rng = None
     keys = (k, v, k_positions, k_valid)
     if block_q == q_len:
-        return _attend_keys(q, *keys[:2], q_positions, *keys[2:], bias_fn, dropout_rate,
-                            dropout_rng, block_k)  # fmt: skip
+        return _attend_keys(
+            q, *keys[:2], q_positions, *keys[2:], bias_fn, dropout_rate, dropout_rng, block_k
+        )
 
     # Query chunks one after another (lax.map): only one chunk's score blocks are alive.
     num_chunks = -(-q_len // block_q)
@@ -163,8 +167,9 @@ def attend(
     def one_chunk(chunk):
         index, q_chunk, q_pos = chunk
         rng = None if dropout_rng is None else jax.random.fold_in(dropout_rng, index)
-        return _attend_keys(q_chunk, k, v, q_pos, k_positions, k_valid, bias_fn, dropout_rate,
-                            rng, block_k)  # fmt: skip
+        return _attend_keys(
+            q_chunk, k, v, q_pos, k_positions, k_valid, bias_fn, dropout_rate, rng, block_k
+        )
 
     out = jax.lax.map(one_chunk, chunks)  # -> [num_chunks, batch, block_q, heads, head_dim]
     out = jnp.moveaxis(out, 0, 1).reshape(batch, padded_len, *q.shape[2:])

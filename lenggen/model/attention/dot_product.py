@@ -67,9 +67,16 @@ def attend(
     if dropout_rng is not None and dropout_rate > 0.0:
         logging.info("dot_product: attention dropout has no jax.nn form; running blockwise")
         return blockwise.attend(
-            q, k, v, q_positions, k_positions, k_valid, bias_fn,
-            dropout_rate=dropout_rate, dropout_rng=dropout_rng,
-        )  # fmt: skip
+            q,
+            k,
+            v,
+            q_positions,
+            k_positions,
+            k_valid,
+            bias_fn,
+            dropout_rate=dropout_rate,
+            dropout_rng=dropout_rng,
+        )
     bias = bias_fn(q_positions, k_positions)  # -> [batch, heads, q_len, k_len] | None
     if bias is not None:
         bias = bias.astype(jnp.float32)

@@ -67,9 +67,19 @@ def _pad(array: jax.Array, axis: int, padded_len: int) -> jax.Array:
 
 
 def _kernel(
-    q_pos_ref, q_pos_col_ref, k_pos_ref, k_valid_ref, q_ref, k_ref, v_ref, *refs,
-    bias_tile_fn, param_shapes: tuple, k_len: int, block_k: int,
-):  # fmt: skip
+    q_pos_ref,
+    q_pos_col_ref,
+    k_pos_ref,
+    k_valid_ref,
+    q_ref,
+    k_ref,
+    v_ref,
+    *refs,
+    bias_tile_fn,
+    param_shapes: tuple,
+    k_len: int,
+    block_k: int,
+):
     """One (example, query tile, key tile) program; see the module docstring.
 
     Refs (tile shapes): q_pos `[1, 1, block_q]`, q_pos_col `[1, block_q, 1]`, k_pos and
@@ -118,8 +128,20 @@ def _kernel(
         o_ref[0] = (acc_ref[...] / sum_ref[...]).astype(o_ref.dtype)
 
 
-def _forward(q, k, v, q_positions, k_positions, k_valid, bias_tile_fn, params, *,
-             block_q: int, block_k: int, interpret: bool) -> jax.Array:  # fmt: skip
+def _forward(
+    q,
+    k,
+    v,
+    q_positions,
+    k_positions,
+    k_valid,
+    bias_tile_fn,
+    params,
+    *,
+    block_q: int,
+    block_k: int,
+    interpret: bool,
+) -> jax.Array:
     """The Mosaic `pallas_call`; arguments as in `attend`, the bias as a tile hook's `fn`
     (None: no bias) and `params`."""
     batch, q_len, heads, head_dim = q.shape
@@ -143,16 +165,25 @@ def _forward(q, k, v, q_positions, k_positions, k_valid, bias_tile_fn, params, *
     tile_q = pl.BlockSpec((1, heads, block_q, head_dim), lambda b, i, j: (b, 0, i, 0))
     tile_k = pl.BlockSpec((1, heads, block_k, head_dim), lambda b, i, j: (b, 0, j, 0))
     kernel = functools.partial(
-        _kernel, bias_tile_fn=bias_tile_fn, param_shapes=tuple(jnp.shape(p) for p in params),
-        k_len=k_len, block_k=block_k,
-    )  # fmt: skip
+        _kernel,
+        bias_tile_fn=bias_tile_fn,
+        param_shapes=tuple(jnp.shape(p) for p in params),
+        k_len=k_len,
+        block_k=block_k,
+    )
     out = pl.pallas_call(
         kernel,
         grid=(batch, q_padded // block_q, k_padded // block_k),
         in_specs=[
-            row_q, pl.BlockSpec((1, block_q, 1), lambda b, i, j: (b, i, 0)), row_k, row_k,
-            tile_q, tile_k, tile_k, *(whole(p) for p in flat_params),
-        ],  # fmt: skip
+            row_q,
+            pl.BlockSpec((1, block_q, 1), lambda b, i, j: (b, i, 0)),
+            row_k,
+            row_k,
+            tile_q,
+            tile_k,
+            tile_k,
+            *(whole(p) for p in flat_params),
+        ],
         out_specs=tile_q,
         out_shape=jax.ShapeDtypeStruct((batch, heads, q_padded, head_dim), v.dtype),
         scratch_shapes=[
@@ -165,9 +196,15 @@ def _forward(q, k, v, q_positions, k_positions, k_valid, bias_tile_fn, params, *
         ),
         interpret=interpret,
     )(
-        q_pos[:, None, :], q_pos[:, :, None], k_pos[:, None, :], k_ok[:, None, :],
-        q_t, k_t, v_t, *flat_params,
-    )  # fmt: skip
+        q_pos[:, None, :],
+        q_pos[:, :, None],
+        k_pos[:, None, :],
+        k_ok[:, None, :],
+        q_t,
+        k_t,
+        v_t,
+        *flat_params,
+    )
     return jnp.einsum("bhqd->bqhd", out[:, :, :q_len])  # -> [batch, q_len, heads, head_dim]
 
 
@@ -185,8 +222,9 @@ def _target(target: str | None, interpret: bool, platform: str) -> str:
     return target
 
 
-def _fall_back(reason: str, q, k, v, q_positions, k_positions, k_valid, bias_fn,
-               **dropout) -> jax.Array:  # fmt: skip
+def _fall_back(
+    reason: str, q, k, v, q_positions, k_positions, k_valid, bias_fn, **dropout
+) -> jax.Array:
     """`blockwise.attend` (the same function), after one log line saying why."""
     logging.info("pallas_flash: %s; running blockwise attention instead", reason)
     return blockwise.attend(q, k, v, q_positions, k_positions, k_valid, bias_fn, **dropout)
@@ -207,10 +245,12 @@ def _per_shard(forward, batch: int):
     mesh = jax.sharding.get_abstract_mesh()
     if mesh.empty or mesh.size == 1:
         return forward
-    rows = P(DATA_AXIS) if DATA_AXIS in mesh.axis_names and batch % mesh.shape[DATA_AXIS] == 0 \
-        else P()  # fmt: skip
-    return jax.shard_map(forward, mesh=mesh, in_specs=(rows,) * 6 + (P(),), out_specs=rows,
-                         check_vma=False)  # fmt: skip
+    rows = (
+        P(DATA_AXIS) if DATA_AXIS in mesh.axis_names and batch % mesh.shape[DATA_AXIS] == 0 else P()
+    )
+    return jax.shard_map(
+        forward, mesh=mesh, in_specs=(rows,) * 6 + (P(),), out_specs=rows, check_vma=False
+    )
 
 
 def attend(
@@ -258,8 +298,12 @@ def attend(
     reference.check_dropout_rate(dropout_rate)
     args = (q, k, v, q_positions, k_positions, k_valid, bias_fn)
     if dropout_rng is not None and dropout_rate > 0.0:
-        return _fall_back("attention dropout has no Pallas form", *args,
-                          dropout_rate=dropout_rate, dropout_rng=dropout_rng)  # fmt: skip
+        return _fall_back(
+            "attention dropout has no Pallas form",
+            *args,
+            dropout_rate=dropout_rate,
+            dropout_rng=dropout_rng,
+        )
     if tile_bias is None and jax.eval_shape(bias_fn, q_positions, k_positions) is not None:
         return _fall_back("the positional encoding's bias has no tile form (tile_bias)", *args)
     platform = auto.resolve(platform)
@@ -267,14 +311,19 @@ def attend(
         interpret = platform == "cpu"
     target = _target(target, interpret, platform)
     gpu = target == "gpu"
-    defaults = (pallas_gpu.DEFAULT_BLOCK_Q, pallas_gpu.DEFAULT_BLOCK_K) if gpu else (
-        DEFAULT_BLOCK_Q, DEFAULT_BLOCK_K)  # fmt: skip
+    defaults = (
+        (pallas_gpu.DEFAULT_BLOCK_Q, pallas_gpu.DEFAULT_BLOCK_K)
+        if gpu
+        else (DEFAULT_BLOCK_Q, DEFAULT_BLOCK_K)
+    )
     sizes = []
-    for name, size, default, length in zip(("block_q", "block_k"), (block_q, block_k),
-                                           defaults, (q.shape[1], k.shape[1])):  # fmt: skip
+    for name, size, default, length in zip(
+        ("block_q", "block_k"), (block_q, block_k), defaults, (q.shape[1], k.shape[1])
+    ):
         size = default if size is None else size
-        sizes.append(pallas_gpu.block_size(size, length, name) if gpu
-                     else _block(size, length, name))  # fmt: skip
+        sizes.append(
+            pallas_gpu.block_size(size, length, name) if gpu else _block(size, length, name)
+        )
     block_q, block_k = sizes
     forward = pallas_gpu.forward if gpu else _forward
     bias_tile_fn = None if tile_bias is None else tile_bias.fn
@@ -284,9 +333,18 @@ def attend(
     # gradients.
     def kernel(q, k, v, q_positions, k_positions, k_valid, params):
         return forward(
-            q, k, v, q_positions, k_positions, k_valid, bias_tile_fn, params,
-            block_q=block_q, block_k=block_k, interpret=interpret,
-        )  # fmt: skip
+            q,
+            k,
+            v,
+            q_positions,
+            k_positions,
+            k_valid,
+            bias_tile_fn,
+            params,
+            block_q=block_q,
+            block_k=block_k,
+            interpret=interpret,
+        )
 
     if not interpret:
         kernel = _per_shard(kernel, q.shape[0])
@@ -310,8 +368,9 @@ def attend(
                 next(it) if is_float else p for p, is_float in zip(params, inexact, strict=True)
             )
             bias = (lambda qp, kp: None) if bias_tile_fn is None else TileBias(bias_tile_fn, full)
-            return blockwise.attend(q, k, v, q_positions, k_positions, k_valid, bias,
-                                    block_k=block_k)  # fmt: skip
+            return blockwise.attend(
+                q, k, v, q_positions, k_positions, k_valid, bias, block_k=block_k
+            )
 
         float_params = [p for p, is_float in zip(params, inexact, strict=True) if is_float]
         grads = jax.vjp(differentiable, q, k, v, float_params)[1](grad_out)

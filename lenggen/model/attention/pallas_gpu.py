@@ -75,9 +75,19 @@ def _split_heads(bias: jax.Array, heads: int) -> list[jax.Array]:
 
 
 def _kernel(
-    q_pos_ref, k_pos_ref, k_valid_ref, q_ref, k_ref, v_ref, *refs,
-    bias_tile_fn, param_shapes: tuple, heads: int, k_len: int, block_k: int,
-):  # fmt: skip
+    q_pos_ref,
+    k_pos_ref,
+    k_valid_ref,
+    q_ref,
+    k_ref,
+    v_ref,
+    *refs,
+    bias_tile_fn,
+    param_shapes: tuple,
+    heads: int,
+    k_len: int,
+    block_k: int,
+):
     """One (query block, example) program; see the module docstring.
 
     Refs: q_pos `[block_q]`, k_pos and k_valid `[k_padded]` int32, q `[heads, block_q, dim]`,
@@ -116,24 +126,39 @@ def _kernel(
             probs = jnp.exp(logits - new_max[:, None])
             rescale = jnp.exp(row_max - new_max)
             update = jnp.dot(probs.astype(v.dtype), v, preferred_element_type=jnp.float32)
-            new_carry.append((new_max, rescale * row_sum + probs.sum(axis=-1),
-                              rescale[:, None] * acc + update))  # fmt: skip
+            new_carry.append(
+                (new_max, rescale * row_sum + probs.sum(axis=-1), rescale[:, None] * acc + update)
+            )
         return tuple(new_carry)
 
     init = tuple(
-        (jnp.full((block_q,), reference.MASK_VALUE, jnp.float32),
-         jnp.zeros((block_q,), jnp.float32),
-         jnp.zeros((block_q, o_ref.shape[-1]), jnp.float32))
+        (
+            jnp.full((block_q,), reference.MASK_VALUE, jnp.float32),
+            jnp.zeros((block_q,), jnp.float32),
+            jnp.zeros((block_q, o_ref.shape[-1]), jnp.float32),
+        )
         for _ in range(heads)
-    )  # fmt: skip
+    )
     final = jax.lax.fori_loop(0, k_pos_ref.shape[0] // block_k, body, init)
     for head, (_, row_sum, acc) in enumerate(final):
         # row_sum >= 1: the row's maximum key contributes exp(0).
         o_ref[head, :, :] = (acc / row_sum[:, None]).astype(o_ref.dtype)
 
 
-def forward(q, k, v, q_positions, k_positions, k_valid, bias_tile_fn, params, *,
-            block_q: int, block_k: int, interpret: bool) -> jax.Array:  # fmt: skip
+def forward(
+    q,
+    k,
+    v,
+    q_positions,
+    k_positions,
+    k_valid,
+    bias_tile_fn,
+    params,
+    *,
+    block_q: int,
+    block_k: int,
+    interpret: bool,
+) -> jax.Array:
     """The Triton `pallas_call`; arguments as in `pallas_flash.attend`, the bias as a tile
     hook's `fn` (None: no bias) and its `params` (unpadded), block sizes from `block_size`.
 
@@ -163,9 +188,13 @@ def forward(q, k, v, q_positions, k_positions, k_valid, bias_tile_fn, params, *,
         return pl.BlockSpec(array.shape, lambda i, b: (0,) * array.ndim)
 
     kernel = functools.partial(
-        _kernel, bias_tile_fn=bias_tile_fn, heads=heads, k_len=k_len, block_k=block_k,
+        _kernel,
+        bias_tile_fn=bias_tile_fn,
+        heads=heads,
+        k_len=k_len,
+        block_k=block_k,
         param_shapes=tuple(p.shape for p in padded_params),
-    )  # fmt: skip
+    )
     tile_q = pl.BlockSpec((None, heads, block_q, dim), lambda i, b: (b, 0, i, 0))
     keys = pl.BlockSpec((None, heads, k_padded, dim), lambda i, b: (b, 0, 0, 0))
     out = pl.pallas_call(
@@ -179,7 +208,7 @@ def forward(q, k, v, q_positions, k_positions, k_valid, bias_tile_fn, params, *,
             keys,
             keys,
             *(whole(p) for p in flat_params),
-        ],  # fmt: skip
+        ],
         out_specs=tile_q,
         out_shape=jax.ShapeDtypeStruct((batch, heads, q_padded, dim), v.dtype),
         compiler_params=plgpu.CompilerParams(num_warps=NUM_WARPS, num_stages=NUM_STAGES),

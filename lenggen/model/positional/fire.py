@@ -131,11 +131,16 @@ class FIRE(PositionalEncoding):
                 q_positions, k_positions, c, multiplier * init_threshold, eps
             )  # -> [tq, tk]
             hidden = jnp.maximum(x[:, :, None] * w_hidden + b_hidden, 0.0)  # ReLU; [tq, tk, width]
-            out = jnp.dot(hidden.reshape(tq * tk, width), w_out,
-                          preferred_element_type=jnp.float32)  # fmt: skip
+            out = jnp.dot(hidden.reshape(tq * tk, width), w_out, preferred_element_type=jnp.float32)
             # out: [tq * tk, heads]
             return (out + b_out).T.reshape(heads, tq, tk)
 
-        params = (self.c, self.threshold_multiplier, self.hidden_kernel, self.hidden_bias,
-                  self.output_kernel, self.output_bias)  # fmt: skip
+        params = (
+            self.c,
+            self.threshold_multiplier,
+            self.hidden_kernel,
+            self.hidden_bias,
+            self.output_kernel,
+            self.output_bias,
+        )
         return TileBias(tile, params)

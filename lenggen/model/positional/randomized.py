@@ -197,7 +197,10 @@ def positions_from_table(table: jax.Array, valid: jax.Array) -> jax.Array:
 
 
 def evaluation_positions(
-    tokens: jax.Array, valid: jax.Array, prompt_valid: jax.Array, max_position: int,
+    tokens: jax.Array,
+    valid: jax.Array,
+    prompt_valid: jax.Array,
+    max_position: int,
     max_new_tokens: int,
 ) -> jax.Array:
     """Teacher forcing's positions: the `decoding_table` entries greedy decoding would give.
@@ -214,7 +217,10 @@ def evaluation_positions(
 
 
 def model_positions(
-    pe_config: Mapping[str, Any], batch: dict, key: jax.Array | None, *,
+    pe_config: Mapping[str, Any],
+    batch: dict,
+    key: jax.Array | None,
+    *,
     max_new_tokens: int | None = None,
 ) -> jax.Array:
     """The positions the model sees: `batch["positions"]`, or randomized positions when the
