@@ -45,7 +45,15 @@ IGNORED_KEYS = ("train.max_bytes_per_device",)
 # Under TRAINING_KEYS, but --mode=evaluate may change them: they change how a trained model is
 # scored, not what was trained (e.g. a PE's test-time scaling). A resume must keep them equal.
 # Dotted keys or prefixes ("model.pe.rotary.scaling" also covers its sub-keys).
-EVALUATION_KEYS: tuple[str, ...] = ()
+# Rotary's context extension (docs/methods/rotary_scaling.md) is meant for exactly this: a
+# model trained without it, scored on longer sequences with it.
+EVALUATION_KEYS: tuple[str, ...] = (
+    "model.pe.rotary.scaling",
+    "model.pe.rotary.scaling_factor",
+    "model.pe.rotary.original_max_position",
+    "model.pe.rotary.beta_fast",
+    "model.pe.rotary.beta_slow",
+)
 # What a run leaves in its workdir that only a run of some config could have written.
 RUN_DIRECTORIES = CHECKPOINT_DIRS
 
