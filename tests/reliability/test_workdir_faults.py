@@ -84,8 +84,8 @@ def test_evaluate_may_change_evaluation_keys(tmp_path, data_dir, reference):
 
 def test_evaluation_keys_are_one_list(monkeypatch):
     """A key listed in EVALUATION_KEYS may differ for --mode=evaluate, never for a resume."""
-    saved = {"model": {"pe": {"rotary": {"scaling": "none", "base": 10.0}}}}
-    current = {"model": {"pe": {"rotary": {"scaling": "yarn", "base": 10.0}}}}
+    saved = {"model": {"pe": {"name": "rotary", "rotary": {"scaling": "none", "base": 10.0}}}}
+    current = {"model": {"pe": {"name": "rotary", "rotary": {"scaling": "yarn", "base": 10.0}}}}
     assert workdir_lib.differing_keys(saved, current, evaluating=True) == []
     assert workdir_lib.differing_keys(saved, current) == ["model.pe.rotary.scaling"]
     # The list lives in lenggen/rundir/files.py (lenggen.workdir re-exports it).
