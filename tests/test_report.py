@@ -228,6 +228,28 @@ def test_runs_beyond_the_paper_get_their_own_columns_and_ranking(tmp_path):
     assert "rotary+randomized" in {run.pe for run in collect(str(tmp_path))}
 
 
+def test_kerple_and_scaled_rotary_come_after_the_papers_five(tmp_path):
+    # results.json names a rotary run scored with context extension `rotary+yarn`
+    # (rotary.results_name); KERPLE by its registered name.
+    for pe, accuracy in (
+        ("kerple", 0.6),
+        ("rotary+yarn", 0.4),
+        ("ape", 0.1),
+        ("rotary", 0.2),
+        ("alibi", 0.3),
+        ("t5", 0.5),
+        ("nope", 0.7),
+    ):
+        _write(tmp_path, "A", pe, 1, {1: (1.0, 2)}, {2: (accuracy, 10)})
+    report = build_report(str(tmp_path), str(tmp_path / "out"))
+    assert report["pes"] == ["nope", "t5", "alibi", "rotary", "ape", "kerple", "rotary+yarn"]
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "| task | NoPE | T5 | ALiBi | Rotary | APE | KERPLE | Rotary+yarn |" in text
+    # Ranked among every PE: nope .7, kerple .6, t5 .5, rotary+yarn .4, ...
+    assert report["mrr_all"]["mrr"]["kerple"] == pytest.approx(1 / 2)
+    assert report["mrr_all"]["mrr"]["rotary+yarn"] == pytest.approx(1 / 4)
+
+
 # ---------------------------------------------------------------- a small real sweep
 
 GRID = """

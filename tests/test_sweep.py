@@ -116,6 +116,30 @@ def test_product_rejects_unknown_names():
         )
 
 
+def test_kerple_and_a_rotary_scaling_in_a_grid():
+    assert grid.parse_pes("rotary+kerple", "pes") == ("rotary", "kerple")
+    scaling = {
+        "model.pe.rotary.scaling": "yarn",
+        "model.pe.rotary.scaling_factor": 2.0,
+        "model.pe.rotary.original_max_position": 64,
+    }
+    (run,) = grid.product(
+        "configs/base.py", ("copy",), ("rotary",), (1,), overrides=scaling, variant="yarn"
+    )
+    assert run.name == "copy/rotary+yarn/1"
+    assert "--config.model.pe.rotary.scaling=yarn" in run.flags("w")
+    config = grid.resolve_config(run)
+    assert (config.model.pe.rotary.scaling, config.model.pe.rotary.scaling_factor) == ("yarn", 2.0)
+    config_schema.validate(config, num_devices=1)
+    config.model.pe.rotary.scaling = "dynamic"
+    with pytest.raises(
+        config_schema.ConfigError,
+        match=r"^config.model.pe.rotary: rotary scaling must be one of \('none', 'linear', "
+        r"'ntk', 'yarn'\), got 'dynamic'. Defaults: ",
+    ):
+        config_schema.validate(config, num_devices=1)
+
+
 def test_paper_grid_is_ten_tasks_by_five_pes_by_three_seeds_of_the_base_recipe():
     runs = grid.load_grid("configs/grids/paper.py")
     main_tasks = [
@@ -332,7 +356,7 @@ def test_grid_test_lengths_are_the_datasets():
         (
             "pes=nope+fir",
             r"pes='nope\+fir': unknown positional encoding\(s\) \['fir'\]; expected "
-            r"names from nope, ape, t5, alibi, rotary, fire joined by '\+'",
+            r"names from nope, ape, t5, alibi, rotary, fire, kerple joined by '\+'",
         ),
         ("pes=t5++alibi", r"unknown positional encoding\(s\) \[''\]"),
         ("randomized=t5+t5", r"randomized='t5\+t5' repeats \['t5'\]"),

@@ -70,3 +70,37 @@ def test_runs_saved_before_the_precision_key_read_as_highest():
     assert workdir.differing_keys(saved, {"model": {"d_model": 8, "precision": "default"}}) == [
         "model.precision"
     ]
+
+
+def _pe_config(name: str, **sections) -> dict:
+    return {"model": {"precision": "highest", "pe": {"name": name, **sections}}}
+
+
+ROTARY_BEFORE_SCALING = {"fraction": 0.25, "base": 10000.0}
+ROTARY_NOW = dict(
+    ROTARY_BEFORE_SCALING,
+    scaling="none",
+    scaling_factor=1.0,
+    original_max_position=0,
+    beta_fast=32.0,
+    beta_slow=1.0,
+)
+
+
+def test_runs_saved_before_rotary_scaling_or_a_new_pe_are_the_same_experiment():
+    """A config.json from before rotary's scaling keys and the kerple section existed: its
+    rotary trained with scaling 'none', and the options of PEs the run does not use shape
+    nothing, so a resume or an evaluation is not refused for them."""
+    saved = _pe_config("rotary", rotary=ROTARY_BEFORE_SCALING, alibi={})
+    current = _pe_config("rotary", rotary=ROTARY_NOW, alibi={}, kerple={"eps": 0.01})
+    assert workdir.differing_keys(saved, current) == []
+    current["model"]["pe"]["rotary"]["scaling"] = "linear"
+    assert workdir.differing_keys(saved, current) == ["model.pe.rotary.scaling"]
+    assert workdir.differing_keys(saved, current, evaluating=True) == []
+    # The PE a run uses is compared in full, and a switch of PE is still named.
+    nope = _pe_config("nope", kerple={"eps": 0.01})
+    assert workdir.differing_keys(nope, _pe_config("kerple", kerple={"eps": 0.02})) == [
+        "model.pe.kerple.eps",
+        "model.pe.name",
+    ]
+    assert workdir.differing_keys(nope, _pe_config("nope", kerple={"eps": 0.02})) == []

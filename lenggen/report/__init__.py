@@ -6,7 +6,8 @@ r"""The report of a sweep: tables over seeds, the paper's PE ranking, and plots.
 Reads every results.json under the runs directory (lenggen/results.py) and writes, side by side:
 report.md (tables: OOD test accuracy and in-distribution accuracy, tasks x PEs, mean ± std over
 seeds; the mean reciprocal rank of the paper's PEs, and of every PE when runs beyond the paper
-(FIRE, `<pe>+randomized`) are present; the paper's numbers; exact match per length),
+(FIRE, KERPLE, `<pe>+randomized`, `rotary+<scaling>`) are present, in columns after the
+paper's five; the paper's numbers; exact match per length),
 report.json (the same numbers for scripts), summary.png and plots/<task>.png (exact match vs
 length, one line per PE with a ±1 std band, training lengths shaded). Only results files are
 read: no checkpoint, no JAX.

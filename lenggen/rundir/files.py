@@ -45,7 +45,24 @@ IGNORED_KEYS = ("train.max_bytes_per_device",)
 # Under TRAINING_KEYS, but --mode=evaluate may change them: they change how a trained model is
 # scored, not what was trained (e.g. a PE's test-time scaling). A resume must keep them equal.
 # Dotted keys or prefixes ("model.pe.rotary.scaling" also covers its sub-keys).
-EVALUATION_KEYS: tuple[str, ...] = ()
+# Rotary's context extension (docs/methods/rotary_scaling.md) is meant for exactly this: a
+# model trained without it, scored on longer sequences with it.
+EVALUATION_KEYS: tuple[str, ...] = (
+    "model.pe.rotary.scaling",
+    "model.pe.rotary.scaling_factor",
+    "model.pe.rotary.original_max_position",
+    "model.pe.rotary.beta_fast",
+    "model.pe.rotary.beta_slow",
+)
+# Rotary's options that configs from before the context extension lack, and the values those
+# runs trained with (the defaults: the paper's rotary).
+_ROTARY_SCALING_DEFAULTS = {
+    "model.pe.rotary.scaling": "none",
+    "model.pe.rotary.scaling_factor": 1.0,
+    "model.pe.rotary.original_max_position": 0,
+    "model.pe.rotary.beta_fast": 32.0,
+    "model.pe.rotary.beta_slow": 1.0,
+}
 # What a run leaves in its workdir that only a run of some config could have written.
 RUN_DIRECTORIES = CHECKPOINT_DIRS
 
@@ -71,16 +88,34 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: list(tree) if isinstance(tree, tuple) else tree}
 
 
+def _pe_name(config: dict) -> Any:
+    return ((config.get("model") or {}).get("pe") or {}).get("name")
+
+
 def differing_keys(saved: dict, current: dict, *, evaluating: bool = False) -> list[str]:
     """Dotted keys under TRAINING_KEYS whose values differ (or exist in only one); when
-    `evaluating`, but for EVALUATION_KEYS."""
+    `evaluating`, but for EVALUATION_KEYS.
+
+    The options of a PE neither config uses (`model.pe.<other pe>.*`) shape nothing, so they
+    are not compared: a config from before a PE was added lacks its section.
+    """
     saved_flat = _flatten({k: saved.get(k) for k in TRAINING_KEYS})
     current_flat = _flatten({k: current.get(k) for k in TRAINING_KEYS})
-    # Configs from before config.model.precision existed trained at full float32 ('highest').
+    # Configs from before config.model.precision existed trained at full float32 ('highest'),
+    # and those from before rotary's scalings with none.
     for config, flat in ((saved, saved_flat), (current, current_flat)):
         if "model" in config and "model.precision" not in flat:
             flat["model.precision"] = "highest"
-    allowed = IGNORED_KEYS + (EVALUATION_KEYS if evaluating else ())
+        if "model.pe.rotary.fraction" in flat:
+            for key, value in _ROTARY_SCALING_DEFAULTS.items():
+                flat.setdefault(key, value)
+    used = {f"model.pe.{_pe_name(saved)}", f"model.pe.{_pe_name(current)}"}
+    unused = tuple(
+        section
+        for section in {key.rsplit(".", 1)[0] for key in saved_flat.keys() | current_flat.keys()}
+        if section.startswith("model.pe.") and section.count(".") == 2 and section not in used
+    )
+    allowed = IGNORED_KEYS + (EVALUATION_KEYS if evaluating else ()) + unused
     return sorted(
         key
         for key in saved_flat.keys() | current_flat.keys()

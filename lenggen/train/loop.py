@@ -26,7 +26,7 @@ from lenggen.data import tokenizer as tokenizer_lib
 from lenggen.evaluate import exact_match
 from lenggen.evaluate import steps as eval_steps
 from lenggen.model import decoder, decoding, positional
-from lenggen.model.positional import randomized
+from lenggen.model.positional import randomized, rotary
 from lenggen.rundir import shared as shared_lib
 from lenggen.rundir import storage
 from lenggen.train import metrics_log, preemption
@@ -434,7 +434,7 @@ def evaluate(experiment: Experiment, checkpoints: checkpoint.Checkpoints) -> dic
         step=int(step),
         splits=splits,
         task=config.task.name,
-        pe=config.model.pe.name,
+        pe=rotary.results_name(config.model.pe),
         seed=config.seed,
         metric=config.eval.metric,
         provenance=provenance.finished(experiment.provenance),
@@ -449,7 +449,7 @@ def evaluate(experiment: Experiment, checkpoints: checkpoint.Checkpoints) -> dic
         results.plot_accuracy_vs_length(
             payload,
             partial,
-            title=f"{config.task.name}, {config.model.pe.name} (seed {config.seed}, step {step})",
+            title=f"{config.task.name}, {payload['pe']} (seed {config.seed}, step {step})",
         )
         storage.move(partial, run_dir.file(rundir.PLOT_FILE))
         # TensorBoard last: the results files above are what scripts and the report read.

@@ -69,6 +69,11 @@ _FIRE_PARAMS = (
 )
 
 
+# KERPLE's r1, r2 keep the names of the authors' GPT-NeoX code (bias_p, bias_a), under which
+# the same rule spares them, as that code's optimizer groups spare its biases.
+_KERPLE_PARAMS = {"r1": "bias_p", "r2": "bias_a"}
+
+
 def hf_parameter_name(keys: Sequence[str]) -> str:
     """The official PyTorch model's name for the parameter at `keys` of this model's tree.
 
@@ -91,6 +96,8 @@ def hf_parameter_name(keys: Sequence[str]) -> str:
         return "decoder.wpe.weight"  # the learned absolute table
     if len(keys) == 2 and keys[0] == "pe" and keys[1] in _FIRE_PARAMS:
         return f"decoder.fire.{keys[1]}"
+    if len(keys) == 2 and keys[0] == "pe" and keys[1] in _KERPLE_PARAMS:
+        return f"decoder.kerple.{_KERPLE_PARAMS[keys[1]]}"
     if len(keys) == 3 and keys[0].startswith("block_") and keys[0][6:].isdigit():
         name = _BLOCK_NAMES.get(keys[1:])
         if name is not None:

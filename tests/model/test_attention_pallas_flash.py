@@ -63,7 +63,7 @@ def _tpu_module(bias_fn, tile, length: int = 256) -> str:
     return jax.export.export(jax.jit(kernel), platforms=["tpu"])(*args).mlir_module()
 
 
-@pytest.mark.parametrize("bias", ["none", "linear", "alibi", "t5", "fire"])
+@pytest.mark.parametrize("bias", ["none", "linear", "alibi", "t5", "fire", "kerple"])
 def test_lowers_for_tpu_with_the_bias_in_the_tile(bias):
     hooks = {"none": (lambda q, k: None, None), "linear": (LINEAR, LINEAR)}.get(bias)
     assert "tpu_custom_call" in _tpu_module(*(hooks or _pe_bias(bias)))

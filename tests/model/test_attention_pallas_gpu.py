@@ -259,7 +259,7 @@ def _triton_module(bias_fn, tile, length: int) -> str:
 
 # jax 0.12 deprecates the Pallas Triton backend (pallas_gpu's docstring); the warning is known.
 @pytest.mark.filterwarnings("ignore:The Pallas Triton backend is deprecated:DeprecationWarning")
-@pytest.mark.parametrize("pe_name", ["nope", "alibi", "t5", "fire"])
+@pytest.mark.parametrize("pe_name", ["nope", "alibi", "t5", "fire", "kerple"])
 @pytest.mark.parametrize("length", [1, 40], ids=["decode", "prefill"])
 def test_lowers_for_cuda_with_the_bias_in_the_tile(pe_name, length):
     text = _triton_module(*_pe(pe_name)[1:], length)

@@ -161,6 +161,8 @@ LOGICAL_NAMES = {
     "hidden_bias": ("fire_mlp",),
     "output_kernel": ("fire_mlp", "heads"),
     "output_bias": ("heads",),
+    "r1": ("heads",),
+    "r2": ("heads",),
 }
 
 
@@ -302,7 +304,7 @@ def test_from_config():
             "got 'fp32'",
         ),
         (dict(platform="metal"), r"unknown JAX platform 'metal'; expected one of"),
-        (dict(pe=_pe("kerple")), "unknown positional encoding 'kerple'"),
+        (dict(pe=_pe("xpos")), "unknown positional encoding 'xpos'"),
         (dict(dropout_rate=1.0), r"dropout_rate must be in \[0, 1\), got 1.0"),
         (dict(num_heads=0), "num_heads must be >= 1, got 0"),
     ],

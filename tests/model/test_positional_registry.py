@@ -9,6 +9,7 @@ from lenggen.model.positional.absolute import AbsolutePositionalEncoding
 from lenggen.model.positional.alibi import ALiBi
 from lenggen.model.positional.base import PositionalEncoding
 from lenggen.model.positional.fire import FIRE
+from lenggen.model.positional.kerple import KERPLE
 from lenggen.model.positional.nope import NoPositionalEncoding
 from lenggen.model.positional.rotary import RotaryPositionalEncoding
 from lenggen.model.positional.t5 import T5RelativeBias
@@ -16,7 +17,7 @@ from tests.model import tiny
 
 
 def test_names_in_paper_order():
-    assert positional.names() == ("nope", "ape", "t5", "alibi", "rotary", "fire")
+    assert positional.names() == ("nope", "ape", "t5", "alibi", "rotary", "fire", "kerple")
 
 
 def test_get_returns_the_registered_classes():
@@ -27,14 +28,15 @@ def test_get_returns_the_registered_classes():
         "alibi": ALiBi,
         "rotary": RotaryPositionalEncoding,
         "fire": FIRE,
+        "kerple": KERPLE,
     }
     assert {name: positional.get(name) for name in positional.names()} == expected
     assert all(issubclass(cls, PositionalEncoding) for cls in expected.values())
 
 
 def test_unknown_name_lists_valid_names():
-    with pytest.raises(ValueError, match=r"unknown positional encoding 'kerple'.*'nope', 'ape'"):
-        positional.get("kerple")
+    with pytest.raises(ValueError, match=r"unknown positional encoding 'xpos'.*'nope', 'ape'"):
+        positional.get("xpos")
     with pytest.raises(ValueError, match="unknown positional encoding 'sinusoid'"):
         positional.build(tiny.pe_config("sinusoid"), num_heads=3)
 
@@ -44,7 +46,15 @@ def test_default_options_are_the_papers():
     assert positional.default_options("ape") == {"kind": "sinusoidal", "max_length": 16384}
     assert positional.default_options("t5") == {"num_buckets": 32, "max_distance": 128}
     assert positional.default_options("alibi") == {}
-    assert positional.default_options("rotary") == {"fraction": 0.25, "base": 10000.0}
+    assert positional.default_options("rotary") == {
+        "fraction": 0.25,
+        "base": 10000.0,
+        "scaling": "none",
+        "scaling_factor": 1.0,
+        "original_max_position": 0,
+        "beta_fast": 32.0,
+        "beta_slow": 1.0,
+    }
     assert positional.default_options("fire") == {
         "mlp_width": 32,
         "init_c": 0.1,
@@ -77,7 +87,7 @@ def test_missing_options_subdict_means_defaults():
 
 def test_unknown_option_lists_valid_options():
     config = tiny.pe_config("rotary", fraction=0.25, base=10000.0, dim=16)
-    message = r"unknown options \['dim'\].*'rotary'.*\['base', 'fraction'\]"
+    message = r"unknown options \['dim'\].*'rotary'.*\['base', 'beta_fast', 'beta_slow', 'fraction'"
     with pytest.raises(ValueError, match=message):
         positional.build(config, num_heads=3)
 
@@ -112,6 +122,7 @@ def test_max_position_on_unbound_modules():
         "alibi": None,
         "rotary": None,
         "fire": None,
+        "kerple": None,
     }
     learned = tiny.pe_config("ape", kind="learned", max_length=100)
     assert positional.build(learned, num_heads=3).max_position() == 99

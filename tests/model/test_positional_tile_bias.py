@@ -41,7 +41,7 @@ BIAS_PES = [n for n in positional.names() if _hooks(n)[1] is not None]
 
 
 def test_the_bias_pes():
-    assert BIAS_PES == ["t5", "alibi", "fire"]
+    assert BIAS_PES == ["t5", "alibi", "fire", "kerple"]
 
 
 @pytest.mark.parametrize("name", BIAS_PES)

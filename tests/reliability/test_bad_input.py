@@ -205,6 +205,11 @@ _CASES = {
         "--mode=train",
     ],
     "bad_pe_option": ["--config.model.pe.name=rotary", "--config.model.pe.rotary.fraction=2.0"],
+    "bad_rotary_scaling": [
+        "--config.model.pe.name=rotary",
+        "--config.model.pe.rotary.scaling=yarn",
+        "--config.model.pe.rotary.scaling_factor=2",
+    ],
     "negative_seed": ["--config.seed=-1"],
     "mesh_string": ["--config.mesh.shape=data"],
     "stray_argument": ["resume"],
@@ -426,7 +431,16 @@ def _untouched_after(cli, case: str) -> str:
         (
             "bad_pe_option",
             "lenggen: config.model.pe.rotary: rotary fraction must be in (0, 1], got 2.0. "
-            "Defaults: {'fraction': 0.25, 'base': 10000.0}.",
+            "Defaults: {'fraction': 0.25, 'base': 10000.0, 'scaling': 'none', "
+            "'scaling_factor': 1.0, 'original_max_position': 0, 'beta_fast': 32.0, "
+            "'beta_slow': 1.0}.",
+        ),
+        (
+            "bad_rotary_scaling",
+            "lenggen: config.model.pe.rotary: rotary scaling='yarn' needs original_max_position "
+            "> 0 (the training context in tokens), got 0. Defaults: {'fraction': 0.25, 'base': "
+            "10000.0, 'scaling': 'none', 'scaling_factor': 1.0, 'original_max_position': 0, "
+            "'beta_fast': 32.0, 'beta_slow': 1.0}.",
         ),
         ("negative_seed", "lenggen: config.seed=-1: expected an integer in [0, 2**32)."),
         (

@@ -84,20 +84,77 @@ def test_evaluate_may_change_evaluation_keys(tmp_path, data_dir, reference):
 
 def test_evaluation_keys_are_one_list(monkeypatch):
     """A key listed in EVALUATION_KEYS may differ for --mode=evaluate, never for a resume."""
-    saved = {"model": {"pe": {"rotary": {"scaling": 1.0, "base": 10.0}}}}
-    current = {"model": {"pe": {"rotary": {"scaling": 2.0, "base": 10.0}}}}
+    saved = {"model": {"pe": {"name": "rotary", "rotary": {"scaling": "none", "base": 10.0}}}}
+    current = {"model": {"pe": {"name": "rotary", "rotary": {"scaling": "yarn", "base": 10.0}}}}
+    assert workdir_lib.differing_keys(saved, current, evaluating=True) == []
+    assert workdir_lib.differing_keys(saved, current) == ["model.pe.rotary.scaling"]
+    # The list lives in lenggen/rundir/files.py (lenggen.workdir re-exports it).
+    monkeypatch.setattr(rundir_files, "EVALUATION_KEYS", ())
     assert workdir_lib.differing_keys(saved, current, evaluating=True) == [
         "model.pe.rotary.scaling"
     ]
-    # The list lives in lenggen/rundir/files.py (lenggen.workdir re-exports it).
-    monkeypatch.setattr(rundir_files, "EVALUATION_KEYS", ("model.pe.rotary.scaling",))
-    assert workdir_lib.differing_keys(saved, current, evaluating=True) == []
-    assert workdir_lib.differing_keys(saved, current) == ["model.pe.rotary.scaling"]
     # A prefix match is by whole key parts: "model.pe.rotary.scaling_factor" is another key.
+    monkeypatch.setattr(rundir_files, "EVALUATION_KEYS", ("model.pe.rotary.scaling",))
     saved["model"]["pe"]["rotary"]["scaling_factor"] = 1
     assert workdir_lib.differing_keys(saved, current, evaluating=True) == [
         "model.pe.rotary.scaling_factor"
     ]
+
+
+def test_the_evaluation_keys_are_rotarys_context_extension():
+    assert rundir_files.EVALUATION_KEYS == tuple(
+        f"model.pe.rotary.{key}"
+        for key in ("scaling", "scaling_factor", "original_max_position", "beta_fast", "beta_slow")
+    )
+
+
+def _rotary_config(data_dir, **scaling):
+    config = runs.config_for(data_dir, steps=8)
+    config.model.pe.name = "rotary"  # d_kv 16: 4 rotated dims
+    config.model.pe.rotary.update(scaling)
+    return config
+
+
+YARN = dict(scaling="yarn", scaling_factor=2.0, original_max_position=16)
+
+
+def test_rotary_scaling_applies_at_evaluation_to_a_run_trained_without_it(tmp_path, data_dir):
+    """Train rotary plainly; --mode=evaluate with only the scaling keys changed scores it with
+    YaRN (results labelled rotary+yarn) and leaves config.json and the checkpoints as they
+    were; any other change, or a resume with the scaling, is still refused."""
+    run = str(tmp_path / "run")
+    plain = loop.run(_rotary_config(data_dir), run)
+    assert plain["pe"] == "rotary"
+    config_json = _read(os.path.join(run, "config.json"))
+    checkpoints = {k: v for k, v in _tree(run).items() if k.startswith(("checkpoints", "best"))}
+
+    scaled = loop.run(_rotary_config(data_dir, **YARN), run, mode="evaluate")
+    assert scaled["pe"] == "rotary+yarn" and scaled["step"] == plain["step"]
+    assert _read_json(os.path.join(run, "results.json"))["pe"] == "rotary+yarn"
+    assert _read(os.path.join(run, "config.json")) == config_json  # still the trained config
+    assert {k: v for k, v in _tree(run).items() if k.startswith(("checkpoints", "best"))} == (
+        checkpoints
+    )
+    # Evaluating plainly again gives back the plain scores.
+    again = loop.run(_rotary_config(data_dir), run, mode="evaluate")
+    assert runs.scores(again) == runs.scores(plain)
+
+    before = _tree(run)
+    other = _rotary_config(data_dir, **YARN)
+    other.model.pe.rotary.base = 500.0
+    with pytest.raises(workdir_lib.WorkdirConflictError, match=r"model.pe.rotary.base \(saved"):
+        loop.run(other, run, mode="evaluate")
+    # A resume must train what was trained: the scaling is a training key there.
+    resumed = _rotary_config(data_dir, **YARN)
+    resumed.train.num_steps = 12
+    with pytest.raises(workdir_lib.WorkdirConflictError, match="model.pe.rotary.scaling "):
+        loop.run(resumed, run, mode="train")
+    assert _tree(run) == before
+
+
+def _read_json(path: str):
+    with open(path) as handle:
+        return json.load(handle)
 
 
 def test_checkpoints_without_config_are_refused_and_overwrite_moves_them_aside(

@@ -147,6 +147,15 @@ def test_fire_kernels_decay_and_its_biases_do_not():
     assert bool(mask["block_0"]["attention_norm"]["scale"]) is True
 
 
+def test_kerple_parameters_take_the_authors_names_and_do_not_decay():
+    params = _params("kerple")
+    assert optimizer.hf_parameter_name(("pe", "r1")) == "decoder.kerple.bias_p"
+    assert optimizer.hf_parameter_name(("pe", "r2")) == "decoder.kerple.bias_a"
+    mask = optimizer.decay_mask(params, "hf_trainer_4_16")
+    assert {k: bool(v) for k, v in mask["pe"].items()} == {"r1": False, "r2": False}
+    assert bool(mask["block_0"]["attention"]["query"]) is True
+
+
 def test_norms_and_biases_rule_is_the_previous_choice():
     mask = optimizer.decay_mask(_params("t5"), "norms_and_biases")
     assert bool(mask["pe"]["rel_embedding"]) is True  # the opposite of the official runs
@@ -198,5 +207,5 @@ def test_an_unmapped_parameter_or_rule_is_refused():
 
 def test_the_mask_tests_cover_every_registered_pe():
     # A new PE needs its parameters mapped (hf_parameter_name) and a case above.
-    covered = {name.removesuffix("_learned") for name in _OFFICIAL_EXTRA} | {"fire"}
+    covered = {name.removesuffix("_learned") for name in _OFFICIAL_EXTRA} | {"fire", "kerple"}
     assert set(positional.names()) == covered

@@ -19,6 +19,7 @@ from lenggen.model.positional.absolute import AbsolutePositionalEncoding
 from lenggen.model.positional.alibi import ALiBi, alibi_slopes
 from lenggen.model.positional.base import PositionalEncoding
 from lenggen.model.positional.fire import FIRE
+from lenggen.model.positional.kerple import KERPLE
 from lenggen.model.positional.nope import NoPositionalEncoding
 from lenggen.model.positional.rotary import RotaryPositionalEncoding
 from lenggen.model.positional.t5 import T5RelativeBias, t5_relative_bucket
@@ -40,6 +41,7 @@ _REGISTRY: dict[str, type[PositionalEncoding]] = {
     "alibi": ALiBi,
     "rotary": RotaryPositionalEncoding,
     "fire": FIRE,
+    "kerple": KERPLE,
 }
 
 # Fields every PE has that are not options: set by `build` (num_heads, d_model) or by Linen.
