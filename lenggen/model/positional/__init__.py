@@ -18,6 +18,7 @@ from typing import Any
 from lenggen.model.positional.absolute import AbsolutePositionalEncoding
 from lenggen.model.positional.alibi import ALiBi, alibi_slopes
 from lenggen.model.positional.base import PositionalEncoding
+from lenggen.model.positional.cope import CoPE
 from lenggen.model.positional.fire import FIRE
 from lenggen.model.positional.nope import NoPositionalEncoding
 from lenggen.model.positional.rotary import RotaryPositionalEncoding
@@ -40,6 +41,7 @@ _REGISTRY: dict[str, type[PositionalEncoding]] = {
     "alibi": ALiBi,
     "rotary": RotaryPositionalEncoding,
     "fire": FIRE,
+    "cope": CoPE,
 }
 
 # Fields every PE has that are not options: set by `build` (num_heads, d_model) or by Linen.
@@ -48,7 +50,7 @@ _NOT_OPTIONS = frozenset(f.name for f in dataclasses.fields(PositionalEncoding))
 
 def names() -> tuple[str, ...]:
     """The registered PE names: the paper's, in its order (NoPE, APE, T5, ALiBi, Rotary), then
-    the follow-ups (FIRE)."""
+    the follow-ups (FIRE, CoPE)."""
     return tuple(_REGISTRY)
 
 
