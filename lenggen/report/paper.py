@@ -15,6 +15,7 @@ PE_LABELS = {
     "rotary": "Rotary",
     "ape": "APE",
     "fire": "FIRE",
+    "cope": "CoPE",
 }
 
 # The headline table's rows (and the main figure's panels), by their registered names.

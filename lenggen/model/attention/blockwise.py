@@ -90,7 +90,7 @@ def _attend_keys(
         logits = jnp.einsum(
             "bqhd,bkhd->bhqk", q, k_block, preferred_element_type=jnp.float32
         )  # -> [batch, heads, q_len, block_k]
-        visible = reference.causal_mask(q_positions, k_pos, k_ok) & real[:, None, None, :]
+        visible = reference.causal_mask(q_positions, k_pos, k_ok)
         if contextual is not None:
             gates = jnp.where(visible, contextual.gate_fn(contextual.params, logits), 0.0)
             counts, later = block_counts(gates, later)

@@ -70,8 +70,8 @@ def cope_term(params, q: jax.Array, counts: jax.Array) -> jax.Array:
     weight = p - floor
     low = floor.astype(jnp.int32)
     high = jnp.minimum(low + 1, p_max)  # = ceil p where weight > 0; weight 0 elsewhere
-    z_low = jnp.take_along_axis(z, low, axis=-1)
-    z_high = jnp.take_along_axis(z, high, axis=-1)
+    z_low = jnp.take_along_axis(z, low, axis=-1, mode="clip")
+    z_high = jnp.take_along_axis(z, high, axis=-1, mode="clip")
     return weight * z_high + (1.0 - weight) * z_low
 
 
