@@ -225,8 +225,10 @@ def test_gradients_equal_the_reference(inputs, kernel):
         return jnp.sum(jnp.where(rows, out, 0.0) * jnp.sin(jnp.arange(4.0)))
 
     args = (q, k, v, jnp.asarray(embedding, jnp.float32))
-    expected = jax.grad(functools.partial(loss, reference.attend), argnums=(0, 1, 2, 3))(*args)
-    got = jax.grad(functools.partial(loss, KERNELS[kernel]), argnums=(0, 1, 2, 3))(*args)
+    expected = jax.jit(jax.grad(functools.partial(loss, reference.attend), argnums=(0, 1, 2, 3)))(
+        *args
+    )
+    got = jax.jit(jax.grad(functools.partial(loss, KERNELS[kernel]), argnums=(0, 1, 2, 3)))(*args)
     for want, have in zip(expected, got, strict=True):
         assert float(jnp.abs(want).max()) > 1e-3
         np.testing.assert_allclose(have, want, atol=1e-4, rtol=0)
@@ -274,11 +276,13 @@ def test_one_zero_initialised_table_per_layer():
     and the optimizer's weight-decay rule knows its name."""
     tokens = jnp.zeros((1, 4), jnp.int32)
     model = _model("cope", p_max=5)
-    params = nn.meta.unbox(model.init(jax.random.key(0), tokens, tokens, tokens >= 0)["params"])
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), tokens, tokens, tokens >= 0))
+    params = nn.meta.unbox(shapes["params"])
     assert "pe" not in params
     for layer in range(2):
-        table = params[f"block_{layer}"]["attention"]["cope_embedding"]
-        assert table.shape == (6, SIZES["d_kv"]) and not np.any(table)
+        assert params[f"block_{layer}"]["attention"]["cope_embedding"].shape == (6, SIZES["d_kv"])
+    (spec,) = positional.build(tiny.pe_config("cope"), num_heads=3).contextual_logits(8).specs
+    assert not np.any(spec.init(jax.random.key(0), spec.shape))
     assert optimizer.hf_parameter_name(("block_1", "attention", "cope_embedding")) == (
         "decoder.block.1.layer.0.SelfAttention.cope.pos_emb"
     )
@@ -292,17 +296,21 @@ def test_kv_cache_decoding_equals_full_recompute():
     tokens = jnp.asarray(np.random.default_rng(5).integers(0, 13, (2, 8)), jnp.int32)
     valid = jnp.asarray([[True] * 8, [False] * 2 + [True] * 6])
     positions = jnp.maximum(jnp.cumsum(valid, axis=-1) - 1, 0)
-    params = nn.meta.unbox(model.init(jax.random.key(1), tokens, positions, valid)["params"])
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(1), tokens, positions, valid))
     rng = np.random.default_rng(6)
+
+    def draw(path, leaf):  # numpy draws (no init compile); a strong CoPE table
+        name = path[-1].key
+        if name == "scale":
+            return np.ones(leaf.shape)
+        scale = 3.0 if name == "cope_embedding" else 1.0 / math.sqrt(leaf.shape[0])
+        return scale * rng.standard_normal(leaf.shape)
+
     params = jax.tree_util.tree_map_with_path(
-        lambda path, x: (
-            jnp.asarray(3.0 * rng.standard_normal(x.shape), x.dtype)
-            if path[-1].key == "cope_embedding"
-            else x
-        ),
-        params,
+        lambda path, leaf: jnp.asarray(draw(path, leaf), leaf.dtype),
+        nn.meta.unbox(shapes["params"]),
     )
-    full = model.apply({"params": params}, tokens, positions, valid)
+    full = jax.jit(model.apply)({"params": params}, tokens, positions, valid)
 
     @jax.jit
     def decode(cache, tokens, positions, valid):
@@ -322,5 +330,5 @@ def test_kv_cache_decoding_equals_full_recompute():
     zeros = jax.tree_util.tree_map_with_path(
         lambda path, x: jnp.zeros_like(x) if path[-1].key == "cope_embedding" else x, params
     )
-    plain = model.apply({"params": zeros}, tokens, positions, valid)
+    plain = jax.jit(model.apply)({"params": zeros}, tokens, positions, valid)
     assert float(jnp.abs(plain - full)[valid].max()) > 0.1
