@@ -332,3 +332,19 @@ def test_kv_cache_decoding_equals_full_recompute():
     )
     plain = jax.jit(model.apply)({"params": zeros}, tokens, positions, valid)
     assert float(jnp.abs(plain - full)[valid].max()) > 0.1
+
+
+def test_pallas_flash_lowers_for_tpu_with_cope():
+    """The compiled (not interpreted) Mosaic form with the contextual pass in the tile:
+    `jax.export(..., platforms=['tpu'])` runs Pallas' Mosaic lowering on this CPU (lowering,
+    not compilation: that needs a TPU)."""
+    spec = jax.ShapeDtypeStruct
+    args = (spec((1, 256, 3, 64), jnp.float32),) * 3 + (spec((1, 256), jnp.int32),) * 2
+    args += (spec((1, 256), jnp.bool_),)
+    hook = _hook(np.zeros((65, 64)), num_heads=3)
+
+    def kernel(*arrays):
+        return pallas_flash.attend(*arrays, _no_bias, contextual=hook, interpret=False)
+
+    module = jax.export.export(jax.jit(kernel), platforms=["tpu"])(*args).mlir_module()
+    assert "tpu_custom_call" in module

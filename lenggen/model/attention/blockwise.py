@@ -16,6 +16,10 @@ masked real keys, they never enter the uniform row of a query with no visible ke
 maximum starts at MASK_VALUE rather than -inf, so a row whose keys are all masked or padded
 never computes exp(-inf - -inf).
 
+A contextual hook (`positional.base.ContextualLogits`, CoPE) counts gates over the keys after
+each one: the key blocks are then scanned last to first, the carry holding each query's gate
+sum over the blocks already seen.
+
 Attention dropout IS supported (training): the keep mask of key block `n` in query chunk `c`
 is drawn from `fold_in(fold_in(dropout_rng, c), n)`, so it is a valid Bernoulli mask but not
 bit-identical to the reference kernel's. The block body is rematerialised (`jax.checkpoint`)

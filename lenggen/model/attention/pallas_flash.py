@@ -23,6 +23,11 @@ kernel stays PE-agnostic: a new PE needs no edit here. A bias without a tile hoo
 with attention dropout, runs `blockwise.attend` (the same math) and logs one line saying why.
 On a CPU both forms run in interpret mode.
 
+A contextual hook (`positional.base.ContextualLogits`, CoPE) runs in the tile too, on the TPU
+form: the key tiles are visited last to first (the index maps), each query's gate sum over the
+tiles already seen is carried in scratch memory, and the hook's gather-free `tile_term_fn`
+gives the term. The GPU form has no such pass: a call with one runs blockwise (one log line).
+
 Semantics equal `reference.attend` (no 1/sqrt(head_dim); causal by position; a query with no
 visible key gets the uniform row over the real keys; padded tile slots get -inf). Every key
 block is visited: causality is by position, so which blocks are fully masked is data, not
