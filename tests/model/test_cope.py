@@ -115,9 +115,14 @@ def test_tile_term_equals_gather_term():
         .at[0, 0, :3]
         .set(jnp.array([0.0, 2.0, 4.0]))
     )
+    expected = cope_term((embedding,), q, counts, p_max=4)
     np.testing.assert_allclose(
-        cope_tile_term((embedding,), q, counts), cope_term((embedding,), q, counts), atol=1e-5
+        cope_tile_term((embedding,), q, counts, p_max=4), expected, atol=1e-5
     )
+    # The GPU kernel's forms: one head as 2-D arrays, and the table zero-padded (to 16 rows).
+    padded = (jnp.pad(embedding, ((0, 11), (0, 0))),)
+    one_head = cope_tile_term(padded, q[1], counts[1], p_max=4)
+    np.testing.assert_allclose(one_head, expected[1], atol=1e-5)
 
 
 KERNELS = {

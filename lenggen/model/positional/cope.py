@@ -29,6 +29,8 @@ sums per head (dense kernels), or carries one running sum per query across key b
 last to first (blockwise, pallas_flash).
 """
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -45,25 +47,30 @@ def cope_gates(params, logits: jax.Array) -> jax.Array:
 
 
 def _position_logits(embedding: jax.Array, q: jax.Array) -> jax.Array:
-    """z[..., i, n] = q_i . e[n]: `q [..., q, d]`, `embedding [p_max + 1, d]` -> `[..., q,
-    p_max + 1]` float32, as one 2-D dot."""
+    """z[..., i, n] = q_i . e[n]: `q [..., q, d]`, `embedding [rows, d]` -> `[..., q, rows]`
+    float32, as one 2-D dot (contracting both last axes: no transpose)."""
     rows = q.reshape(-1, q.shape[-1]).astype(jnp.float32)
-    z = jnp.dot(rows, embedding.astype(jnp.float32).T, preferred_element_type=jnp.float32)
+    z = jax.lax.dot_general(
+        rows,
+        embedding.astype(jnp.float32),
+        (((1,), (1,)), ((), ())),
+        preferred_element_type=jnp.float32,
+    )
     return z.reshape(*q.shape[:-1], embedding.shape[0])
 
 
-def cope_term(params, q: jax.Array, counts: jax.Array) -> jax.Array:
+def cope_term(params, q: jax.Array, counts: jax.Array, *, p_max: int) -> jax.Array:
     """The interpolated q . e[min(c, p_max)] for whole arrays, by gathers.
 
     Args:
       params: `(embedding [p_max + 1, head_dim],)`.
       q: `[..., q_len, head_dim]`.
       counts: `[..., q_len, k_len]` float32, >= 0.
+      p_max: the largest position (static: the table may arrive zero-padded).
     Returns:
       `[..., q_len, k_len]` float32.
     """
     (embedding,) = params
-    p_max = embedding.shape[0] - 1
     z = _position_logits(embedding, q)  # -> [..., q_len, p_max + 1]
     p = jnp.minimum(counts, p_max)
     floor = jnp.floor(p)
@@ -75,25 +82,26 @@ def cope_term(params, q: jax.Array, counts: jax.Array) -> jax.Array:
     return weight * z_high + (1.0 - weight) * z_low
 
 
-def cope_tile_term(params, q: jax.Array, counts: jax.Array) -> jax.Array:
+def cope_tile_term(params, q: jax.Array, counts: jax.Array, *, p_max: int) -> jax.Array:
     """`cope_term` for one tile, gather-free: sum_n z[n] max(0, 1 - |p - n|) over n = 0 ..
     p_max, one column of z selected per step by an iota mask.
 
     Args:
-      params: `(embedding [p_max + 1, head_dim],)`.
-      q: `[heads, tq, head_dim]`.
-      counts: `[heads, tq, tk]` float32.
+      params: `(embedding [rows >= p_max + 1, head_dim],)`; rows past p_max (zero padding on
+        a GPU) are never selected.
+      q: `[..., tq, head_dim]` (one tile: `[heads, tq, head_dim]` or `[tq, head_dim]`).
+      counts: `[..., tq, tk]` float32.
+      p_max: the largest position (static).
     Returns:
-      `[heads, tq, tk]` float32.
+      `[..., tq, tk]` float32.
     """
     (embedding,) = params
-    p_max = embedding.shape[0] - 1
-    z = _position_logits(embedding, q)  # -> [heads, tq, p_max + 1]
+    z = _position_logits(embedding, q)  # -> [..., tq, rows]
     p = jnp.minimum(counts, p_max)
-    column = jax.lax.broadcasted_iota(jnp.int32, z.shape, 2)
+    column = jax.lax.broadcasted_iota(jnp.int32, z.shape, z.ndim - 1)
 
     def add_position(n, total):
-        z_n = jnp.sum(jnp.where(column == n, z, 0.0), axis=-1, keepdims=True)  # [h, tq, 1]
+        z_n = jnp.sum(jnp.where(column == n, z, 0.0), axis=-1, keepdims=True)  # [..., tq, 1]
         return total + z_n * jnp.maximum(0.0, 1.0 - jnp.abs(p - n.astype(jnp.float32)))
 
     return jax.lax.fori_loop(0, p_max + 1, add_position, jnp.zeros(counts.shape, jnp.float32))
@@ -120,4 +128,9 @@ class CoPE(PositionalEncoding):
         spec = ParamSpec(
             PARAM_NAME, (self.p_max + 1, head_dim), nn.initializers.zeros, (None, "kv")
         )
-        return ContextualLogits(cope_gates, cope_term, cope_tile_term, (spec,))
+        return ContextualLogits(
+            cope_gates,
+            functools.partial(cope_term, p_max=self.p_max),
+            functools.partial(cope_tile_term, p_max=self.p_max),
+            (spec,),
+        )
