@@ -23,10 +23,10 @@ kernel stays PE-agnostic: a new PE needs no edit here. A bias without a tile hoo
 with attention dropout, runs `blockwise.attend` (the same math) and logs one line saying why.
 On a CPU both forms run in interpret mode.
 
-A contextual hook (`positional.base.ContextualLogits`, CoPE) runs in the tile too, on the TPU
-form: the key tiles are visited last to first (the index maps), each query's gate sum over the
-tiles already seen is carried in scratch memory, and the hook's gather-free `tile_term_fn`
-gives the term. The GPU form has no such pass: a call with one runs blockwise (one log line).
+A contextual hook (`positional.base.ContextualLogits`, CoPE) runs in the tile too: the key
+tiles are visited last to first (TPU: the index maps; GPU: the key loop), each query's gate sum
+over the tiles already seen is carried (TPU: scratch memory; GPU: the loop carry), and the
+hook's gather-free `tile_term_fn` gives the term.
 
 Semantics equal `reference.attend` (no 1/sqrt(head_dim); causal by position; a query with no
 visible key gets the uniform row over the real keys; padded tile slots get -inf). Every key
@@ -323,8 +323,7 @@ def attend(
       tile_bias: the PE's `tile_bias()` hook, the same bias as `bias_fn` in the form the tile
         evaluates; None when the PE adds no bias or has no tile form.
       contextual: the PE's `contextual_logits` hook (see `reference.attend`), evaluated in
-        the tile (its `tile_term_fn`), the key tiles taken last to first; tpu target only (the
-        gpu target runs blockwise).
+        the tile (its `tile_term_fn`), the key tiles taken last to first.
       block_q, block_k: tile sizes; None means the target's defaults (tpu: DEFAULT_BLOCK_Q/K,
         clipped to the lengths, multiples of 128 or the whole length when compiled; gpu:
         `pallas_gpu.DEFAULT_BLOCK_Q/K`, powers of two >= 16).
@@ -356,10 +355,6 @@ def attend(
         interpret = platform == "cpu"
     target = _target(target, interpret, platform)
     gpu = target == "gpu"
-    if gpu and contextual is not None:
-        return _fall_back(
-            "the gpu (Triton) form has no contextual-logits pass", *args, contextual=contextual
-        )
     defaults = (
         (pallas_gpu.DEFAULT_BLOCK_Q, pallas_gpu.DEFAULT_BLOCK_K)
         if gpu

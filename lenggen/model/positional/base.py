@@ -95,7 +95,9 @@ class ContextualLogits:
       term_fn: `(params, q [..., q, head_dim], c [..., q, k]) -> [..., q, k]` float32, any
         jnp ops (the dense and blockwise kernels).
       tile_term_fn: the same function for one tile, `q [heads, tq, head_dim]`, `c [heads, tq,
-        tk]`, written as `TileBias.fn` must be (gather-free, 2-D dots), for the Pallas kernel.
+        tk]` (TPU form) or one head's `q [tq, head_dim]`, `c [tq, tk]` (GPU form), written as
+        `TileBias.fn` must be (gather-free, 2-D dots, unchanged by zero-padded params), for the
+        Pallas kernels.
       specs: the parameters, in the order of `params`.
       params: the bound parameters (empty until `with_params`).
     """
