@@ -94,6 +94,7 @@ def _attend_keys(
         logits = jnp.einsum(
             "bqhd,bkhd->bhqk", q, k_block, preferred_element_type=jnp.float32
         )  # -> [batch, heads, q_len, block_k]
+        # Padded slots are invalid keys (k_ok False), so this also masks them for the gates.
         visible = reference.causal_mask(q_positions, k_pos, k_ok)
         if contextual is not None:
             gates = jnp.where(visible, contextual.gate_fn(contextual.params, logits), 0.0)
