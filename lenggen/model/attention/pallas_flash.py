@@ -387,7 +387,14 @@ def attend(
     # The params are explicit arguments of the custom VJP, so it can return their gradients.
     def kernel(q, k, v, q_positions, k_positions, k_valid, params):
         bias_params, bound = with_contextual(params)
-        extra = {} if bound is None else dict(contextual=bound, contextual_params=bound.params)
+        # The kernel gets the hook's functions only: its params travel as kernel inputs.
+        extra = (
+            {}
+            if bound is None
+            else dict(
+                contextual=dataclasses.replace(bound, params=()), contextual_params=bound.params
+            )
+        )
         return forward(
             q,
             k,

@@ -3,7 +3,8 @@
 Adding a PE: write one module subclassing `PositionalEncoding` and add one line to `_REGISTRY`.
 No attention kernel and no decoder code changes. A PE with a logit bias implements `tile_bias`
 (`base.TileBias`: the bias of one tile of positions, gather-free), from which `bias` follows;
-every kernel, the fused Pallas one included, then serves it.
+every kernel, the fused Pallas one included, then serves it. A PE whose term needs the
+queries and keys themselves (CoPE) implements `contextual_logits` (`base.ContextualLogits`).
 
 A PE config is an ml_collections ConfigDict holding `name` plus one sub-dict of options per PE:
 
