@@ -50,8 +50,21 @@ def attention_fn(kernel: str, pe):
             return pe.apply(variables, q_pos, k_pos, method="bias")
 
         tile = pe.apply(variables, method="tile_bias")
+        contextual = pe.contextual_logits(q.shape[-1])
+        if contextual is not None:  # CoPE: its per-layer table, drawn N(0, 1) here
+            contextual = contextual.with_params(
+                tuple(jax.random.normal(jax.random.key(1), s.shape) for s in contextual.specs)
+            )
         return attention.get(kernel)(
-            q, k, v, q_positions, k_positions, k_valid, bias_fn, tile_bias=tile
+            q,
+            k,
+            v,
+            q_positions,
+            k_positions,
+            k_valid,
+            bias_fn,
+            tile_bias=tile,
+            contextual=contextual,
         )
 
     return run

@@ -66,7 +66,8 @@ class RMSNorm(nn.Module):
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention; the PE acts through its `rotate` and `bias` hooks only.
+    """Multi-head self-attention; the PE acts through its `rotate`, `bias` and
+    `contextual_logits` hooks only (the last one's parameters are created here, per layer).
 
     With `decode=True`, keys (rotated), values, positions and valid flags go to the KV cache
     (kv_cache.py) and the queries attend over the whole cache. When the 'intermediates'
@@ -100,9 +101,19 @@ class Attention(nn.Module):
         k_positions, k_valid = positions, valid
         if decode:
             k, v, k_positions, k_valid = kv_cache.update(self, k, v, positions, valid)
+        contextual = self.pe.contextual_logits(d_kv)
+        if contextual is not None:  # its parameters are this layer's own
+            contextual = contextual.with_params(
+                tuple(
+                    self.param(
+                        spec.name, nn.with_logical_partitioning(spec.init, spec.axes), spec.shape
+                    )
+                    for spec in contextual.specs
+                )
+            )
         if self.is_mutable_collection("intermediates"):
             weights = reference.attention_weights(
-                q, k, positions, k_positions, k_valid, self.pe.bias
+                q, k, positions, k_positions, k_valid, self.pe.bias, contextual
             )
             self.sow("intermediates", "attention_weights", weights)
 
@@ -116,6 +127,7 @@ class Attention(nn.Module):
             k_valid,
             self.pe.bias,
             tile_bias=self.pe.tile_bias(),
+            contextual=contextual,
             dropout_rate=self.dropout_rate,
             dropout_rng=self.make_rng("dropout") if use_dropout else None,
         )

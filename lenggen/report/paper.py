@@ -16,6 +16,7 @@ PE_LABELS = {
     "ape": "APE",
     "fire": "FIRE",
     "kerple": "KERPLE",
+    "cope": "CoPE",
 }
 
 # The headline table's rows (and the main figure's panels), by their registered names.

@@ -56,6 +56,8 @@ _BLOCK_NAMES = {
     ("ffn_norm", "scale"): "layer.1.layer_norm.weight",
     ("ffn", "wi"): "layer.1.DenseReluDense.wi.weight",
     ("ffn", "wo"): "layer.1.DenseReluDense.wo.weight",
+    # CoPE's per-layer table: no official counterpart; the name of the CoPE paper's listing.
+    ("attention", "cope_embedding"): "layer.0.SelfAttention.cope.pos_emb",
 }
 # FIRE has no counterpart in the official code: its parameters keep their own names, under
 # which the same rule decays the kernels and scalars and spares `hidden_bias`, `output_bias`.

@@ -127,7 +127,7 @@ def test_train_step_compiles_and_fits():
 
 FULL = list(
     itertools.product(
-        ("nope", "ape", "t5", "alibi", "rotary", "fire", "kerple"),
+        ("nope", "ape", "t5", "alibi", "rotary", "fire", "kerple", "cope"),
         ("pallas_flash", "dot_product", "blockwise", "reference"),
         ("v5e:2x2", "v4:2x2x1", "v5e:4x4"),
         ((-1, 1), (-1, 2)),

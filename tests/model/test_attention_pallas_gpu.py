@@ -213,8 +213,9 @@ def test_block_size(length, blocks):
     assert pallas_gpu.block_size(128, 40, "block_k") == 64
 
 
-def _triton_module(bias_fn, tile, length: int) -> str:
-    """The Triton IR of the compiled kernel lowered for CUDA, verified; its text."""
+def _triton_module(bias_fn, tile, length: int, **hooks) -> str:
+    """The Triton IR of the compiled kernel lowered for CUDA, verified; its text. `hooks`: more
+    of the kernel's hook arguments (`contextual`)."""
     spec = jax.ShapeDtypeStruct
     args = (spec((2, length, H, 64), jnp.bfloat16),) * 3 + (spec((2, length), jnp.int32),) * 2
     args += (spec((2, length), jnp.bool_),)
@@ -226,7 +227,9 @@ def _triton_module(bias_fn, tile, length: int) -> str:
     )
 
     def kernel(*arrays):
-        return pallas_flash.attend(*arrays, bias_fn, tile_bias=tile, interpret=False, target="gpu")
+        return pallas_flash.attend(
+            *arrays, bias_fn, tile_bias=tile, interpret=False, target="gpu", **hooks
+        )
 
     with jax.sharding.use_abstract_mesh(mesh):
         exported = jax.export.export(

@@ -136,6 +136,7 @@ def test_parameter_count_of_the_base_model():
         "t5": nope + 32 * heads,  # one shared table
         "fire": nope + 2 + 2 * 32 + 32 * heads + heads,  # c, L; one shared MLP 1 -> 32 -> heads
         "ape_learned": nope + 16384 * d,
+        "cope": nope + layers * 65 * d_kv,  # one [p_max + 1, d_kv] table per layer
     }  # fmt: skip
     for variant, count in expected.items():
         pe = _pe(variant)
@@ -163,6 +164,7 @@ LOGICAL_NAMES = {
     "output_bias": ("heads",),
     "r1": ("heads",),
     "r2": ("heads",),
+    "cope_embedding": (None, "kv"),
 }
 
 

@@ -8,6 +8,7 @@ from lenggen.model import positional
 from lenggen.model.positional.absolute import AbsolutePositionalEncoding
 from lenggen.model.positional.alibi import ALiBi
 from lenggen.model.positional.base import PositionalEncoding
+from lenggen.model.positional.cope import CoPE
 from lenggen.model.positional.fire import FIRE
 from lenggen.model.positional.kerple import KERPLE
 from lenggen.model.positional.nope import NoPositionalEncoding
@@ -17,7 +18,7 @@ from tests.model import tiny
 
 
 def test_names_in_paper_order():
-    assert positional.names() == ("nope", "ape", "t5", "alibi", "rotary", "fire", "kerple")
+    assert positional.names() == ("nope", "ape", "t5", "alibi", "rotary", "fire", "kerple", "cope")
 
 
 def test_get_returns_the_registered_classes():
@@ -29,6 +30,7 @@ def test_get_returns_the_registered_classes():
         "rotary": RotaryPositionalEncoding,
         "fire": FIRE,
         "kerple": KERPLE,
+        "cope": CoPE,
     }
     assert {name: positional.get(name) for name in positional.names()} == expected
     assert all(issubclass(cls, PositionalEncoding) for cls in expected.values())
@@ -61,6 +63,7 @@ def test_default_options_are_the_papers():
         "init_threshold": 512.0,
         "eps": 1e-6,
     }
+    assert positional.default_options("cope") == {"p_max": 64}
 
 
 @pytest.mark.parametrize("name", positional.names())
@@ -123,6 +126,7 @@ def test_max_position_on_unbound_modules():
         "rotary": None,
         "fire": None,
         "kerple": None,
+        "cope": None,
     }
     learned = tiny.pe_config("ape", kind="learned", max_length=100)
     assert positional.build(learned, num_heads=3).max_position() == 99

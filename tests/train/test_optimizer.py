@@ -198,6 +198,17 @@ def test_the_paper_config_uses_the_official_mask_and_a_bad_one_is_refused():
         config_schema.validate(config, num_devices=1)
 
 
+def test_cope_tables_decay_under_both_rules():
+    """CoPE's per-layer tables (no official counterpart) are weights, not biases or norms."""
+    params = _params("cope")
+    for rule in ("hf_trainer_4_16", "norms_and_biases"):
+        mask = optimizer.decay_mask(params, rule)
+        assert [bool(mask[f"block_{n}"]["attention"]["cope_embedding"]) for n in (0, 1)] == [
+            True,
+            True,
+        ]
+
+
 def test_an_unmapped_parameter_or_rule_is_refused():
     with pytest.raises(ValueError, match="No official parameter name known for block_0/new"):
         optimizer.hf_parameter_name(("block_0", "new", "kernel"))
@@ -207,5 +218,9 @@ def test_an_unmapped_parameter_or_rule_is_refused():
 
 def test_the_mask_tests_cover_every_registered_pe():
     # A new PE needs its parameters mapped (hf_parameter_name) and a case above.
-    covered = {name.removesuffix("_learned") for name in _OFFICIAL_EXTRA} | {"fire", "kerple"}
+    covered = {name.removesuffix("_learned") for name in _OFFICIAL_EXTRA} | {
+        "fire",
+        "kerple",
+        "cope",
+    }
     assert set(positional.names()) == covered

@@ -3,16 +3,19 @@
 Every kernel has the signature of `reference.attend`:
 
     attend(q, k, v, q_positions, k_positions, k_valid, bias_fn, *, dropout_rate=0.0,
-           dropout_rng=None, tile_bias=None) -> [batch, q_len, heads, head_dim]
+           dropout_rng=None, tile_bias=None, contextual=None)
+        -> [batch, q_len, heads, head_dim]
 
 with q `[batch, q_len, heads, head_dim]`, k/v `[batch, k_len, heads, head_dim]`, positions
 `[batch, len]` int32, k_valid `[batch, k_len]` bool, `bias_fn` the PE's bias hook and
 `tile_bias` the same bias in the form a fused kernel calls inside its tile
-(`positional.base.TileBias`). A kernel takes the hooks, never a PE name, and must agree with
-`reference` for every PE. Kernels that work in blocks call the bias on blocks of positions, so
-entry [b, h, i, j] of a bias must depend on q_positions[b, i] and k_positions[b, j] only (true
-of every relative PE). A kernel that cannot run a call itself (dropout, a bias without a tile
-form) runs blockwise and logs one line saying why.
+(`positional.base.TileBias`), and `contextual` a logit term from q.k itself (CoPE;
+`positional.base.ContextualLogits`, its counts summed over keys last to first). A kernel takes
+the hooks, never a PE name, and must agree with `reference` for every PE. Kernels that work
+in blocks call the bias on blocks of positions, so entry [b, h, i, j] of a bias must depend
+on q_positions[b, i] and k_positions[b, j] only (true of every relative PE). A kernel that
+cannot run a call itself (dropout, a bias without a tile form) runs blockwise and logs one
+line saying why.
 
   reference     dense einsums; the ground truth. Dropout: yes.
   blockwise     scan over key blocks, online softmax, bias per block; memory linear in the
@@ -35,7 +38,7 @@ from collections.abc import Callable
 import jax
 
 from lenggen.model.attention import auto, blockwise, dot_product, pallas_flash, reference
-from lenggen.model.positional.base import TileBias
+from lenggen.model.positional.base import ContextualLogits, TileBias
 
 Kernel = Callable[..., jax.Array]
 
@@ -52,6 +55,7 @@ def _auto_attend(
     dropout_rate: float = 0.0,
     dropout_rng: jax.Array | None = None,
     tile_bias: TileBias | None = None,
+    contextual: ContextualLogits | None = None,
     platform: str | None = None,
 ) -> jax.Array:
     """The kernel `auto.choose(platform, k_len)` names; same contract as `reference.attend`."""
@@ -67,6 +71,7 @@ def _auto_attend(
         dropout_rate=dropout_rate,
         dropout_rng=dropout_rng,
         tile_bias=tile_bias,
+        contextual=contextual,
     )
 
 

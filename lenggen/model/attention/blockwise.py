@@ -16,6 +16,10 @@ masked real keys, they never enter the uniform row of a query with no visible ke
 maximum starts at MASK_VALUE rather than -inf, so a row whose keys are all masked or padded
 never computes exp(-inf - -inf).
 
+A contextual hook (`positional.base.ContextualLogits`, CoPE) counts gates over the keys after
+each one: the key blocks are then scanned last to first, the carry holding each query's gate
+sum over the blocks already seen.
+
 Attention dropout IS supported (training): the keep mask of key block `n` in query chunk `c`
 is drawn from `fold_in(fold_in(dropout_rng, c), n)`, so it is a valid Bernoulli mask but not
 bit-identical to the reference kernel's. The block body is rematerialised (`jax.checkpoint`)
@@ -27,7 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from lenggen.model.attention import reference
-from lenggen.model.positional.base import TileBias
+from lenggen.model.positional.base import ContextualLogits, TileBias, block_counts
 
 # Score tiles of [batch, heads, 128, 128]: 1/256 of the full scores at length 2048. Larger
 # tiles were no faster on the CPU (cache-bound); see benchmarks/results/attention_speed_t5.md.
@@ -50,9 +54,22 @@ def _to_blocks(array: jax.Array, block_k: int) -> jax.Array:
 
 
 def _attend_keys(
-    q, k, v, q_positions, k_positions, k_valid, bias_fn, dropout_rate, dropout_rng, block_k: int
+    q,
+    k,
+    v,
+    q_positions,
+    k_positions,
+    k_valid,
+    bias_fn,
+    dropout_rate,
+    dropout_rng,
+    block_k: int,
+    contextual: ContextualLogits | None = None,
 ) -> jax.Array:
-    """One query chunk against all keys, block by block; arguments as in `attend`."""
+    """One query chunk against all keys, block by block; arguments as in `attend`.
+
+    With `contextual`, the key blocks go last to first, the carry holding each query's gate sum
+    over the blocks already seen (`block_counts`); the online softmax is order-free."""
     batch, q_len, heads, head_dim = q.shape
     k_len = k.shape[1]
     num_blocks = -(-k_len // block_k)
@@ -67,19 +84,28 @@ def _attend_keys(
         _to_blocks(in_range, block_k),
     )
 
+    q_heads = None if contextual is None else jnp.einsum("bqhd->bhqd", q).astype(jnp.float32)
+
     @jax.checkpoint
     def step(carry, block):
-        row_max, row_sum, acc = carry  # [b, h, q], [b, h, q], [b, q, h, d] float32
+        # [b, h, q], [b, h, q], [b, q, h, d], [b, h, q, 1] (contextual) float32
+        row_max, row_sum, acc, later = carry
         index, k_block, v_block, k_pos, k_ok, real = block
         logits = jnp.einsum(
             "bqhd,bkhd->bhqk", q, k_block, preferred_element_type=jnp.float32
         )  # -> [batch, heads, q_len, block_k]
+        # Padded slots are invalid keys (k_ok False), so this also masks them for the gates.
+        visible = reference.causal_mask(q_positions, k_pos, k_ok)
+        if contextual is not None:
+            gates = jnp.where(visible, contextual.gate_fn(contextual.params, logits), 0.0)
+            counts, later = block_counts(gates, later)
+            term = contextual.term_fn(contextual.params, q_heads, counts)
         bias = bias_fn(q_positions, k_pos)
         if bias is not None:
             logits = logits + bias.astype(jnp.float32)
-        logits = jnp.where(
-            reference.causal_mask(q_positions, k_pos, k_ok), logits, reference.MASK_VALUE
-        )
+        if contextual is not None:
+            logits = logits + term
+        logits = jnp.where(visible, logits, reference.MASK_VALUE)
         logits = jnp.where(real[:, None, None, :], logits, -jnp.inf)
         new_max = jnp.maximum(row_max, logits.max(axis=-1))
         probs = jnp.exp(logits - new_max[..., None])  # -> [batch, heads, q_len, block_k]
@@ -95,14 +121,15 @@ def _attend_keys(
             "bhqk,bkhd->bqhd", probs.astype(v.dtype), v_block, preferred_element_type=jnp.float32
         )
         acc = jnp.einsum("bhq,bqhd->bqhd", rescale, acc) + update
-        return (new_max, row_sum, acc), None
+        return (new_max, row_sum, acc, later), None
 
     init = (
         jnp.full((batch, heads, q_len), reference.MASK_VALUE, jnp.float32),
         jnp.zeros((batch, heads, q_len), jnp.float32),
         jnp.zeros((batch, q_len, heads, head_dim), jnp.float32),
+        jnp.zeros((batch, heads, q_len, 1), jnp.float32),
     )
-    (_, row_sum, acc), _ = jax.lax.scan(step, init, xs)
+    (_, row_sum, acc, _), _ = jax.lax.scan(step, init, xs, reverse=contextual is not None)
     # row_sum >= 1: the row's maximum key contributes exp(0).
     return jnp.einsum("bqhd,bhq->bqhd", acc, 1.0 / row_sum).astype(v.dtype)
 
@@ -119,6 +146,7 @@ def attend(
     dropout_rate: float = 0.0,
     dropout_rng: jax.Array | None = None,
     tile_bias: TileBias | None = None,
+    contextual: ContextualLogits | None = None,
     block_q: int = DEFAULT_BLOCK_Q,
     block_k: int = DEFAULT_BLOCK_K,
 ) -> jax.Array:
@@ -135,6 +163,8 @@ def attend(
       dropout_rate: dropout on the attention probabilities.
       dropout_rng: PRNG key; None means no dropout.
       tile_bias: unused (the bias comes from `bias_fn` per block); see `reference.attend`.
+      contextual: the PE's `contextual_logits` hook (see `reference.attend`); its counts are
+        carried across key blocks taken last to first.
       block_q: queries per chunk (clipped to q_len: a decoding step is one chunk).
       block_k: keys per block (clipped to k_len).
     Returns:
@@ -152,7 +182,15 @@ def attend(
     keys = (k, v, k_positions, k_valid)
     if block_q == q_len:
         return _attend_keys(
-            q, *keys[:2], q_positions, *keys[2:], bias_fn, dropout_rate, dropout_rng, block_k
+            q,
+            *keys[:2],
+            q_positions,
+            *keys[2:],
+            bias_fn,
+            dropout_rate,
+            dropout_rng,
+            block_k,
+            contextual,
         )
 
     # Query chunks one after another (lax.map): only one chunk's score blocks are alive.
@@ -168,7 +206,17 @@ def attend(
         index, q_chunk, q_pos = chunk
         rng = None if dropout_rng is None else jax.random.fold_in(dropout_rng, index)
         return _attend_keys(
-            q_chunk, k, v, q_pos, k_positions, k_valid, bias_fn, dropout_rate, rng, block_k
+            q_chunk,
+            k,
+            v,
+            q_pos,
+            k_positions,
+            k_valid,
+            bias_fn,
+            dropout_rate,
+            rng,
+            block_k,
+            contextual,
         )
 
     out = jax.lax.map(one_chunk, chunks)  # -> [num_chunks, batch, block_q, heads, head_dim]

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from absl import logging
 
 from lenggen.model.attention import auto, blockwise, reference
-from lenggen.model.positional.base import TileBias
+from lenggen.model.positional.base import ContextualLogits, TileBias
 
 CUDNN_DTYPES = (jnp.bfloat16, jnp.float16)
 
@@ -43,6 +43,7 @@ def attend(
     dropout_rate: float = 0.0,
     dropout_rng: jax.Array | None = None,
     tile_bias: TileBias | None = None,
+    contextual: ContextualLogits | None = None,
     platform: str | None = None,
 ) -> jax.Array:
     """`jax.nn.dot_product_attention` with the PE bias; same contract as `reference.attend`.
@@ -57,6 +58,8 @@ def attend(
       dropout_rate, dropout_rng: as in `reference.attend`; with dropout the call is
         `blockwise.attend`.
       tile_bias: unused (the bias comes from `bias_fn`); see `reference.attend`.
+      contextual: the PE's `contextual_logits` hook (see `reference.attend`): computed here
+        from an extra q.k einsum, at full size, and passed to jax.nn in the bias.
       platform: the platform the program is compiled for ('cpu', 'gpu', 'tpu'); None: this
         process's default backend.
     Returns:
@@ -76,11 +79,17 @@ def attend(
             bias_fn,
             dropout_rate=dropout_rate,
             dropout_rng=dropout_rng,
+            contextual=contextual,
         )
     bias = bias_fn(q_positions, k_positions)  # -> [batch, heads, q_len, k_len] | None
     if bias is not None:
         bias = bias.astype(jnp.float32)
     mask = reference.causal_mask(q_positions, k_positions, k_valid)  # -> [b, 1, q_len, k_len]
+    if contextual is not None:
+        # The gates need q.k before the softmax: one more einsum, the term joins the bias.
+        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
+        term = contextual.dense(q, logits, mask)
+        bias = term if bias is None else bias + term
     # Same dtype for q, k, v (the function checks it); the output is cast back to v's dtype.
     q, k = q.astype(v.dtype), k.astype(v.dtype)
     if implementation(auto.resolve(platform), v.dtype) == "cudnn":

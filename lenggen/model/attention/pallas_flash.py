@@ -23,6 +23,11 @@ kernel stays PE-agnostic: a new PE needs no edit here. A bias without a tile hoo
 with attention dropout, runs `blockwise.attend` (the same math) and logs one line saying why.
 On a CPU both forms run in interpret mode.
 
+A contextual hook (`positional.base.ContextualLogits`, CoPE) runs in the tile too: the key
+tiles are visited last to first (TPU: the index maps; GPU: the key loop), each query's gate sum
+over the tiles already seen is carried (TPU: scratch memory; GPU: the loop carry), and the
+hook's gather-free `tile_term_fn` gives the term.
+
 Semantics equal `reference.attend` (no 1/sqrt(head_dim); causal by position; a query with no
 visible key gets the uniform row over the real keys; padded tile slots get -inf). Every key
 block is visited: causality is by position, so which blocks are fully masked is data, not
@@ -34,6 +39,7 @@ get their gradients through `params`; a call with attention dropout runs `blockw
 altogether.
 """
 
+import dataclasses
 import functools
 
 import jax
@@ -44,7 +50,7 @@ from jax.experimental.pallas import tpu as pltpu
 from jax.sharding import PartitionSpec as P
 
 from lenggen.model.attention import auto, blockwise, pallas_gpu, reference
-from lenggen.model.positional.base import TileBias
+from lenggen.model.positional.base import ContextualLogits, TileBias, block_counts
 
 TARGETS = ("tpu", "gpu")
 # TPU tiles; compiled, multiples of 128 or the whole length (see `attend`).
@@ -77,6 +83,8 @@ def _kernel(
     *refs,
     bias_tile_fn,
     param_shapes: tuple,
+    contextual: ContextualLogits | None,
+    contextual_shapes: tuple,
     k_len: int,
     block_k: int,
 ):
@@ -86,28 +94,45 @@ def _kernel(
     k_valid `[1, 1, block_k]` int32, q `[1, heads, block_q, head_dim]`, k and v
     `[1, heads, block_k, head_dim]`, the bias params (whole), then the output
     `[1, heads, block_q, head_dim]` and the scratch: running max and sum `[heads, block_q, 1]`,
-    accumulator `[heads, block_q, head_dim]` (float32).
+    accumulator `[heads, block_q, head_dim]` (float32), and with `contextual` its params
+    (whole, after the bias params) and the gate sum of the key tiles already seen `[heads,
+    block_q, 1]`: the key tiles then come last to first (`_forward`'s index maps).
     """
-    num_params = len(param_shapes)
-    param_refs, (o_ref, max_ref, sum_ref, acc_ref) = refs[:num_params], refs[num_params:]
+    num_params, num_contextual = len(param_shapes), len(contextual_shapes)
+    param_refs = refs[:num_params]
+    contextual_refs = refs[num_params : num_params + num_contextual]
+    o_ref, max_ref, sum_ref, acc_ref, *later_ref = refs[num_params + num_contextual :]
     key_block = pl.program_id(2)
+    if contextual is not None:  # the tile's place in the key array
+        key_block = pl.num_programs(2) - 1 - key_block
 
-    @pl.when(key_block == 0)
+    @pl.when(pl.program_id(2) == 0)
     def _init():
         max_ref[...] = jnp.full(max_ref.shape, reference.MASK_VALUE, jnp.float32)
         sum_ref[...] = jnp.zeros(sum_ref.shape, jnp.float32)
         acc_ref[...] = jnp.zeros(acc_ref.shape, jnp.float32)
+        for ref in later_ref:
+            ref[...] = jnp.zeros(ref.shape, jnp.float32)
 
     q, k, v = q_ref[0], k_ref[0], v_ref[0]  # -> [heads, block_q | block_k, head_dim]
     logits = jnp.einsum("hqd,hkd->hqk", q, k, preferred_element_type=jnp.float32)
     k_pos = k_pos_ref[0]  # -> [1, block_k]
+    visible = (k_pos <= q_pos_col_ref[0]) & (k_valid_ref[0] != 0)  # -> [block_q, block_k]
+    if contextual is not None:
+        cparams = tuple(
+            ref[...].reshape(shape)
+            for ref, shape in zip(contextual_refs, contextual_shapes, strict=True)
+        )
+        gates = jnp.where(visible[None], contextual.gate_fn(cparams, logits), 0.0)
+        counts, later_ref[0][...] = block_counts(gates, later_ref[0][...])
+        term = contextual.tile_term_fn(cparams, q.astype(jnp.float32), counts)
+        logits = logits + term
     if bias_tile_fn is not None:
         params = tuple(
             ref[...].reshape(shape) for ref, shape in zip(param_refs, param_shapes, strict=True)
         )
         bias = bias_tile_fn(params, q_pos_ref[0, 0], k_pos[0])  # -> [heads, block_q, block_k]
         logits = logits + bias.astype(jnp.float32)
-    visible = (k_pos <= q_pos_col_ref[0]) & (k_valid_ref[0] != 0)  # -> [block_q, block_k]
     logits = jnp.where(visible[None], logits, reference.MASK_VALUE)
     index = key_block * block_k + jax.lax.broadcasted_iota(jnp.int32, k_pos.shape, 1)
     logits = jnp.where((index < k_len)[None], logits, -jnp.inf)  # padded tile slots
@@ -123,7 +148,7 @@ def _kernel(
     acc_ref[...] = rescale * acc_ref[...] + update
     max_ref[...] = new_max
 
-    @pl.when(key_block == pl.num_programs(2) - 1)
+    @pl.when(pl.program_id(2) == pl.num_programs(2) - 1)
     def _finish():
         o_ref[0] = (acc_ref[...] / sum_ref[...]).astype(o_ref.dtype)
 
@@ -137,13 +162,15 @@ def _forward(
     k_valid,
     bias_tile_fn,
     params,
+    contextual=None,
+    contextual_params=(),
     *,
     block_q: int,
     block_k: int,
     interpret: bool,
 ) -> jax.Array:
     """The Mosaic `pallas_call`; arguments as in `attend`, the bias as a tile hook's `fn`
-    (None: no bias) and `params`."""
+    (None: no bias) and `params`, the contextual hook (None: none) and its params apart."""
     batch, q_len, heads, head_dim = q.shape
     k_len = k.shape[1]
     q_padded, k_padded = pl.cdiv(q_len, block_q) * block_q, pl.cdiv(k_len, block_k) * block_k
@@ -155,25 +182,33 @@ def _forward(
     k_t = _pad(jnp.einsum("bkhd->bhkd", k), 2, k_padded)
     v_t = _pad(jnp.einsum("bkhd->bhkd", v), 2, k_padded)
     # Scalars and vectors as [1, n]: TPU tiles are at least 2-D.
-    flat_params = [p.reshape(1, -1) if p.ndim < 2 else p for p in params]
+    flat_params = [p.reshape(1, -1) if p.ndim < 2 else p for p in (*params, *contextual_params)]
+    num_k_blocks = k_padded // block_k
+    if contextual is None:
+        key_tile = lambda j: j  # noqa: E731
+    else:  # last to first: the contextual counts sum the keys after each one
+        key_tile = lambda j: num_k_blocks - 1 - j  # noqa: E731
 
     def whole(array):
         return pl.BlockSpec(array.shape, lambda b, i, j: (0,) * array.ndim)
 
     row_q = pl.BlockSpec((1, 1, block_q), lambda b, i, j: (b, 0, i))
-    row_k = pl.BlockSpec((1, 1, block_k), lambda b, i, j: (b, 0, j))
+    row_k = pl.BlockSpec((1, 1, block_k), lambda b, i, j: (b, 0, key_tile(j)))
     tile_q = pl.BlockSpec((1, heads, block_q, head_dim), lambda b, i, j: (b, 0, i, 0))
-    tile_k = pl.BlockSpec((1, heads, block_k, head_dim), lambda b, i, j: (b, 0, j, 0))
+    tile_k = pl.BlockSpec((1, heads, block_k, head_dim), lambda b, i, j: (b, 0, key_tile(j), 0))
     kernel = functools.partial(
         _kernel,
         bias_tile_fn=bias_tile_fn,
         param_shapes=tuple(jnp.shape(p) for p in params),
+        contextual=contextual,
+        contextual_shapes=tuple(jnp.shape(p) for p in contextual_params),
         k_len=k_len,
         block_k=block_k,
     )
+    later = [] if contextual is None else [pltpu.VMEM((heads, block_q, 1), jnp.float32)]
     out = pl.pallas_call(
         kernel,
-        grid=(batch, q_padded // block_q, k_padded // block_k),
+        grid=(batch, q_padded // block_q, num_k_blocks),
         in_specs=[
             row_q,
             pl.BlockSpec((1, block_q, 1), lambda b, i, j: (b, i, 0)),
@@ -190,6 +225,7 @@ def _forward(
             pltpu.VMEM((heads, block_q, 1), jnp.float32),
             pltpu.VMEM((heads, block_q, 1), jnp.float32),
             pltpu.VMEM((heads, block_q, head_dim), jnp.float32),
+            *later,
         ],
         compiler_params=pltpu.CompilerParams(
             dimension_semantics=("parallel", "parallel", "arbitrary")
@@ -223,11 +259,11 @@ def _target(target: str | None, interpret: bool, platform: str) -> str:
 
 
 def _fall_back(
-    reason: str, q, k, v, q_positions, k_positions, k_valid, bias_fn, **dropout
+    reason: str, q, k, v, q_positions, k_positions, k_valid, bias_fn, **options
 ) -> jax.Array:
     """`blockwise.attend` (the same function), after one log line saying why."""
     logging.info("pallas_flash: %s; running blockwise attention instead", reason)
-    return blockwise.attend(q, k, v, q_positions, k_positions, k_valid, bias_fn, **dropout)
+    return blockwise.attend(q, k, v, q_positions, k_positions, k_valid, bias_fn, **options)
 
 
 # The mesh axis batches are split over (lenggen.sharding's rules put "batch" on it).
@@ -265,6 +301,7 @@ def attend(
     dropout_rate: float = 0.0,
     dropout_rng: jax.Array | None = None,
     tile_bias: TileBias | None = None,
+    contextual: ContextualLogits | None = None,
     block_q: int | None = None,
     block_k: int | None = None,
     interpret: bool | None = None,
@@ -285,6 +322,8 @@ def attend(
         `blockwise.attend`.
       tile_bias: the PE's `tile_bias()` hook, the same bias as `bias_fn` in the form the tile
         evaluates; None when the PE adds no bias or has no tile form.
+      contextual: the PE's `contextual_logits` hook (see `reference.attend`), evaluated in
+        the tile (its `tile_term_fn`), the key tiles taken last to first.
       block_q, block_k: tile sizes; None means the target's defaults (tpu: DEFAULT_BLOCK_Q/K,
         clipped to the lengths, multiples of 128 or the whole length when compiled; gpu:
         `pallas_gpu.DEFAULT_BLOCK_Q/K`, powers of two >= 16).
@@ -303,9 +342,14 @@ def attend(
             *args,
             dropout_rate=dropout_rate,
             dropout_rng=dropout_rng,
+            contextual=contextual,
         )
     if tile_bias is None and jax.eval_shape(bias_fn, q_positions, k_positions) is not None:
-        return _fall_back("the positional encoding's bias has no tile form (tile_bias)", *args)
+        return _fall_back(
+            "the positional encoding's bias has no tile form (tile_bias)",
+            *args,
+            contextual=contextual,
+        )
     platform = auto.resolve(platform)
     if interpret is None:
         interpret = platform == "cpu"
@@ -327,11 +371,30 @@ def attend(
     block_q, block_k = sizes
     forward = pallas_gpu.forward if gpu else _forward
     bias_tile_fn = None if tile_bias is None else tile_bias.fn
-    params = () if tile_bias is None else tuple(jnp.asarray(p) for p in tile_bias.params)
+    bias_params = () if tile_bias is None else tuple(jnp.asarray(p) for p in tile_bias.params)
+    num_bias = len(bias_params)
+    # The bias's params, then the contextual hook's, in one tuple.
+    params = bias_params + (
+        () if contextual is None else tuple(jnp.asarray(p) for p in contextual.params)
+    )
 
-    # The bias's params are explicit arguments of the custom VJP, so it can return their
-    # gradients.
+    def with_contextual(params):
+        """(bias params, the contextual hook bound to its params from `params`, or None)."""
+        if contextual is None:
+            return params, None
+        return params[:num_bias], dataclasses.replace(contextual, params=params[num_bias:])
+
+    # The params are explicit arguments of the custom VJP, so it can return their gradients.
     def kernel(q, k, v, q_positions, k_positions, k_valid, params):
+        bias_params, bound = with_contextual(params)
+        # The kernel gets the hook's functions only: its params travel as kernel inputs.
+        extra = (
+            {}
+            if bound is None
+            else dict(
+                contextual=dataclasses.replace(bound, params=()), contextual_params=bound.params
+            )
+        )
         return forward(
             q,
             k,
@@ -340,10 +403,11 @@ def attend(
             k_positions,
             k_valid,
             bias_tile_fn,
-            params,
+            bias_params,
             block_q=block_q,
             block_k=block_k,
             interpret=interpret,
+            **extra,
         )
 
     if not interpret:
@@ -367,9 +431,22 @@ def attend(
             full = tuple(
                 next(it) if is_float else p for p, is_float in zip(params, inexact, strict=True)
             )
-            bias = (lambda qp, kp: None) if bias_tile_fn is None else TileBias(bias_tile_fn, full)
+            bias_params, bound = with_contextual(full)
+            bias = (
+                (lambda qp, kp: None)
+                if bias_tile_fn is None
+                else TileBias(bias_tile_fn, bias_params)
+            )
             return blockwise.attend(
-                q, k, v, q_positions, k_positions, k_valid, bias, block_k=block_k
+                q,
+                k,
+                v,
+                q_positions,
+                k_positions,
+                k_valid,
+                bias,
+                contextual=bound,
+                block_k=block_k,
             )
 
         float_params = [p for p, is_float in zip(params, inexact, strict=True) if is_float]

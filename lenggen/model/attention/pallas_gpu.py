@@ -17,6 +17,10 @@ to `padded_dim`; query and key lengths are padded to whole blocks (padded keys g
 state, `heads x [block_q, head_dim]` float32 accumulators plus the `[heads, block_q, block_k]`
 bias, within a 4-warp register file for the paper's 12 heads of 64 dims; not tuned on a GPU.
 
+A contextual hook (`positional.base.ContextualLogits`, CoPE): the key loop runs last to first,
+each head's carry holding its queries' gate sum over the key blocks already seen; its params
+are zero-padded like the bias's (the hook's contract: padding changes nothing it returns).
+
 Semantics equal `reference.attend` (no 1/sqrt(head_dim); causal by position; a query with no
 visible key gets the uniform row over the real keys). float32 dots run at Triton's default
 precision (TF32 on GPUs that have it, as XLA's default for the reference kernel there).
@@ -84,6 +88,8 @@ def _kernel(
     *refs,
     bias_tile_fn,
     param_shapes: tuple,
+    contextual,
+    contextual_shapes: tuple,
     heads: int,
     k_len: int,
     block_k: int,
@@ -91,17 +97,31 @@ def _kernel(
     """One (query block, example) program; see the module docstring.
 
     Refs: q_pos `[block_q]`, k_pos and k_valid `[k_padded]` int32, q `[heads, block_q, dim]`,
-    k and v `[heads, k_padded, dim]`, the padded bias params (whole), then the output
-    `[heads, block_q, dim]`; dim is the padded head_dim.
+    k and v `[heads, k_padded, dim]`, the padded bias params (whole), the padded contextual
+    params (whole), then the output `[heads, block_q, dim]`; dim is the padded head_dim.
     """
-    param_refs, o_ref = refs[:-1], refs[-1]
+    num_params, num_contextual = len(param_shapes), len(contextual_shapes)
+    param_refs, o_ref = refs[:num_params], refs[-1]
+    contextual_refs = refs[num_params : num_params + num_contextual]
     q_pos = q_pos_ref[...]  # -> [block_q]
     block_q = q_pos.shape[0]
     params = tuple(
         ref[...].reshape(shape) for ref, shape in zip(param_refs, param_shapes, strict=True)
     )
+    cparams = tuple(
+        ref[...].reshape(shape)
+        for ref, shape in zip(contextual_refs, contextual_shapes, strict=True)
+    )
+    num_blocks = k_pos_ref.shape[0] // block_k
+    if contextual is not None:  # [t, j] = 1 where t >= j: a block's suffix sums as one dot
+        index = jax.lax.broadcasted_iota(jnp.int32, (block_k, block_k), 0)
+        at_or_after = (index >= jax.lax.broadcasted_iota(jnp.int32, (block_k, block_k), 1)).astype(
+            jnp.float32
+        )
 
-    def body(key_block, carry):
+    def body(step, carry):
+        # With a contextual hook the key blocks go last to first (its counts sum later keys).
+        key_block = step if contextual is None else num_blocks - 1 - step
         start = pl.multiple_of(key_block * block_k, block_k)
         keys = pl.ds(start, block_k)
         k_pos = k_pos_ref[keys]  # -> [block_k]
@@ -113,11 +133,18 @@ def _kernel(
             bias = bias_tile_fn(params, q_pos, k_pos)  # -> [padded heads, block_q, block_k]
             biases = _split_heads(bias.astype(jnp.float32), heads)
         new_carry = []
-        for head, (row_max, row_sum, acc) in enumerate(carry):
+        for head, (row_max, row_sum, acc, later) in enumerate(carry):
             k, v = k_ref[head, keys, :], v_ref[head, keys, :]  # -> [block_k, dim]
             logits = jax.lax.dot_general(
                 q_ref[head], k, (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32
             )  # [bq, bk]
+            if contextual is not None:
+                gates = jnp.where(visible, contextual.gate_fn(cparams, logits), 0.0)
+                suffix = jnp.dot(gates, at_or_after, preferred_element_type=jnp.float32)
+                counts = later[:, None] + suffix  # -> [bq, bk]
+                later = later + gates.sum(axis=-1)
+                q_head = q_ref[head].astype(jnp.float32)  # -> [bq, dim]
+                logits = logits + contextual.tile_term_fn(cparams, q_head, counts)
             if biases[head] is not None:
                 logits = logits + biases[head]
             logits = jnp.where(visible, logits, reference.MASK_VALUE)
@@ -127,7 +154,12 @@ def _kernel(
             rescale = jnp.exp(row_max - new_max)
             update = jnp.dot(probs.astype(v.dtype), v, preferred_element_type=jnp.float32)
             new_carry.append(
-                (new_max, rescale * row_sum + probs.sum(axis=-1), rescale[:, None] * acc + update)
+                (
+                    new_max,
+                    rescale * row_sum + probs.sum(axis=-1),
+                    rescale[:, None] * acc + update,
+                    later,
+                )
             )
         return tuple(new_carry)
 
@@ -136,11 +168,12 @@ def _kernel(
             jnp.full((block_q,), reference.MASK_VALUE, jnp.float32),
             jnp.zeros((block_q,), jnp.float32),
             jnp.zeros((block_q, o_ref.shape[-1]), jnp.float32),
+            jnp.zeros((block_q,), jnp.float32),  # the gate sum of later key blocks
         )
         for _ in range(heads)
     )
-    final = jax.lax.fori_loop(0, k_pos_ref.shape[0] // block_k, body, init)
-    for head, (_, row_sum, acc) in enumerate(final):
+    final = jax.lax.fori_loop(0, num_blocks, body, init)
+    for head, (_, row_sum, acc, _) in enumerate(final):
         # row_sum >= 1: the row's maximum key contributes exp(0).
         o_ref[head, :, :] = (acc / row_sum[:, None]).astype(o_ref.dtype)
 
@@ -154,13 +187,16 @@ def forward(
     k_valid,
     bias_tile_fn,
     params,
+    contextual=None,
+    contextual_params=(),
     *,
     block_q: int,
     block_k: int,
     interpret: bool,
 ) -> jax.Array:
     """The Triton `pallas_call`; arguments as in `pallas_flash.attend`, the bias as a tile
-    hook's `fn` (None: no bias) and its `params` (unpadded), block sizes from `block_size`.
+    hook's `fn` (None: no bias) and its `params` (unpadded), the contextual hook (None: none)
+    and its params (unpadded), block sizes from `block_size`.
 
     Returns:
       `[batch, q_len, heads, head_dim]` in v's dtype.
@@ -181,8 +217,9 @@ def forward(
     k_pos = pad(k_positions.astype(jnp.int32), (batch, k_padded))
     k_ok = pad(k_valid.astype(jnp.int32), (batch, k_padded))
     padded_params = [pad_param(p) for p in params]
+    padded_contextual = [pad_param(p) for p in contextual_params]
     # Scalars travel as [1]: a ref has at least one axis.
-    flat_params = [p.reshape(1) if p.ndim == 0 else p for p in padded_params]
+    flat_params = [p.reshape(1) if p.ndim == 0 else p for p in (*padded_params, *padded_contextual)]
 
     def whole(array):
         return pl.BlockSpec(array.shape, lambda i, b: (0,) * array.ndim)
@@ -194,6 +231,8 @@ def forward(
         k_len=k_len,
         block_k=block_k,
         param_shapes=tuple(p.shape for p in padded_params),
+        contextual=contextual,
+        contextual_shapes=tuple(p.shape for p in padded_contextual),
     )
     tile_q = pl.BlockSpec((None, heads, block_q, dim), lambda i, b: (b, 0, i, 0))
     keys = pl.BlockSpec((None, heads, k_padded, dim), lambda i, b: (b, 0, 0, 0))

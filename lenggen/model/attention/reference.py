@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lenggen.model.positional.base import TileBias
+from lenggen.model.positional.base import ContextualLogits, TileBias
 
 # Finite, and far below any real logit; -0.7 * max (as flax and the Pallas kernels use)
 # leaves headroom so subtracting the row max cannot overflow to -inf.
@@ -52,6 +52,7 @@ def attention_weights(
     k_positions: jax.Array,
     k_valid: jax.Array,
     bias_fn: BiasFn,
+    contextual: ContextualLogits | None = None,
 ) -> jax.Array:
     """Softmax attention probabilities.
 
@@ -61,15 +62,18 @@ def attention_weights(
       q_positions, k_positions, k_valid: as in `causal_mask`.
       bias_fn: `(q_positions, k_positions) -> [batch, heads, q_len, k_len] | None`, the PE's
         `bias` hook.
+      contextual: the PE's `contextual_logits` hook (params bound), or None.
     Returns:
       `[batch, heads, q_len, k_len]` float32; each row sums to 1, exactly 0 on masked keys
       unless the row has no visible key at all (then uniform).
     """
     logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
+    visible = causal_mask(q_positions, k_positions, k_valid)
+    extra = 0.0 if contextual is None else contextual.dense(q, logits, visible)
     bias = bias_fn(q_positions, k_positions)
     if bias is not None:
         logits = logits + bias.astype(jnp.float32)
-    logits = jnp.where(causal_mask(q_positions, k_positions, k_valid), logits, MASK_VALUE)
+    logits = jnp.where(visible, logits + extra, MASK_VALUE)
     return jax.nn.softmax(logits, axis=-1)
 
 
@@ -85,6 +89,7 @@ def attend(
     dropout_rate: float = 0.0,
     dropout_rng: jax.Array | None = None,
     tile_bias: TileBias | None = None,
+    contextual: ContextualLogits | None = None,
 ) -> jax.Array:
     """Attention with the PE's bias hook and the positional causal mask.
 
@@ -99,12 +104,14 @@ def attend(
       dropout_rng: PRNG key; None means no dropout (evaluation).
       tile_bias: the same bias in tile form (`positional.base.TileBias`); only fused kernels
         (pallas_flash) read it, this one calls `bias_fn`.
+      contextual: the PE's `contextual_logits` hook (params bound; `positional.base.
+        ContextualLogits`), a term from the logits themselves; None: none.
     Returns:
       `[batch, q_len, heads, head_dim]` in v's dtype.
     """
     del tile_bias
     check_dropout_rate(dropout_rate)
-    weights = attention_weights(q, k, q_positions, k_positions, k_valid, bias_fn)
+    weights = attention_weights(q, k, q_positions, k_positions, k_valid, bias_fn, contextual)
     if dropout_rng is not None and dropout_rate > 0.0:
         keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, weights.shape)
         weights = jnp.where(keep, weights / (1.0 - dropout_rate), 0.0)

@@ -3,7 +3,8 @@
 Adding a PE: write one module subclassing `PositionalEncoding` and add one line to `_REGISTRY`.
 No attention kernel and no decoder code changes. A PE with a logit bias implements `tile_bias`
 (`base.TileBias`: the bias of one tile of positions, gather-free), from which `bias` follows;
-every kernel, the fused Pallas one included, then serves it.
+every kernel, the fused Pallas one included, then serves it. A PE whose term needs the
+queries and keys themselves (CoPE) implements `contextual_logits` (`base.ContextualLogits`).
 
 A PE config is an ml_collections ConfigDict holding `name` plus one sub-dict of options per PE:
 
@@ -18,6 +19,7 @@ from typing import Any
 from lenggen.model.positional.absolute import AbsolutePositionalEncoding
 from lenggen.model.positional.alibi import ALiBi, alibi_slopes
 from lenggen.model.positional.base import PositionalEncoding
+from lenggen.model.positional.cope import CoPE
 from lenggen.model.positional.fire import FIRE
 from lenggen.model.positional.kerple import KERPLE
 from lenggen.model.positional.nope import NoPositionalEncoding
@@ -42,6 +44,7 @@ _REGISTRY: dict[str, type[PositionalEncoding]] = {
     "rotary": RotaryPositionalEncoding,
     "fire": FIRE,
     "kerple": KERPLE,
+    "cope": CoPE,
 }
 
 # Fields every PE has that are not options: set by `build` (num_heads, d_model) or by Linen.
@@ -50,7 +53,7 @@ _NOT_OPTIONS = frozenset(f.name for f in dataclasses.fields(PositionalEncoding))
 
 def names() -> tuple[str, ...]:
     """The registered PE names: the paper's, in its order (NoPE, APE, T5, ALiBi, Rotary), then
-    the follow-ups (FIRE)."""
+    the follow-ups (FIRE, CoPE)."""
     return tuple(_REGISTRY)
 
 

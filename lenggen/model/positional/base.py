@@ -1,12 +1,15 @@
-"""The positional-encoding interface: three hooks, each a no-op unless a PE overrides it.
+"""The positional-encoding interface: four hooks, each a no-op unless a PE overrides it.
 
-A PE may act at any of three points of the decoder and does nothing at the others:
+A PE may act at any of four points of the decoder and does nothing at the others:
   1. `embed`  — add a position code to the token embeddings (absolute PEs);
   2. `rotate` — transform queries and keys by their positions (rotary);
   3. `bias`   — an additive attention-logit bias b[h, i, j] from query/key positions (T5, ALiBi,
      FIRE), in two forms: `bias` over whole position arrays, and `tile_bias`, the same function
      for one example's tile of positions, which a fused kernel (pallas_flash) evaluates inside
-     its tile.
+     its tile;
+  4. `contextual_logits` — a logit term that depends on the queries and keys themselves, not
+     only on positions (CoPE): `ContextualLogits`, which every kernel evaluates on the logits
+     it has already computed, block by block.
 Positions are always explicit int32 arrays, never implied by array index, so training, padded
 batches, left-padded KV-cache decoding and randomized positions share one code path. Attention
 kernels receive these hooks, never a PE name.
@@ -17,6 +20,7 @@ from collections.abc import Callable
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +53,105 @@ class TileBias:
         """The dense form, `fn` per example: `q_positions [batch, q_len]`, `k_positions
         [batch, k_len]` -> `[batch, heads, q_len, k_len]` float32."""
         return jax.vmap(self.fn, in_axes=(None, 0, 0))(self.params, q_positions, k_positions)
+
+
+@dataclasses.dataclass(frozen=True)
+class ParamSpec:
+    """A parameter a hook needs in every attention layer (created there, one per layer).
+
+    Attributes:
+      name: the parameter's name in the attention layer's scope.
+      shape: its shape.
+      init: a Flax initialiser `(key, shape, dtype) -> array`.
+      axes: logical axis names (for sharding), one per dimension.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    init: Callable
+    axes: tuple[str | None, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class ContextualLogits:
+    """A logit term computed from the attention logits themselves (contextual positions).
+
+    With `s[i, j] = q_i . k_j` the logits a kernel computes (float32, before any bias), every
+    kernel adds, for each head, query i and visible key j:
+
+        g[i, t] = gate_fn(params, s)[i, t] on keys t visible to query i, else 0
+        c[i, j] = sum over keys t at or after j (in key-array order) of g[i, t]
+        logits[i, j] = s[i, j] + bias[i, j] + term_fn(params, q, c)[i, j]
+
+    The count runs in key-array order: every caller stores a sequence's valid keys in position
+    order (padding and empty cache slots are invalid, so gate 0), so "at or after j" is "from
+    j up to the query". A kernel computes `c` without the `[q_len, k_len]` array when it must:
+    over key blocks taken last to first, carrying the gate sum of the blocks already seen
+    (`block_counts`). Parameters are per attention layer: the layer creates `specs` in its own
+    scope and binds them (`with_params`).
+
+    Attributes:
+      gate_fn: `(params, s [..., q, k]) -> [..., q, k]` float32, elementwise.
+      term_fn: `(params, q [..., q, head_dim], c [..., q, k]) -> [..., q, k]` float32, any
+        jnp ops (the dense and blockwise kernels).
+      tile_term_fn: the same function for one tile, `q [heads, tq, head_dim]`, `c [heads, tq,
+        tk]` (TPU form) or one head's `q [tq, head_dim]`, `c [tq, tk]` (GPU form), written as
+        `TileBias.fn` must be (gather-free, 2-D dots, unchanged by zero-padded params), for the
+        Pallas kernels.
+      specs: the parameters, in the order of `params`.
+      params: the bound parameters (empty until `with_params`).
+    """
+
+    gate_fn: Callable[[tuple[jax.Array, ...], jax.Array], jax.Array]
+    term_fn: Callable[[tuple[jax.Array, ...], jax.Array, jax.Array], jax.Array]
+    tile_term_fn: Callable[[tuple[jax.Array, ...], jax.Array, jax.Array], jax.Array]
+    specs: tuple[ParamSpec, ...] = ()
+    params: tuple[jax.Array, ...] = ()
+
+    def with_params(self, params: tuple[jax.Array, ...]) -> "ContextualLogits":
+        """This hook with `params` (one array per spec) bound."""
+        if len(params) != len(self.specs):
+            raise ValueError(f"expected {len(self.specs)} contextual params, got {len(params)}")
+        return dataclasses.replace(self, params=tuple(params))
+
+    def dense(self, q: jax.Array, logits: jax.Array, visible: jax.Array) -> jax.Array:
+        """The term for whole arrays.
+
+        Args:
+          q: `[batch, q_len, heads, head_dim]`.
+          logits: `[batch, heads, q_len, k_len]` float32, `q . k`.
+          visible: `[batch, 1 | heads, q_len, k_len]` bool (the causal mask).
+        Returns:
+          `[batch, heads, q_len, k_len]` float32.
+        """
+        gates = jnp.where(visible, self.gate_fn(self.params, logits), 0.0)
+        # Suffix sums over keys: c[.., j] = sum_{t >= j} g[.., t].
+        counts = jnp.flip(jnp.cumsum(jnp.flip(gates, -1), axis=-1), -1)
+        q_heads = jnp.einsum("bqhd->bhqd", q).astype(jnp.float32)
+        return self.term_fn(self.params, q_heads, counts)
+
+
+def block_counts(gates: jax.Array, later: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Contextual counts of one key block, the blocks after it already summed.
+
+    Args:
+      gates: `[..., q, block_k]` float32, 0 on keys not visible.
+      later: `[..., q, 1]` float32, the gate sum over the keys after this block.
+    Returns:
+      (`c [..., q, block_k]`: `later` plus the block's gates at or after each key, as a
+      product with a triangular ones matrix (no scan, no gather), `later + the block's gate
+      sum` `[..., q, 1]`, the carry for the block before this one).
+    """
+    block_k = gates.shape[-1]
+    index = jax.lax.broadcasted_iota(jnp.int32, (block_k, block_k), 0)
+    at_or_after = (index >= jax.lax.broadcasted_iota(jnp.int32, (block_k, block_k), 1)).astype(
+        jnp.float32
+    )  # [t, j] = 1 where t >= j
+    flat = gates.reshape(-1, block_k)
+    suffix = jnp.dot(
+        flat, at_or_after, precision="highest", preferred_element_type=jnp.float32
+    ).reshape(gates.shape)
+    return later + suffix, later + gates.sum(axis=-1, keepdims=True)
 
 
 class PositionalEncoding(nn.Module):
@@ -108,6 +211,12 @@ class PositionalEncoding(nn.Module):
     def tile_bias(self) -> TileBias | None:
         """The same bias as `bias`, in the form a fused kernel evaluates in its tile (see
         `TileBias`), or None when the PE adds no bias."""
+        return None
+
+    def contextual_logits(self, head_dim: int) -> ContextualLogits | None:
+        """A logit term from the queries and keys themselves (`ContextualLogits`, its params
+        not yet bound: each attention layer creates its own from `specs`), or None."""
+        del head_dim
         return None
 
     def check_widths(self, d_model: int, head_dim: int) -> None:
