@@ -15,6 +15,8 @@ PE_LABELS = {
     "rotary": "Rotary",
     "ape": "APE",
     "fire": "FIRE",
+    "abacus": "Abacus",
+    "coupling": "Coupling",
 }
 
 # The headline table's rows (and the main figure's panels), by their registered names.
