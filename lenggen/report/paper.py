@@ -57,6 +57,7 @@ TASK_LABELS = {
     "scan": "SCAN",
     "pcfg": "PCFG",
     "addition": "Addition",
+    "long_addition": "Long addition",
     "polynomial": "Polynomial",
     "sort_single_token": "Sorting (single token)",
     "sort_multi_digit": "Sorting (multi digit)",
