@@ -51,6 +51,8 @@ def test_configs_resolve(name):
     else:
         assert config.train.num_steps == 1_000 and config.task.options.max_test_length == 16
     assert config.model.pe.abacus.offset_max == config.model.pe.coupling.offset_max == 30
+    # Coupling's long addition is zero-padded (its paper's format), the others' is not.
+    assert config.task.options.get("zero_pad", False) == (name == "long_addition/coupling/256788")
     assert (config.model.num_layers, config.model.d_model) == (2, 128)  # cpu_mini's model
 
 

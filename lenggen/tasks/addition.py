@@ -46,6 +46,10 @@ Beyond the paper (docs/methods/addition_formats.md):
   they may hold up to 1,000 digits (McLeish et al. 2024 train on up to 20 and test up to 100);
   its test buckets are the equal-width pairs (d, d), d in max_train_digits + 1 ..
   max_test_digits, as that paper's test grid's diagonal.
+- `zero_pad=True` writes both operands as wide as the wider one and the answer one digit wider,
+  zero-padded (Cho et al. 2024): 653 + 49 = 702 is "Compute 6 5 3 + 0 4 9 ?" -> "The answer is
+  0 7 0 2 ."; reversed, "Compute 3 5 6 + 9 4 0 ?" -> "The answer is 2 0 7 0 .". Every digit
+  then has a partner of equal significance in each number.
 """
 
 import dataclasses
@@ -65,9 +69,10 @@ MAX_LONG_DIGITS = 1_000
 DIGIT_ORDERS = ("msb_first", "lsb_first")
 
 
-def spaced(number: int, digit_order: str = "msb_first") -> str:
-    """`565` -> `"5 6 5"`: one word per digit; `digit_order="lsb_first"`: `1230` -> `"0 3 2 1"`."""
-    digits = str(number)
+def spaced(number: int, digit_order: str = "msb_first", width: int = 0) -> str:
+    """`565` -> `"5 6 5"`: one word per digit; `digit_order="lsb_first"`: `1230` -> `"0 3 2 1"`;
+    `width`: zero-padded to that many digits (`49, width=3` -> `"0 4 9"`)."""
+    digits = str(number).zfill(width)
     return " ".join(digits if digit_order == "msb_first" else digits[::-1])
 
 
@@ -126,6 +131,8 @@ class Addition(BucketedTask):
         max(a, b) in max_train_digits + 1 .. max_test_digits.
       scratchpad: the scratchpad configuration (lenggen.tasks.scratchpad.NAMES).
       digit_order: 'msb_first' (the paper's) or 'lsb_first' (every number reversed; module doc).
+      zero_pad: write both operands with the wider one's digit count and the answer with one
+        more, zero-padded (Cho et al. 2024's format: 653 + 49 = 702 is 653 + 049 = 0702).
     """
 
     name = "addition"
@@ -139,6 +146,7 @@ class Addition(BucketedTask):
     max_test_digits: int = 16
     scratchpad: str = "none"
     digit_order: str = "msb_first"
+    zero_pad: bool = False
 
     # The most digits an operand may have (the draw's limit).
     max_digits: ClassVar[int] = MAX_DIGITS
@@ -162,6 +170,11 @@ class Addition(BucketedTask):
                 f"Task {self.name!r}: option digit_order={self.digit_order!r} has no scratchpad "
                 f"format (scratchpad={self.scratchpad!r}); expected scratchpad='none' or "
                 "digit_order='msb_first'."
+            )
+        if self.zero_pad and self.scratchpad != "none":
+            raise options.TaskOptionError(
+                f"Task {self.name!r}: option zero_pad=True has no scratchpad format "
+                f"(scratchpad={self.scratchpad!r}); expected scratchpad='none' or zero_pad=False."
             )
         scratchpad.check(self)
         self._check_plan()
@@ -220,11 +233,13 @@ class Addition(BucketedTask):
     def _example(self, bucket: Bucket, item: np.ndarray) -> Example:
         a, b = self._operands(bucket, item)
         order = self.digit_order
-        answer = f"The answer is {spaced(a + b, order)} ."
+        # Zero-padding: both operands as wide as the wider, the answer one digit wider.
+        width = max(len(str(a)), len(str(b))) if self.zero_pad else 0
+        answer = f"The answer is {spaced(a + b, order, width + 1 if width else 0)} ."
         if self.scratchpad != "none":
             answer = scratchpad.target(self.scratchpad, steps(a, b), answer)
         return Example(
-            source=f"Compute {spaced(a, order)} + {spaced(b, order)} ?",
+            source=f"Compute {spaced(a, order, width)} + {spaced(b, order, width)} ?",
             target=answer,
             length=bucket.length,
         )

@@ -3,10 +3,11 @@
 
 import re
 
+import numpy as np
 import pytest
 
 from lenggen import tasks
-from lenggen.tasks import TaskOptionError
+from lenggen.tasks import Example, TaskOptionError
 from lenggen.tasks.addition import Addition, LongAddition, spaced
 
 PROMPT = re.compile(r"Compute ((?:[0-9] )+)\+ ((?:[0-9] )+)\?")
@@ -169,3 +170,35 @@ def test_long_addition_msb_first():
 def test_bad_values(name, options, message):
     with pytest.raises(TaskOptionError, match=re.escape(message)):
         tasks.get(name, **options)
+
+
+def test_zero_pad_hand_worked():
+    # Cho et al. 2024's format: 653 + 49 = 702 is 653 + 049 = 0702.
+    paper = Addition(zero_pad=True)
+    reversed_ = Addition(zero_pad=True, digit_order="lsb_first")
+    item = np.array([653, 49])
+    bucket = paper._bucket(3, 2)
+    assert paper._example(bucket, item) == Example(
+        "Compute 6 5 3 + 0 4 9 ?", "The answer is 0 7 0 2 .", 3
+    )
+    assert reversed_._example(bucket, item) == Example(
+        "Compute 3 5 6 + 9 4 0 ?", "The answer is 2 0 7 0 .", 3
+    )
+    assert reversed_.parse_answer("The answer is 2 0 7 0 .") == "702"
+    assert paper.parse_answer("The answer is 0 7 0 2 .") == "702"
+
+
+def test_zero_pad_widths_on_long_addition():
+    task = tasks.get("long_addition", zero_pad=True, **LONG_SMALL)
+    for example in task.examples("train"):
+        a_words, b_words = PROMPT.fullmatch(example.source).groups()
+        (answer_words,) = ANSWER.fullmatch(example.target).groups()
+        width = len(a_words.split())
+        assert len(b_words.split()) == width == example.length
+        assert len(answer_words.split()) == width + 1
+        _check_reversed(example)
+
+
+def test_zero_pad_refuses_a_scratchpad():
+    with pytest.raises(TaskOptionError, match="option zero_pad=True has no scratchpad format"):
+        tasks.get("addition", zero_pad=True, scratchpad="full")
