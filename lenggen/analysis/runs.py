@@ -107,7 +107,7 @@ def load(workdir: str, checkpoint: str = "best") -> Run:
     config = _read_config(run_dir)
     task = tasks.get(config.task.name, **config.task.options.to_dict())
     tokenizer = Tokenizer.from_task(task)
-    model = Decoder.from_config(config.model, tokenizer.vocab_size)
+    model = Decoder.from_config(config.model, tokenizer.vocab_size, digit_ids=tokenizer.digit_ids)
     # The state's layout on one device; parameter shapes do not depend on the sequence length.
     mesh = sharding.make_mesh((1, 1), jax.devices()[:1])
     layout = state_lib.layout(model, optimizer_lib.make_optimizer(config.train), mesh, 8)

@@ -75,6 +75,12 @@ class Tokenizer:
         return SPECIALS + self.vocabulary
 
     @property
+    def digit_ids(self) -> tuple[int, ...]:
+        """The ids of the words "0" .. "9" the vocabulary holds, ascending (the digits whose
+        place in their number the arithmetic PEs embed: lenggen.model.digit_runs)."""
+        return tuple(i for i, word in enumerate(self.words) if len(word) == 1 and word.isdigit())
+
+    @property
     def vocab_size(self) -> int:
         """The number of ids, specials included."""
         return len(SPECIALS) + len(self.vocabulary)

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from lenggen.model import attention, kv_cache, positional
+from lenggen.model import attention, digit_runs, kv_cache, positional
 from lenggen.model.attention import reference
 from lenggen.model.positional.base import PositionalEncoding
 
@@ -199,6 +199,8 @@ class Decoder(nn.Module):
       precision: matmul precision, one of PRECISIONS (module docstring).
       platform: the platform the program is compiled for ('cpu', 'gpu', 'tpu': the mesh's
         devices'), which picks the attention kernel's form; None: this process's backend.
+      digit_ids: the token ids of the digits 0-9 (`Tokenizer.digit_ids`), read only by a PE
+        whose `embed_input` is "digit_runs" (abacus, coupling).
     """
 
     vocab_size: int
@@ -213,6 +215,7 @@ class Decoder(nn.Module):
     dtype: str = "float32"
     precision: str = "highest"
     platform: str | None = None
+    digit_ids: tuple[int, ...] = ()
 
     def __post_init__(self):
         if not isinstance(self.pe, ml_collections.FrozenConfigDict):
@@ -233,10 +236,15 @@ class Decoder(nn.Module):
 
     @classmethod
     def from_config(
-        cls, model_config: ml_collections.ConfigDict, vocab_size: int, platform: str | None = None
+        cls,
+        model_config: ml_collections.ConfigDict,
+        vocab_size: int,
+        platform: str | None = None,
+        digit_ids: tuple[int, ...] = (),
     ) -> "Decoder":
         """A Decoder from `config.model`, which has exactly the fields of CONFIG_FIELDS,
-        compiled for `platform` (the mesh's devices'; None: this process's backend)."""
+        compiled for `platform` (the mesh's devices'; None: this process's backend), with the
+        task's `digit_ids` (`Tokenizer.digit_ids`)."""
         keys = set(model_config.keys())
         values = {key: model_config[key] for key in keys}
         if "precision" not in keys:
@@ -253,6 +261,7 @@ class Decoder(nn.Module):
         return cls(
             vocab_size=vocab_size,
             platform=platform,
+            digit_ids=tuple(digit_ids),
             **{field: values[field] for field in CONFIG_FIELDS},
         )
 
@@ -290,7 +299,7 @@ class Decoder(nn.Module):
             pe.bias(positions[:, :1], positions[:, :1])
 
             x = jnp.take(embedding, tokens, axis=0).astype(dtype)  # -> [batch, len, d_model]
-            x = pe.embed(x, positions)
+            x = pe.embed(x, self._embed_input(pe, tokens, positions, valid, decode))
             x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
             for layer in range(self.num_layers):
                 x = Block(
@@ -311,3 +320,23 @@ class Decoder(nn.Module):
             return jnp.einsum(
                 "btd,vd->btv", x, embedding.astype(dtype), preferred_element_type=jnp.float32
             )
+
+    def _embed_input(self, pe, tokens, positions, valid, decode: bool) -> jax.Array:
+        """What the PE's embed hook reads (`PositionalEncoding.embed_input`): `[batch, length]`
+        int32, the positions or each token's index within its number. With `decode`, the run
+        the last call ended on is kept in the cache, so the index of a generated token equals
+        the one a full recomputation gives it."""
+        if pe.embed_input == "positions":
+            return positions
+        if pe.embed_input != "digit_runs":
+            raise ValueError(
+                f"PE {self.pe['name']!r} asks for embed_input={pe.embed_input!r}; expected "
+                "'positions' or 'digit_runs'"
+            )
+        if not decode:
+            return digit_runs.digit_runs(tokens, valid, self.digit_ids)
+        last = self.variable("cache", "digit_run", jnp.zeros, tokens.shape[:1], jnp.int32)
+        runs = digit_runs.digit_runs(tokens, valid, self.digit_ids, last.value)
+        if not self.is_initializing():
+            last.value = runs[:, -1]
+        return runs

@@ -17,6 +17,8 @@ PE_LABELS = {
     "fire": "FIRE",
     "kerple": "KERPLE",
     "cope": "CoPE",
+    "abacus": "Abacus",
+    "coupling": "Coupling",
 }
 
 # The headline table's rows (and the main figure's panels), by their registered names.
@@ -57,6 +59,7 @@ TASK_LABELS = {
     "scan": "SCAN",
     "pcfg": "PCFG",
     "addition": "Addition",
+    "long_addition": "Long addition",
     "polynomial": "Polynomial",
     "sort_single_token": "Sorting (single token)",
     "sort_multi_digit": "Sorting (multi digit)",

@@ -36,6 +36,7 @@ _TASKS: dict[str, type[Task]] = {
     "reverse_2x": copy_family.Reverse2x,
     "reverse_copy": copy_family.ReverseCopy,
     "addition": addition.Addition,
+    "long_addition": addition.LongAddition,
     "polynomial": polynomial.Polynomial,
     "sort_single_token": sorting.SortSingleToken,
     "sort_multi_digit": sorting.SortMultiDigit,

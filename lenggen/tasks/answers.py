@@ -30,6 +30,18 @@ def number(text: str) -> str | None:
     return str(int(match.group(1).replace(" ", ""))) if match else None
 
 
+def digits(text: str) -> str | None:
+    """The digits after the last "The answer is", as written (leading zeros kept, no sign).
+
+    "... The answer is 0 0 1 . x" -> "001"; None without "The answer is", digits and the "."
+    word, or with a "-" sign.
+    """
+    match = _NUMBER.match(normalized(text))
+    if not match or "-" in match.group(1):
+        return None
+    return match.group(1).replace(" ", "")
+
+
 def word(text: str) -> str | None:
     """The single word between the last "The answer is" and a "." word (None without one)."""
     match = _WORD.match(normalized(text))

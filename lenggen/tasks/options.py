@@ -46,3 +46,13 @@ def check_at_most(task, option: str, maximum: int, reason: str = "") -> None:
             f"Task {task.name!r}: option {option}={value!r} is too large; expected an int "
             f"<= {maximum}{because}."
         )
+
+
+def check_one_of(task, option: str, allowed: tuple[str, ...]) -> None:
+    """Raises unless `task.<option>` is one of `allowed`."""
+    value = getattr(task, option)
+    if value not in allowed:
+        raise TaskOptionError(
+            f"Task {task.name!r}: option {option}={value!r} is unknown; expected one of "
+            f"{', '.join(map(repr, allowed))}."
+        )

@@ -96,7 +96,10 @@ class Experiment:
         # ---- Model, checked against the longest sequence it will be evaluated on.
         # Built for the mesh's devices: their platform picks the attention kernels.
         self.model = decoder.Decoder.from_config(
-            config.model, self.tokenizer.vocab_size, platform=sharding.platform(self.mesh)
+            config.model,
+            self.tokenizer.vocab_size,
+            platform=sharding.platform(self.mesh),
+            digit_ids=self.tokenizer.digit_ids,
         )
         longest = max(self.data.max_sequence_length(s) for s in ("validation", "test"))
         longest = loader.round_up(longest, 16) + config.eval.max_new_tokens

@@ -276,12 +276,15 @@ def test_bfloat16_compute():
 
 
 def test_from_config():
+    # The digit ids come from the task's tokenizer, not from config.model.
+    sizes = {key: value for key, value in TINY.items() if key != "digit_ids"}
     config = ml_collections.ConfigDict(
-        dict(TINY, dtype="float32", precision="highest", attention_impl="reference", pe=_pe("t5"))
+        dict(sizes, dtype="float32", precision="highest", attention_impl="reference", pe=_pe("t5"))
     )
     assert sorted(config.keys()) == sorted(CONFIG_FIELDS)
-    model = Decoder.from_config(config, vocab_size=VOCAB)
+    model = Decoder.from_config(config, vocab_size=VOCAB, digit_ids=TINY["digit_ids"])
     assert model == Decoder(vocab_size=VOCAB, pe=_pe("t5"), **TINY)
+    assert Decoder.from_config(config, vocab_size=VOCAB).digit_ids == ()
     assert hash(model) == hash(Decoder(vocab_size=VOCAB, pe=_pe("t5"), **TINY))  # jit-static
     extra = ml_collections.ConfigDict(dict(config.to_dict(), d_head=8))
     with pytest.raises(ValueError, match=r"missing \[\], unknown \['d_head'\]"):

@@ -5,10 +5,12 @@ import pytest
 
 from lenggen import config_schema
 from lenggen.model import positional
+from lenggen.model.positional.abacus import Abacus
 from lenggen.model.positional.absolute import AbsolutePositionalEncoding
 from lenggen.model.positional.alibi import ALiBi
 from lenggen.model.positional.base import PositionalEncoding
 from lenggen.model.positional.cope import CoPE
+from lenggen.model.positional.coupling import PositionCoupling
 from lenggen.model.positional.fire import FIRE
 from lenggen.model.positional.kerple import KERPLE
 from lenggen.model.positional.nope import NoPositionalEncoding
@@ -18,7 +20,18 @@ from tests.model import tiny
 
 
 def test_names_in_paper_order():
-    assert positional.names() == ("nope", "ape", "t5", "alibi", "rotary", "fire", "kerple", "cope")
+    assert positional.names() == (
+        "nope",
+        "ape",
+        "t5",
+        "alibi",
+        "rotary",
+        "fire",
+        "kerple",
+        "cope",
+        "abacus",
+        "coupling",
+    )
 
 
 def test_get_returns_the_registered_classes():
@@ -31,6 +44,8 @@ def test_get_returns_the_registered_classes():
         "fire": FIRE,
         "kerple": KERPLE,
         "cope": CoPE,
+        "abacus": Abacus,
+        "coupling": PositionCoupling,
     }
     assert {name: positional.get(name) for name in positional.names()} == expected
     assert all(issubclass(cls, PositionalEncoding) for cls in expected.values())
@@ -127,6 +142,8 @@ def test_max_position_on_unbound_modules():
         "fire": None,
         "kerple": None,
         "cope": None,
+        "abacus": None,  # embeds digit indices, not positions
+        "coupling": None,
     }
     learned = tiny.pe_config("ape", kind="learned", max_length=100)
     assert positional.build(learned, num_heads=3).max_position() == 99

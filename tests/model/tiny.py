@@ -12,8 +12,18 @@ from lenggen.model import positional
 from lenggen.model.positional import randomized
 
 VARIANTS = positional.names() + ("ape_learned",)
-# Odd, unequal sizes so a transposed axis fails; 3 heads (not a power of two).
-SIZES = dict(num_layers=2, d_model=16, num_heads=3, d_kv=8, d_ff=24, dropout_rate=0.1)
+# Odd, unequal sizes so a transposed axis fails; 3 heads (not a power of two). Ids 3-8 are
+# digits (for the PEs that embed a digit's place in its number: abacus, coupling), so random
+# token sequences hold runs of digits.
+SIZES = dict(
+    num_layers=2,
+    d_model=16,
+    num_heads=3,
+    d_kv=8,
+    d_ff=24,
+    dropout_rate=0.1,
+    digit_ids=(3, 4, 5, 6, 7, 8),
+)
 
 
 def pe_config(variant: str, *, max_position: int = 0, **options) -> ml_collections.ConfigDict:

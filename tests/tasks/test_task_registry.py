@@ -15,6 +15,7 @@ NAMES = (
     "copy_repeat_change",
     "lego",
     "lego_shuffled",
+    "long_addition",
     "parity",
     "pcfg",
     "polynomial",
@@ -67,7 +68,7 @@ def test_unknown_option():
     assert str(error.value) == (
         "Unknown option(s) 'max_train_length' for task 'addition'. Valid options: seed, "
         "num_train, num_validation, num_test_per_digit_pair, min_digits, max_train_digits, "
-        "max_test_digits, scratchpad"
+        "max_test_digits, scratchpad, digit_order, zero_pad"
     )
 
 

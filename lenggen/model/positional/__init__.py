@@ -16,10 +16,12 @@ A PE config is an ml_collections ConfigDict holding `name` plus one sub-dict of 
 import dataclasses
 from typing import Any
 
+from lenggen.model.positional.abacus import Abacus
 from lenggen.model.positional.absolute import AbsolutePositionalEncoding
 from lenggen.model.positional.alibi import ALiBi, alibi_slopes
 from lenggen.model.positional.base import PositionalEncoding
 from lenggen.model.positional.cope import CoPE
+from lenggen.model.positional.coupling import PositionCoupling
 from lenggen.model.positional.fire import FIRE
 from lenggen.model.positional.kerple import KERPLE
 from lenggen.model.positional.nope import NoPositionalEncoding
@@ -45,6 +47,8 @@ _REGISTRY: dict[str, type[PositionalEncoding]] = {
     "fire": FIRE,
     "kerple": KERPLE,
     "cope": CoPE,
+    "abacus": Abacus,
+    "coupling": PositionCoupling,
 }
 
 # Fields every PE has that are not options: set by `build` (num_heads, d_model) or by Linen.
@@ -53,7 +57,7 @@ _NOT_OPTIONS = frozenset(f.name for f in dataclasses.fields(PositionalEncoding))
 
 def names() -> tuple[str, ...]:
     """The registered PE names: the paper's, in its order (NoPE, APE, T5, ALiBi, Rotary), then
-    the follow-ups (FIRE, CoPE)."""
+    the follow-ups (FIRE, KERPLE, CoPE, and the arithmetic PEs abacus and coupling)."""
     return tuple(_REGISTRY)
 
 

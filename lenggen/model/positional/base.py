@@ -17,6 +17,7 @@ kernels receive these hooks, never a PE name.
 
 import dataclasses
 from collections.abc import Callable
+from typing import ClassVar
 
 import flax.linen as nn
 import jax
@@ -168,6 +169,11 @@ class PositionalEncoding(nn.Module):
 
     num_heads: int
     d_model: int | None = None
+
+    # What `embed` receives as `positions`: "positions", the token positions every hook gets;
+    # or "digit_runs", each token's index within its number (lenggen.model.digit_runs), for the
+    # arithmetic PEs that embed a digit's place in its number instead of its position.
+    embed_input: ClassVar[str] = "positions"
 
     def embed(self, x: jax.Array, positions: jax.Array) -> jax.Array:
         """Adds a position code to token embeddings.
