@@ -58,3 +58,18 @@ def test_arguments_select_seeds_pes_and_tasks():
 def test_bad_arguments(arg, message):
     with pytest.raises(grid.GridError, match=message):
         grid.load_grid(f"{GRID}:{arg}")
+
+
+def test_copy_repeat_runs_are_the_scale_studys_first_point_so_its_workdirs_count():
+    # The proxy's Copy-Repeat setting is the study's m2x128_s1000_lr1em3 point: the same config
+    # for every PE, so a finished study workdir copied to RUNS_DIR/copy_repeat/<pe>/<seed> is a
+    # complete proxy run (lenggen.sweep.run_status compares the configs' training keys).
+    proxy_runs = {r.name: r for r in grid.load_grid(f"{GRID}:seeds=1,tasks=copy_repeat")}
+    study_runs = grid.load_grid(
+        "configs/grids/scale_study.py:points=1,pes=" + "+".join(paper.PAPER_PE_ORDER)
+    )
+    assert len(study_runs) == len(proxy_runs) == 5
+    for run in study_runs:
+        pe = run.name.split("/")[1].partition("+")[0]
+        ours = grid.resolve_config(proxy_runs[f"copy_repeat/{pe}/256788"])
+        assert grid.resolve_config(run).to_dict() == ours.to_dict()
