@@ -36,10 +36,11 @@ def test_grid_is_two_tasks_by_five_pes_by_three_seeds_at_the_papers_lengths():
 
 
 def test_budget_is_the_measured_cost_and_fits_three_hours_on_two_cores():
-    # 15 runs per task: (30 + 0.24 x 1,000) + (30 + 0.36 x 2,000) = 270 + 750 CPU s a pair.
-    assert proxy.budget_cpu_hours() == pytest.approx(15 * (270 + 750) / 3600)
+    # 15 runs per task: (34.1 + 0.2374 x 1,000) + (17.4 + 0.3050 x 3,000) = 271.5 + 932.4 CPU
+    # seconds a (PE, seed): 5.02 CPU hours, ~2.5 hours on 2 cores.
+    assert proxy.budget_cpu_hours() == pytest.approx(15 * (271.5 + 932.4) / 3600)
     assert proxy.budget_cpu_hours() / 2 <= 3.0
-    assert proxy.budget_cpu_hours(num_pes=1, num_seeds=1) == pytest.approx(1020 / 3600)
+    assert proxy.budget_cpu_hours(num_pes=1, num_seeds=1) == pytest.approx(1203.9 / 3600)
 
 
 def test_arguments_select_seeds_pes_and_tasks():
