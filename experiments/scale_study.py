@@ -62,6 +62,13 @@ CSV_FIELDS = (
 )
 
 
+# The paper's models (docs/paper.md, "Model" and "Training"): ~109.6M weights (24.65M of them the
+# T5 vocabulary's embeddings; counted as count_parameters counts, the PE table aside), trained
+# 40,000 steps of batch 64. The plot marks its numbers there, at the end of their dotted lines.
+PAPER_PARAMETERS = 109_600_000
+PAPER_STEPS = 40_000
+
+
 class StudyError(ValueError):
     """Bad input: a missing grid or output folder, a malformed record."""
 
@@ -291,7 +298,8 @@ def plot_name(task: str, symbols: int) -> str:
 def plot(rows: list[dict], path: str, title: str, reference: dict[str, float]) -> None:
     """Left: exact match beyond the training lengths vs parameters (each size at its fewest
     steps and that size's most common learning rate); right: vs training steps, one line per
-    (PE, size). One colour per PE; `reference` (PE -> the paper's number) dotted."""
+    (PE, size). One colour per PE; `reference` (PE -> the paper's number) dotted, with a star
+    at the paper's size (PAPER_PARAMETERS) and steps (PAPER_STEPS)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -312,7 +320,7 @@ def plot(rows: list[dict], path: str, title: str, reference: dict[str, float]) -
     for pe in sorted({r["pe"] for r in rows}):
         colour = colours.get(pe, "black")
         if pe in reference:
-            for axis in (left, right):
+            for axis, at in ((left, PAPER_PARAMETERS), (right, PAPER_STEPS)):
                 axis.axhline(
                     reference[pe],
                     color=colour,
@@ -320,6 +328,7 @@ def plot(rows: list[dict], path: str, title: str, reference: dict[str, float]) -
                     linewidth=1,
                     label=f"{pe}, paper (12x768, 40k steps)",
                 )
+                axis.plot([at], [reference[pe]], "*", color=colour, markersize=10)
         points = []
         for entries in by_size.values():
             mine = [r for r in entries if r["pe"] == pe]

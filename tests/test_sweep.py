@@ -356,7 +356,8 @@ def test_grid_test_lengths_are_the_datasets():
         (
             "pes=nope+fir",
             r"pes='nope\+fir': unknown positional encoding\(s\) \['fir'\]; expected "
-            r"names from nope, ape, t5, alibi, rotary, fire, kerple, cope, abacus, coupling joined by '\+'",
+            r"names from nope, ape, t5, alibi, rotary, fire, kerple, cope, abacus, coupling "
+            r"joined by '\+'",
         ),
         ("pes=t5++alibi", r"unknown positional encoding\(s\) \[''\]"),
         ("randomized=t5+t5", r"randomized='t5\+t5' repeats \['t5'\]"),

@@ -35,13 +35,20 @@ def teacher_forced_correct(
 ) -> jax.Array:
     """Whether greedy decoding would reproduce each target exactly: `[batch]` bool.
 
-    Greedy decoding writes the gold target iff, given the gold prefix, the argmax at every
-    target position (EOS included) is the gold token, so one parallel forward pass decides
-    sequence exact match. With randomized positions this pass uses the positions
-    `decoding.greedy_decode` gives each token (`randomized.model_positions`, which needs
-    `max_new_tokens` and `batch["source_length"]` then).
+    Greedy decoding of `max_new_tokens` tokens writes the gold target iff the target and its
+    EOS fit in them and, given the gold prefix, the argmax at every target position (EOS
+    included) is the gold token, so one parallel forward pass decides sequence exact match.
+    `max_new_tokens=None` sets no budget (the argmax alone decides). With randomized positions
+    this pass uses the positions `decoding.greedy_decode` gives each token
+    (`randomized.model_positions`, which needs `max_new_tokens` and `batch["source_length"]`
+    then).
     """
     positions = randomized.model_positions(model.pe, batch, None, max_new_tokens=max_new_tokens)
     logits = model.apply({"params": params}, batch["tokens"], positions, batch["valid"])
     correct, mask = target_correct(logits, batch)
-    return jnp.all(correct | (mask == 0), axis=-1)
+    verdict = jnp.all(correct | (mask == 0), axis=-1)
+    if max_new_tokens is None:
+        return verdict
+    # A target whose tokens and EOS outnumber the budget is cut short by greedy decoding, however
+    # right the model is at every position.
+    return verdict & (mask.sum(axis=-1) <= max_new_tokens)
