@@ -162,16 +162,19 @@ def batch_spec(batch_size: int, length: int) -> dict:
     )
 
 
-def cache_shardings(cache, mesh: Mesh):
-    """KV-cache layout: batch on `data`; keys/values' heads on `model` where they divide."""
+def cache_shardings(cache, mesh: Mesh, scan_layers: bool = False):
+    """KV-cache layout: batch on `data`; keys/values' heads on `model` where they divide. With
+    `scan_layers` every leaf has a leading layer axis, left unsharded."""
     model_size = mesh.shape["model"]
+    layer = (None,) if scan_layers else ()
 
     def place(leaf) -> NamedSharding:
-        if leaf.ndim == 4:  # [batch, max_length, heads, head_dim]
-            heads = "model" if leaf.shape[2] % model_size == 0 else None
-            return NamedSharding(mesh, P("data", None, heads, None))
-        if leaf.ndim == 2:  # [batch, max_length]
-            return NamedSharding(mesh, P("data"))
+        ndim = leaf.ndim - len(layer)
+        if ndim == 4:  # [batch, max_length, heads, head_dim]
+            heads = "model" if leaf.shape[len(layer) + 2] % model_size == 0 else None
+            return NamedSharding(mesh, P(*layer, "data", None, heads, None))
+        if ndim == 2:  # [batch, max_length]
+            return NamedSharding(mesh, P(*layer, "data"))
         return NamedSharding(mesh, P())
 
     return jax.tree.map(place, cache)
@@ -237,7 +240,7 @@ def build(
         cache = jax.eval_shape(
             functools.partial(kv_cache.init_cache, model, batch_size, lengths.cache)
         )
-        cache_sharding = cache_shardings(cache, mesh)
+        cache_sharding = cache_shardings(cache, mesh, model.scan_layers)
         token = jax.ShapeDtypeStruct((batch_size, 1), jnp.int32, sharding=batch_sharding)
         fn = jax.jit(
             functools.partial(_decode_step, model=model),

@@ -76,10 +76,12 @@ def differing_keys(saved: dict, current: dict, *, evaluating: bool = False) -> l
     `evaluating`, but for EVALUATION_KEYS."""
     saved_flat = _flatten({k: saved.get(k) for k in TRAINING_KEYS})
     current_flat = _flatten({k: current.get(k) for k in TRAINING_KEYS})
-    # Configs from before config.model.precision existed trained at full float32 ('highest').
+    # Configs from before config.model.precision existed trained at full float32 ('highest'),
+    # those from before config.model.scan_layers with unrolled blocks.
     for config, flat in ((saved, saved_flat), (current, current_flat)):
-        if "model" in config and "model.precision" not in flat:
-            flat["model.precision"] = "highest"
+        for key, value in (("model.precision", "highest"), ("model.scan_layers", False)):
+            if "model" in config and key not in flat:
+                flat[key] = value
     allowed = IGNORED_KEYS + (EVALUATION_KEYS if evaluating else ())
     return sorted(
         key
