@@ -136,6 +136,8 @@ def plan(
         attention_impl=config.model.attention_impl,
         dtype=config.model.dtype,
         precision=config.model.precision,
+        num_layers=config.model.num_layers,
+        scan_layers=bool(config.model.get("scan_layers", False)),
         matmul_passes=matmul_passes,
         lengths=vars(lengths),
         vocab_size=vocab_size,
@@ -207,7 +209,8 @@ def print_report(report: dict, out=sys.stdout) -> None:
         f"{report['hosts']} host(s)), mesh {report['mesh']}, platform {report['platform']}; "
         f"PE {report['pe']}, attention {report['attention_impl']}, {report['dtype']} at "
         f"precision {report['precision']} ({report['matmul_passes']} bf16 MXU pass(es) per "
-        f"matmul); widths {report['lengths']}."
+        f"matmul); {report['num_layers']} layers "
+        f"{'scanned' if report['scan_layers'] else 'unrolled'}; widths {report['lengths']}."
     )
     say(
         f"Per device: parameters {_gib(report['params_bytes_per_device'])}, optimizer state "
