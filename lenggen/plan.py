@@ -223,7 +223,8 @@ def print_report(report: dict, out=sys.stdout) -> None:
             continue
         estimate = p["estimated_seconds"]
         say(
-            f"  {name:8s} compiles ({p['compile_seconds']:.0f} s); per device: peak "
+            f"  {name:8s} compiles ({p['compile_seconds']:.0f} s, "
+            f"{p['compile_cpu_seconds']:.0f} CPU-s); per device: peak "
             f"{_gib(p['peak_bytes'])} (arguments {_gib(p['argument_bytes'])}, temporaries "
             f"{_gib(p['temp_bytes'])}), {p['flops'] / 1e12:.3f} TFLOP, "
             f"{p['bytes_accessed'] / 1e9:.2f} GB accessed, Mosaic kernels "

@@ -283,6 +283,8 @@ class Decoder(nn.Module):
             raise ValueError(
                 f"precision must be one of {tuple(PRECISIONS)}, got {self.precision!r}"
             )
+        if not isinstance(self.scan_layers, bool):
+            raise ValueError(f"scan_layers must be True or False, got {self.scan_layers!r}")
         attention.get(self.attention_impl, self.platform)  # raises on an unknown kernel
         positional.get(self.pe["name"])  # raises on an unknown PE
         super().__post_init__()

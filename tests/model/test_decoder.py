@@ -273,7 +273,14 @@ def test_bfloat16_compute():
 
 def test_from_config():
     config = ml_collections.ConfigDict(
-        dict(TINY, dtype="float32", precision="highest", attention_impl="reference", pe=_pe("t5"))
+        dict(
+            TINY,
+            dtype="float32",
+            precision="highest",
+            attention_impl="reference",
+            pe=_pe("t5"),
+            scan_layers=False,
+        )
     )
     assert sorted(config.keys()) == sorted(CONFIG_FIELDS)
     model = Decoder.from_config(config, vocab_size=VOCAB)
@@ -289,6 +296,11 @@ def test_from_config():
     del config["precision"]
     config.dtype = "float32"
     assert Decoder.from_config(config, vocab_size=VOCAB).precision == "highest"
+    # ... and one written before config.model.scan_layers as unrolled blocks.
+    del config["scan_layers"]
+    assert Decoder.from_config(config, vocab_size=VOCAB).scan_layers is False
+    config.scan_layers = True
+    assert Decoder.from_config(config, vocab_size=VOCAB).scan_layers is True
 
 
 @pytest.mark.parametrize(
@@ -305,6 +317,7 @@ def test_from_config():
         (dict(pe=_pe("kerple")), "unknown positional encoding 'kerple'"),
         (dict(dropout_rate=1.0), r"dropout_rate must be in \[0, 1\), got 1.0"),
         (dict(num_heads=0), "num_heads must be >= 1, got 0"),
+        (dict(scan_layers="yes"), "scan_layers must be True or False, got 'yes'"),
     ],
 )
 def test_bad_settings_are_rejected(overrides, message):

@@ -85,6 +85,18 @@ def test_stack_layers_rejects_a_wrong_depth(pair):
         decoder.stack_layers(params, 2)
 
 
+@pytest.mark.parametrize("rule", optimizer_lib.DECAY_RULES)
+def test_weight_decay_mask_is_the_stacked_mask(pair, rule):
+    _, _, params, stacked = pair
+    mask = optimizer_lib.decay_mask(stacked, rule)
+    expected = optimizer_lib.decay_mask(params, rule)
+    layer = mask.pop("blocks")["layer"]
+    for i in range(SIZES["num_layers"]):
+        assert expected.pop(f"block_{i}") == layer
+    assert mask == expected  # the embedding, final norm and PE entries
+    assert layer["attention"]["query"] is True
+
+
 def test_same_logits_and_gradients(pair):
     unrolled, scanned, params, stacked = pair
 
