@@ -65,14 +65,17 @@ ABOUT = (
     "form there (no Mosaic kernel). Run chip-hours: 40k train steps at the roofline x chips "
     "(a lower bound). 'load': the host's 1-minute load average when the combination finished "
     "(compile times are wall clock on a shared 2-core host, then in parentheses the CPU "
-    "seconds of the compiling process, which do not depend on the load; 0 where not "
-    "recorded)."
+    "seconds of the compiling process, which do not depend on the load, where "
+    "recorded). The Machine line is the host's when the table was written."
 )
 
 
 def _row(report: dict, modes) -> list[str]:
     def gib(n):
         return "-" if n is None else f"{n / 2**30:.2f}"
+
+    def cpu(seconds):
+        return "" if seconds is None else f" ({seconds:.0f} CPU-s)"
 
     layers = report.get("num_layers", "?")
     cells = [
@@ -91,7 +94,7 @@ def _row(report: dict, modes) -> list[str]:
             cells.append(f"FAILS: {p['error'][:160]}")
         else:
             cells.append(
-                f"{p['compile_seconds']:.0f} s ({p.get('compile_cpu_seconds', 0):.0f} CPU-s); "
+                f"{p['compile_seconds']:.0f} s{cpu(p.get('compile_cpu_seconds'))}; "
                 f"{gib(p['peak_bytes'])} GiB; "
                 f"{p['flops'] / 1e9:.1f} GFLOP; {p['mosaic_kernels']} Mosaic; "
                 f"{p['estimated_seconds'] * 1e3:.2f} ms"
