@@ -44,7 +44,7 @@ class Topology:
     name: as given ('v5e:2x2'), or 'cpu' for this host's devices.
     devices: the (abstract, for a TPU topology) devices, one per JAX device.
     chip: the generation's published figures (None for local devices).
-    devices_per_chip: JAX devices per chip (v4 topologies list both TensorCores of a chip).
+    devices_per_chip: JAX devices per chip (1: megacore chips, v4 and v5p, are one device).
     hosts: processes the slice runs as (a slice of several hosts is a multi-host run).
     """
 
@@ -76,8 +76,14 @@ def topology(name: str) -> Topology:
     # libtpu takes a machine-wide lock (/tmp/libtpu_lockfile) meant for processes driving
     # real TPUs; compiling touches none, so several compiling processes may share it.
     os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+    chip = chips.chip_of_topology(name)
+    # libtpu lists each TensorCore of a megacore chip (v4, v5p) as a device unless asked for
+    # the megacore configuration, which is what a TPU VM's JAX sees (one device per chip).
+    options = dict(chip_config_name="megacore") if chip.megacore else {}
     try:
-        devices = tuple(topologies.get_topology_desc(platform="tpu", topology_name=name).devices)
+        devices = tuple(
+            topologies.get_topology_desc(platform="tpu", topology_name=name, **options).devices
+        )
     except ImportError as error:
         raise ValueError(
             f"topology {name!r} needs libtpu ({error}): pip install -e '.[tpu]'"
@@ -89,7 +95,7 @@ def topology(name: str) -> Topology:
     return Topology(
         name,
         devices,
-        chips.chip_of_topology(name),
+        chip,
         max(1, len(devices) // num_chips),
         len({d.process_index for d in devices}),
     )
