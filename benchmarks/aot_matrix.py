@@ -45,6 +45,12 @@ _NAME = flags.DEFINE_string("name", "aot_matrix", "Results file name (without .m
 _SCAN = flags.DEFINE_bool(
     "scan_layers", False, "Compile the blocks as one nn.scan (config.model.scan_layers)."
 )
+_MODEL = flags.DEFINE_list(
+    "model",
+    [],
+    "config.model overrides KEY=INT (e.g. d_model=64,num_heads=2,d_kv=32,d_ff=128): a narrow "
+    "model whose compile time shows the depth's share cheaply. Default: the paper's widths.",
+)
 _JSONL = flags.DEFINE_string(
     "jsonl", "", "Where to write one JSON line per combination (default: results/NAME.jsonl)."
 )
@@ -78,11 +84,13 @@ def _row(report: dict, modes) -> list[str]:
         return "" if seconds is None else f" ({seconds:.0f} CPU-s)"
 
     layers = report.get("num_layers", "?")
+    width = report.get("d_model", 768)
     cells = [
         report["topology"],
         f"{report.get('hosts', 1)}",
         "x".join(map(str, report["mesh"].values())),
-        f"{layers} {'scanned' if report.get('scan_layers') else 'unrolled'}",
+        f"{layers} {'scanned' if report.get('scan_layers') else 'unrolled'}"
+        + ("" if width == 768 else f" (d_model {width})"),
         report["pe"],
         report["attention_impl"],
     ]
@@ -170,9 +178,14 @@ def main(argv):
                     config.model.num_layers = _LAYERS.value
                     config.model.scan_layers = _SCAN.value
                     config.model.attention_impl = kernel
+                    for item in _MODEL.value:
+                        key, value = item.split("=")
+                        config.model[key] = int(value)
                     config.mesh.shape = tuple(int(s) for s in mesh_text.split("x"))
                     report = plan.plan(config, topology, tuple(_MODES.value), LENGTHS, vocab)
-                    report.update(command=command, load=os.getloadavg()[0])
+                    report.update(
+                        command=command, load=os.getloadavg()[0], d_model=config.model.d_model
+                    )
                     with jsonl.open("a") as out:
                         out.write(json.dumps(report, sort_keys=True) + "\n")
                     reports.append(report)
