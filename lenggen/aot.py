@@ -122,6 +122,9 @@ class Program:
     # CPU seconds of this process (all compiler threads) for lowering and compiling: what the
     # compile costs, whatever else the host runs (wall time depends on its load).
     compile_cpu_seconds: float = 0.0
+    # A scanned stack's second compile, for its FLOPs (lenggen.plan; 0 when none).
+    cost_compile_seconds: float = 0.0
+    cost_compile_cpu_seconds: float = 0.0
     argument_bytes: int = 0
     output_bytes: int = 0
     alias_bytes: int = 0
@@ -204,17 +207,25 @@ def _decode_step(params, cache, tokens, positions, *, model):
 
 
 def build(
-    config: ml_collections.ConfigDict, vocab_size: int, lengths: Lengths, mesh: Mesh, modes=MODES
+    config: ml_collections.ConfigDict,
+    vocab_size: int,
+    lengths: Lengths,
+    mesh: Mesh,
+    modes=MODES,
+    scan_unroll: int = 1,
 ) -> dict[str, tuple[Callable, tuple]]:
     """`{mode: (jitted function, abstract arguments)}` for the run `config` describes.
 
     The model is built for `sharding.platform(mesh)`; shardings are the run's (lenggen.train.
     loop): the state laid out by the partition rules, batches split over `data`.
+    `scan_unroll`: layers per loop iteration of a scanned stack (`Decoder.scan_unroll`).
     """
     unknown = sorted(set(modes) - set(MODES))
     if unknown:
         raise ValueError(f"unknown mode(s) {unknown}; expected some of {MODES}")
-    model = decoder.Decoder.from_config(config.model, vocab_size, platform=sharding.platform(mesh))
+    model = decoder.Decoder.from_config(
+        config.model, vocab_size, platform=sharding.platform(mesh), scan_unroll=scan_unroll
+    )
     optimizer = optimizer_lib.make_optimizer(config.train)
     schedule = optimizer_lib.learning_rate_schedule(config.train)
     layout = state_lib.layout(model, optimizer, mesh, lengths.train)
@@ -298,6 +309,28 @@ def compile_program(name: str, fn: Callable, args: tuple, mesh: Mesh) -> Program
         bytes_accessed=float(cost.get("bytes accessed", 0.0)),
         mosaic_kernels=compiled.as_text().count(MOSAIC_CALL),
     )
+
+
+def loop_unroll(num_layers: int) -> int:
+    """The unroll of a second compile that shows a scanned stack's per-layer cost: the
+    smallest divisor of `num_layers` above 1 (1 for a single layer, which needs none)."""
+    return next((u for u in range(2, num_layers + 1) if num_layers % u == 0), 1)
+
+
+def count_every_layer(once: Program, unrolled: Program, num_layers: int, unroll: int) -> None:
+    """Corrects `once`'s FLOPs and bytes accessed in place, for a scanned stack.
+
+    XLA's cost analysis counts a while loop's body once, whatever its trip count: a scanned
+    stack's program reports the layers as one. Compiled with `unroll` layers per iteration
+    it reports `unroll` of them, so one layer costs (unrolled - once) / (unroll - 1) and the
+    whole stack once + (num_layers - 1) x that. (If a compiler counted the trips, the two
+    would agree and nothing would change.)
+    """
+    if unroll < 2 or not (once.compiled and unrolled.compiled):
+        return
+    for field in ("flops", "bytes_accessed"):
+        layer = (getattr(unrolled, field) - getattr(once, field)) / (unroll - 1)
+        setattr(once, field, getattr(once, field) + (num_layers - 1) * layer)
 
 
 def state_bytes(

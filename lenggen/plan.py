@@ -99,6 +99,18 @@ def plan(
         aot.compile_program(name, fn, args, mesh)
         for name, (fn, args) in aot.build(config, vocab_size, lengths, mesh, modes).items()
     ]
+    # A scanned stack's FLOPs and bytes: XLA counts its loop body once; a second compile with
+    # more layers per iteration gives the per-layer cost (aot.count_every_layer).
+    layers = config.model.num_layers
+    unroll = aot.loop_unroll(layers) if config.model.get("scan_layers", False) else 1
+    if unroll > 1:
+        built = aot.build(config, vocab_size, lengths, mesh, modes, scan_unroll=unroll)
+        for program in programs:
+            fn, args = built[program.name]
+            again = aot.compile_program(program.name, fn, args, mesh)
+            aot.count_every_layer(program, again, layers, unroll)
+            program.cost_compile_seconds = again.compile_seconds
+            program.cost_compile_cpu_seconds = again.compile_cpu_seconds
     chip = topology.chip
     hbm = chip.hbm_bytes // topology.devices_per_chip if chip else None
     matmul_passes = chips.passes(config.model.dtype, config.model.precision)
@@ -138,6 +150,8 @@ def plan(
         precision=config.model.precision,
         num_layers=config.model.num_layers,
         scan_layers=bool(config.model.get("scan_layers", False)),
+        # FLOPs and bytes of a scanned stack come from compiles at unroll 1 and this one.
+        cost_unroll=unroll,
         matmul_passes=matmul_passes,
         lengths=vars(lengths),
         vocab_size=vocab_size,

@@ -254,6 +254,9 @@ class Decoder(nn.Module):
         devices'), which picks the attention kernel's form; None: this process's backend.
       scan_layers: run the blocks as one `nn.scan` (module docstring); parameters and cache
         then live under `blocks/layer` with a leading layer axis.
+      scan_unroll: layers per iteration of the scanned loop (the same function; lenggen.plan
+        compiles a second unroll to count FLOPs, as XLA's cost analysis counts a loop body
+        once whatever its trip count).
     """
 
     vocab_size: int
@@ -269,6 +272,7 @@ class Decoder(nn.Module):
     precision: str = "highest"
     platform: str | None = None
     scan_layers: bool = False
+    scan_unroll: int = 1
 
     def __post_init__(self):
         if not isinstance(self.pe, ml_collections.FrozenConfigDict):
@@ -291,7 +295,11 @@ class Decoder(nn.Module):
 
     @classmethod
     def from_config(
-        cls, model_config: ml_collections.ConfigDict, vocab_size: int, platform: str | None = None
+        cls,
+        model_config: ml_collections.ConfigDict,
+        vocab_size: int,
+        platform: str | None = None,
+        scan_unroll: int = 1,
     ) -> "Decoder":
         """A Decoder from `config.model`, which has exactly the fields of CONFIG_FIELDS,
         compiled for `platform` (the mesh's devices'; None: this process's backend)."""
@@ -312,6 +320,7 @@ class Decoder(nn.Module):
         return cls(
             vocab_size=vocab_size,
             platform=platform,
+            scan_unroll=scan_unroll,
             **{field: values[field] for field in CONFIG_FIELDS},
         )
 
@@ -367,6 +376,7 @@ class Decoder(nn.Module):
                     split_rngs={"params": True, "dropout": True},
                     in_axes=(nn.broadcast, nn.broadcast, nn.broadcast),
                     length=self.num_layers,
+                    unroll=self.scan_unroll,
                     metadata_params={nn.PARTITION_NAME: "layers"},
                 )
                 x, _ = stack(block, pe.clone(parent=None), deterministic, decode, name=SCAN_NAME)(
