@@ -147,11 +147,19 @@ def _write(reports: list[dict], command: str, minutes: float | None) -> None:
 
 
 def _render(paths) -> None:
-    reports = []
+    found = {}
     for path in paths:
-        reports += [
-            json.loads(line) for line in pathlib.Path(path).read_text().splitlines() if line
-        ]
+        for line in pathlib.Path(path).read_text().splitlines():
+            if line.strip():
+                report = json.loads(line)
+                # One row per combination (rendering into a file it read keeps it once).
+                key = json.dumps(
+                    [report.get(k) for k in ("topology", "mesh", "pe", "attention_impl")]
+                    + [report.get(k) for k in ("num_layers", "scan_layers", "d_model")]
+                    + [sorted(report["programs"])]
+                )
+                found[key] = report
+    reports = list(found.values())
     commands = sorted({r.get("command", "") for r in reports} - {""})
     _write(reports, "; ".join(commands) or "(not recorded)", None)
 
