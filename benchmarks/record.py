@@ -41,9 +41,12 @@ def table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def write(name: str, title: str, body: str) -> pathlib.Path:
-    """Prints `body` and writes it, headed by the machine and the command, to results/name.md."""
-    command = " ".join(["python -m", f"benchmarks.{pathlib.Path(sys.argv[0]).stem}", *sys.argv[1:]])
+def write(name: str, title: str, body: str, command: str | None = None) -> pathlib.Path:
+    """Prints `body` and writes it, headed by the machine and the command (default: this
+    process's), to results/name.md."""
+    command = command or " ".join(
+        ["python -m", f"benchmarks.{pathlib.Path(sys.argv[0]).stem}", *sys.argv[1:]]
+    )
     text = (
         f"# {title}\n\n"
         f"- Machine: {machine()}\n"

@@ -40,6 +40,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             precision="highest",
             attention_impl="auto",
             pe=config_schema.pe_section(args["pe"]),
+            # One nn.scan over the blocks (parameters stacked on a layer axis): the same model,
+            # compiled once instead of 12 times (recommended on TPU; see the README). Off by
+            # default, so checkpoints keep the per-block layout (decoder.stack_layers converts).
+            scan_layers=False,
         )
     )
     config.train = ml_collections.ConfigDict(

@@ -44,7 +44,7 @@ class Topology:
     name: as given ('v5e:2x2'), or 'cpu' for this host's devices.
     devices: the (abstract, for a TPU topology) devices, one per JAX device.
     chip: the generation's published figures (None for local devices).
-    devices_per_chip: JAX devices per chip (v4 topologies list both TensorCores of a chip).
+    devices_per_chip: JAX devices per chip (1: megacore chips, v4 and v5p, are one device).
     hosts: processes the slice runs as (a slice of several hosts is a multi-host run).
     """
 
@@ -76,8 +76,14 @@ def topology(name: str) -> Topology:
     # libtpu takes a machine-wide lock (/tmp/libtpu_lockfile) meant for processes driving
     # real TPUs; compiling touches none, so several compiling processes may share it.
     os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+    chip = chips.chip_of_topology(name)
+    # libtpu lists each TensorCore of a megacore chip (v4, v5p) as a device unless asked for
+    # the megacore configuration, which is what a TPU VM's JAX sees (one device per chip).
+    options = dict(chip_config_name="megacore") if chip.megacore else {}
     try:
-        devices = tuple(topologies.get_topology_desc(platform="tpu", topology_name=name).devices)
+        devices = tuple(
+            topologies.get_topology_desc(platform="tpu", topology_name=name, **options).devices
+        )
     except ImportError as error:
         raise ValueError(
             f"topology {name!r} needs libtpu ({error}): pip install -e '.[tpu]'"
@@ -89,7 +95,7 @@ def topology(name: str) -> Topology:
     return Topology(
         name,
         devices,
-        chips.chip_of_topology(name),
+        chip,
         max(1, len(devices) // num_chips),
         len({d.process_index for d in devices}),
     )
@@ -113,6 +119,12 @@ class Program:
     compiled: bool
     error: str | None = None
     compile_seconds: float = 0.0
+    # CPU seconds of this process (all compiler threads) for lowering and compiling: what the
+    # compile costs, whatever else the host runs (wall time depends on its load).
+    compile_cpu_seconds: float = 0.0
+    # A scanned stack's second compile, for its FLOPs (lenggen.plan; 0 when none).
+    cost_compile_seconds: float = 0.0
+    cost_compile_cpu_seconds: float = 0.0
     argument_bytes: int = 0
     output_bytes: int = 0
     alias_bytes: int = 0
@@ -162,16 +174,19 @@ def batch_spec(batch_size: int, length: int) -> dict:
     )
 
 
-def cache_shardings(cache, mesh: Mesh):
-    """KV-cache layout: batch on `data`; keys/values' heads on `model` where they divide."""
+def cache_shardings(cache, mesh: Mesh, scan_layers: bool = False):
+    """KV-cache layout: batch on `data`; keys/values' heads on `model` where they divide. With
+    `scan_layers` every leaf has a leading layer axis, left unsharded."""
     model_size = mesh.shape["model"]
+    layer = (None,) if scan_layers else ()
 
     def place(leaf) -> NamedSharding:
-        if leaf.ndim == 4:  # [batch, max_length, heads, head_dim]
-            heads = "model" if leaf.shape[2] % model_size == 0 else None
-            return NamedSharding(mesh, P("data", None, heads, None))
-        if leaf.ndim == 2:  # [batch, max_length]
-            return NamedSharding(mesh, P("data"))
+        ndim = leaf.ndim - len(layer)
+        if ndim == 4:  # [batch, max_length, heads, head_dim]
+            heads = "model" if leaf.shape[len(layer) + 2] % model_size == 0 else None
+            return NamedSharding(mesh, P(*layer, "data", None, heads, None))
+        if ndim == 2:  # [batch, max_length]
+            return NamedSharding(mesh, P(*layer, "data"))
         return NamedSharding(mesh, P())
 
     return jax.tree.map(place, cache)
@@ -192,17 +207,25 @@ def _decode_step(params, cache, tokens, positions, *, model):
 
 
 def build(
-    config: ml_collections.ConfigDict, vocab_size: int, lengths: Lengths, mesh: Mesh, modes=MODES
+    config: ml_collections.ConfigDict,
+    vocab_size: int,
+    lengths: Lengths,
+    mesh: Mesh,
+    modes=MODES,
+    scan_unroll: int = 1,
 ) -> dict[str, tuple[Callable, tuple]]:
     """`{mode: (jitted function, abstract arguments)}` for the run `config` describes.
 
     The model is built for `sharding.platform(mesh)`; shardings are the run's (lenggen.train.
     loop): the state laid out by the partition rules, batches split over `data`.
+    `scan_unroll`: layers per loop iteration of a scanned stack (`Decoder.scan_unroll`).
     """
     unknown = sorted(set(modes) - set(MODES))
     if unknown:
         raise ValueError(f"unknown mode(s) {unknown}; expected some of {MODES}")
-    model = decoder.Decoder.from_config(config.model, vocab_size, platform=sharding.platform(mesh))
+    model = decoder.Decoder.from_config(
+        config.model, vocab_size, platform=sharding.platform(mesh), scan_unroll=scan_unroll
+    )
     optimizer = optimizer_lib.make_optimizer(config.train)
     schedule = optimizer_lib.learning_rate_schedule(config.train)
     layout = state_lib.layout(model, optimizer, mesh, lengths.train)
@@ -237,7 +260,7 @@ def build(
         cache = jax.eval_shape(
             functools.partial(kv_cache.init_cache, model, batch_size, lengths.cache)
         )
-        cache_sharding = cache_shardings(cache, mesh)
+        cache_sharding = cache_shardings(cache, mesh, model.scan_layers)
         token = jax.ShapeDtypeStruct((batch_size, 1), jnp.int32, sharding=batch_sharding)
         fn = jax.jit(
             functools.partial(_decode_step, model=model),
@@ -252,7 +275,7 @@ def build(
 def compile_program(name: str, fn: Callable, args: tuple, mesh: Mesh) -> Program:
     """Lowers (under `mesh`, as the run traces) and compiles `fn(*args)`; a failure is
     reported, not raised."""
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     try:
         with jax.set_mesh(mesh):
             lowered = fn.lower(*args)
@@ -260,9 +283,13 @@ def compile_program(name: str, fn: Callable, args: tuple, mesh: Mesh) -> Program
     except Exception as error:  # noqa: BLE001 - any compiler rejection is the report.
         message = " ".join(str(error).split())[:2000]
         return Program(
-            name, False, f"{type(error).__name__}: {message}", time.perf_counter() - start
+            name,
+            False,
+            f"{type(error).__name__}: {message}",
+            time.perf_counter() - start,
+            time.process_time() - cpu_start,
         )
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     memory = compiled.memory_analysis()
     cost = compiled.cost_analysis() or {}
     if isinstance(cost, list):  # older JAX: one dict per program
@@ -272,6 +299,7 @@ def compile_program(name: str, fn: Callable, args: tuple, mesh: Mesh) -> Program
         True,
         None,
         seconds,
+        cpu_seconds,
         argument_bytes=int(memory.argument_size_in_bytes),
         output_bytes=int(memory.output_size_in_bytes),
         alias_bytes=int(memory.alias_size_in_bytes),
@@ -281,6 +309,28 @@ def compile_program(name: str, fn: Callable, args: tuple, mesh: Mesh) -> Program
         bytes_accessed=float(cost.get("bytes accessed", 0.0)),
         mosaic_kernels=compiled.as_text().count(MOSAIC_CALL),
     )
+
+
+def loop_unroll(num_layers: int) -> int:
+    """The unroll of a second compile that shows a scanned stack's per-layer cost: the
+    smallest divisor of `num_layers` above 1 (1 for a single layer, which needs none)."""
+    return next((u for u in range(2, num_layers + 1) if num_layers % u == 0), 1)
+
+
+def count_every_layer(once: Program, unrolled: Program, num_layers: int, unroll: int) -> None:
+    """Corrects `once`'s FLOPs and bytes accessed in place, for a scanned stack.
+
+    XLA's cost analysis counts a while loop's body once, whatever its trip count: a scanned
+    stack's program reports the layers as one. Compiled with `unroll` layers per iteration
+    it reports `unroll` of them, so one layer costs (unrolled - once) / (unroll - 1) and the
+    whole stack once + (num_layers - 1) x that. (If a compiler counted the trips, the two
+    would agree and nothing would change.)
+    """
+    if unroll < 2 or not (once.compiled and unrolled.compiled):
+        return
+    for field in ("flops", "bytes_accessed"):
+        layer = (getattr(unrolled, field) - getattr(once, field)) / (unroll - 1)
+        setattr(once, field, getattr(once, field) + (num_layers - 1) * layer)
 
 
 def state_bytes(

@@ -31,12 +31,15 @@ class Chip:
     peak_bf16_flops: float  # FLOP/s
     hbm_bytes_per_second: float
     hbm_bytes: int
+    # Both TensorCores of a chip act as one JAX device ("megacore", as a TPU VM runs v4 and
+    # v5p): jax.make_mesh refuses a mesh holding each core separately.
+    megacore: bool = False
 
 
 CHIPS = {
-    "v4": Chip("v4", 275e12, 1.2e12, 32 * 2**30),
+    "v4": Chip("v4", 275e12, 1.2e12, 32 * 2**30, megacore=True),
     "v5e": Chip("v5e", 197e12, 0.819e12, 16 * 2**30),
-    "v5p": Chip("v5p", 459e12, 2.765e12, 95 * 2**30),
+    "v5p": Chip("v5p", 459e12, 2.765e12, 95 * 2**30, megacore=True),
     "v6e": Chip("v6e", 918e12, 1.638e12, 32 * 2**30),
 }
 # config.model.precision -> bfloat16 MXU passes per float32 matmul (module docstring).

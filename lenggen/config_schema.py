@@ -147,6 +147,10 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
         "('highest': full float32, the paper's).",
     )
     _require(
+        isinstance(model.get("scan_layers", False), bool),
+        f"config.model.scan_layers={model.get('scan_layers')!r}: expected True or False.",
+    )
+    _require(
         model.attention_impl in attention.names(),
         f"config.model.attention_impl={model.attention_impl!r}: expected one of "
         f"{', '.join(attention.names())}.",

@@ -99,6 +99,18 @@ def plan(
         aot.compile_program(name, fn, args, mesh)
         for name, (fn, args) in aot.build(config, vocab_size, lengths, mesh, modes).items()
     ]
+    # A scanned stack's FLOPs and bytes: XLA counts its loop body once; a second compile with
+    # more layers per iteration gives the per-layer cost (aot.count_every_layer).
+    layers = config.model.num_layers
+    unroll = aot.loop_unroll(layers) if config.model.get("scan_layers", False) else 1
+    if unroll > 1:
+        built = aot.build(config, vocab_size, lengths, mesh, modes, scan_unroll=unroll)
+        for program in programs:
+            fn, args = built[program.name]
+            again = aot.compile_program(program.name, fn, args, mesh)
+            aot.count_every_layer(program, again, layers, unroll)
+            program.cost_compile_seconds = again.compile_seconds
+            program.cost_compile_cpu_seconds = again.compile_cpu_seconds
     chip = topology.chip
     hbm = chip.hbm_bytes // topology.devices_per_chip if chip else None
     matmul_passes = chips.passes(config.model.dtype, config.model.precision)
@@ -136,6 +148,10 @@ def plan(
         attention_impl=config.model.attention_impl,
         dtype=config.model.dtype,
         precision=config.model.precision,
+        num_layers=config.model.num_layers,
+        scan_layers=bool(config.model.get("scan_layers", False)),
+        # FLOPs and bytes of a scanned stack come from compiles at unroll 1 and this one.
+        cost_unroll=unroll,
         matmul_passes=matmul_passes,
         lengths=vars(lengths),
         vocab_size=vocab_size,
@@ -207,7 +223,8 @@ def print_report(report: dict, out=sys.stdout) -> None:
         f"{report['hosts']} host(s)), mesh {report['mesh']}, platform {report['platform']}; "
         f"PE {report['pe']}, attention {report['attention_impl']}, {report['dtype']} at "
         f"precision {report['precision']} ({report['matmul_passes']} bf16 MXU pass(es) per "
-        f"matmul); widths {report['lengths']}."
+        f"matmul); {report['num_layers']} layers "
+        f"{'scanned' if report['scan_layers'] else 'unrolled'}; widths {report['lengths']}."
     )
     say(
         f"Per device: parameters {_gib(report['params_bytes_per_device'])}, optimizer state "
@@ -220,7 +237,8 @@ def print_report(report: dict, out=sys.stdout) -> None:
             continue
         estimate = p["estimated_seconds"]
         say(
-            f"  {name:8s} compiles ({p['compile_seconds']:.0f} s); per device: peak "
+            f"  {name:8s} compiles ({p['compile_seconds']:.0f} s, "
+            f"{p['compile_cpu_seconds']:.0f} CPU-s); per device: peak "
             f"{_gib(p['peak_bytes'])} (arguments {_gib(p['argument_bytes'])}, temporaries "
             f"{_gib(p['temp_bytes'])}), {p['flops'] / 1e12:.3f} TFLOP, "
             f"{p['bytes_accessed'] / 1e9:.2f} GB accessed, Mosaic kernels "

@@ -25,6 +25,7 @@ LOGICAL_RULES = (
     ("kv", None),
     ("relpos_buckets", None),
     ("positions", None),
+    ("layers", None),  # the scanned stack's layer axis (config.model.scan_layers)
 )
 
 

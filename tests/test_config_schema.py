@@ -72,6 +72,10 @@ def test_unknown_names_in_the_config_string():
         (lambda c: setattr(c.model, "dropout_rate", 1.5), "dropout_rate=1.5"),
         (lambda c: setattr(c.model, "dtype", "float8"), "config.model.dtype='float8'"),
         (lambda c: setattr(c.model, "attention_impl", "flash9"), "attention_impl='flash9'"),
+        (  # a JSON-read config may hold an integer where a bool belongs
+            lambda c: (c.model.__delitem__("scan_layers"), setattr(c.model, "scan_layers", 1)),
+            "config.model.scan_layers=1: expected True or False",
+        ),
         (lambda c: setattr(c.train, "warmup_fraction", 1.0), "warmup_fraction=1.0"),
         (lambda c: setattr(c.train, "learning_rate", 0.0), "learning_rate=0.0"),
         (lambda c: setattr(c.eval, "metric", "bleu"), "config.eval.metric='bleu'"),

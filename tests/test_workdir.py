@@ -104,3 +104,13 @@ def test_runs_saved_before_rotary_scaling_or_a_new_pe_are_the_same_experiment():
         "model.pe.name",
     ]
     assert workdir.differing_keys(nope, _pe_config("nope", kerple={"eps": 0.02})) == []
+
+
+def test_runs_saved_before_the_scan_layers_key_read_as_unrolled():
+    """A config.json without model.scan_layers had unrolled blocks: resuming it with the
+    scanned layout (another parameter tree) is refused, with the unrolled one it is not."""
+    saved = {"model": {"d_model": 8}}
+    assert workdir.differing_keys(saved, {"model": {"d_model": 8, "scan_layers": False}}) == []
+    assert workdir.differing_keys(saved, {"model": {"d_model": 8, "scan_layers": True}}) == [
+        "model.scan_layers"
+    ]

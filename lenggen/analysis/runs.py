@@ -22,6 +22,7 @@ from lenggen import checkpoint as checkpoint_lib
 from lenggen import provenance, quiet_logs, rundir, sharding, tasks
 from lenggen.data import dataset, loader
 from lenggen.data.tokenizer import Tokenizer
+from lenggen.model import decoder
 from lenggen.model.decoder import Decoder
 from lenggen.model.positional import randomized
 from lenggen.train import optimizer as optimizer_lib
@@ -159,11 +160,9 @@ def _attention_fn(model: Decoder, max_new_tokens: int):
             batch["valid"],
             mutable=["intermediates"],
         )
-        found = state["intermediates"]
-        return [
-            found[f"block_{layer}"]["attention"]["attention_weights"][0]
-            for layer in range(model.num_layers)
-        ]
+        return decoder.layer_intermediates(
+            state["intermediates"], model.num_layers, "attention_weights"
+        )
 
     return attention
 

@@ -14,6 +14,13 @@ axes. Parameters are float32; `dtype` is the compute dtype; `precision` is the p
 every matmul (einsum, dot, inside the attention kernels too), as `jax.default_matmul_precision`
 names it: on a TPU a float32 matmul runs as one bfloat16 pass unless asked otherwise, while the
 paper trained in full float32 ('highest', the default; about 6 bfloat16 passes on the MXU).
+
+`scan_layers=True` runs the blocks as one `nn.scan` (the same function, with every block's
+parameters stacked on a leading 'layers' axis, `params['blocks']['layer']`): the compiled
+program holds one block instead of `num_layers` copies, so compile time no longer grows with
+depth (what a TPU run wants). Given the same weights (`stack_layers`), it computes the same
+outputs and gradients; dropout draws differ (each layer's rng is split from the scan's, not
+named after the block), and the KV cache is stacked the same way.
 """
 
 import flax.linen as nn
@@ -40,7 +47,13 @@ CONFIG_FIELDS = (
     "precision",
     "attention_impl",
     "pe",
+    "scan_layers",
 )
+# Keys a run's config.json may lack (written before the key existed) -> the value those runs
+# used.
+CONFIG_DEFAULTS = {"precision": "highest", "scan_layers": False}
+# The scanned stack's module names: params["blocks"]["layer"] holds the stacked blocks.
+SCAN_NAME, SCAN_LAYER_NAME = "blocks", "layer"
 
 
 def _param(module: nn.Module, name: str, stddev: float, shape: tuple, axes: tuple) -> jax.Array:
@@ -185,6 +198,58 @@ class Block(nn.Module):
         return x + dropout(h, deterministic=deterministic)
 
 
+class _ScanStep(nn.Module):
+    """`nn.scan`'s body: one Block, carry `x`. The PE's variables come in as a broadcast
+    argument and are bound to a fresh PE module here: a module of the enclosing scope cannot
+    be shared into a scan (the scan would slice its parameters along the layer axis)."""
+
+    block: dict  # Block's fields but `pe`
+    pe: PositionalEncoding  # unbound; bound to `pe_variables` on each call
+    deterministic: bool
+    decode: bool
+
+    @nn.compact
+    def __call__(self, x, positions, valid, pe_variables):
+        """`x [batch, length, d_model]` -> (same shape, None)."""
+        pe = self.pe.bind(pe_variables)
+        block = Block(**self.block, pe=pe, name=SCAN_LAYER_NAME)
+        return block(x, positions, valid, self.deterministic, self.decode), None
+
+
+def stack_layers(params: dict, num_layers: int) -> dict:
+    """Unrolled parameters (`block_0` ... `block_{L-1}`) -> the scanned layout
+    (`blocks/layer/...` stacked on a leading axis); every other entry unchanged. Works on any
+    tree of the parameters' structure (gradients, optimizer moments)."""
+    names = [f"block_{i}" for i in range(num_layers)]
+    missing = [n for n in names if n not in params]
+    if missing or f"block_{num_layers}" in params:
+        raise ValueError(f"expected blocks block_0..block_{num_layers - 1}; missing {missing}")
+    out = {k: v for k, v in params.items() if k not in names}
+    stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *[params[n] for n in names])
+    out[SCAN_NAME] = {SCAN_LAYER_NAME: stacked}
+    return out
+
+
+def unstack_layers(params: dict) -> dict:
+    """The inverse of `stack_layers`: `blocks/layer/...` -> `block_0` ... `block_{L-1}`."""
+    out = {k: v for k, v in params.items() if k != SCAN_NAME}
+    stacked = params[SCAN_NAME][SCAN_LAYER_NAME]
+    num_layers = jax.tree.leaves(stacked)[0].shape[0]
+    for i in range(num_layers):
+        out[f"block_{i}"] = jax.tree.map(lambda leaf, i=i: leaf[i], stacked)
+    return out
+
+
+def layer_intermediates(intermediates: dict, num_layers: int, name: str) -> list:
+    """Per layer, the attention module's sown value `name` (e.g. 'attention_weights'), for
+    either layout: `block_{i}/attention/name` or the scanned `blocks/layer/attention/name`
+    stacked on a leading layer axis."""
+    if SCAN_NAME in intermediates:
+        (stacked,) = intermediates[SCAN_NAME][SCAN_LAYER_NAME]["attention"][name]
+        return [stacked[i] for i in range(num_layers)]
+    return [intermediates[f"block_{i}"]["attention"][name][0] for i in range(num_layers)]
+
+
 class Decoder(nn.Module):
     """The decoder-only language model.
 
@@ -201,6 +266,11 @@ class Decoder(nn.Module):
         devices'), which picks the attention kernel's form; None: this process's backend.
       digit_ids: the token ids of the digits 0-9 (`Tokenizer.digit_ids`), read only by a PE
         whose `embed_input` is "digit_runs" (abacus, coupling).
+      scan_layers: run the blocks as one `nn.scan` (module docstring); parameters and cache
+        then live under `blocks/layer` with a leading layer axis.
+      scan_unroll: layers per iteration of the scanned loop (the same function; lenggen.plan
+        compiles a second unroll to count FLOPs, as XLA's cost analysis counts a loop body
+        once whatever its trip count).
     """
 
     vocab_size: int
@@ -216,6 +286,8 @@ class Decoder(nn.Module):
     precision: str = "highest"
     platform: str | None = None
     digit_ids: tuple[int, ...] = ()
+    scan_layers: bool = False
+    scan_unroll: int = 1
 
     def __post_init__(self):
         if not isinstance(self.pe, ml_collections.FrozenConfigDict):
@@ -230,6 +302,8 @@ class Decoder(nn.Module):
             raise ValueError(
                 f"precision must be one of {tuple(PRECISIONS)}, got {self.precision!r}"
             )
+        if not isinstance(self.scan_layers, bool):
+            raise ValueError(f"scan_layers must be True or False, got {self.scan_layers!r}")
         attention.get(self.attention_impl, self.platform)  # raises on an unknown kernel
         positional.get(self.pe["name"])  # raises on an unknown PE
         super().__post_init__()
@@ -241,17 +315,19 @@ class Decoder(nn.Module):
         vocab_size: int,
         platform: str | None = None,
         digit_ids: tuple[int, ...] = (),
+        scan_unroll: int = 1,
     ) -> "Decoder":
         """A Decoder from `config.model`, which has exactly the fields of CONFIG_FIELDS,
         compiled for `platform` (the mesh's devices'; None: this process's backend), with the
         task's `digit_ids` (`Tokenizer.digit_ids`)."""
         keys = set(model_config.keys())
         values = {key: model_config[key] for key in keys}
-        if "precision" not in keys:
-            # A run's config.json from before the key existed: those trained at full float32
-            # (the CPU's only matmul precision), i.e. 'highest'.
-            keys.add("precision")
-            values["precision"] = "highest"
+        for key, value in CONFIG_DEFAULTS.items():
+            if key not in keys:
+                # A run's config.json from before the key existed (e.g. precision: those
+                # trained at full float32, the CPU's only matmul precision).
+                keys.add(key)
+                values[key] = value
         missing, unknown = sorted(set(CONFIG_FIELDS) - keys), sorted(keys - set(CONFIG_FIELDS))
         if missing or unknown:
             raise ValueError(
@@ -262,6 +338,7 @@ class Decoder(nn.Module):
             vocab_size=vocab_size,
             platform=platform,
             digit_ids=tuple(digit_ids),
+            scan_unroll=scan_unroll,
             **{field: values[field] for field in CONFIG_FIELDS},
         )
 
@@ -301,18 +378,33 @@ class Decoder(nn.Module):
             x = jnp.take(embedding, tokens, axis=0).astype(dtype)  # -> [batch, len, d_model]
             x = pe.embed(x, self._embed_input(pe, tokens, positions, valid, decode))
             x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
-            for layer in range(self.num_layers):
-                x = Block(
-                    self.num_heads,
-                    self.d_kv,
-                    self.d_ff,
-                    self.dropout_rate,
-                    pe,
-                    self.attention_impl,
-                    dtype,
-                    self.platform,
-                    name=f"block_{layer}",
-                )(x, positions, valid, deterministic, decode)
+            block = dict(
+                num_heads=self.num_heads,
+                d_kv=self.d_kv,
+                d_ff=self.d_ff,
+                dropout_rate=self.dropout_rate,
+                attention_impl=self.attention_impl,
+                dtype=dtype,
+                platform=self.platform,
+            )
+            if self.scan_layers:
+                stack = nn.scan(
+                    _ScanStep,
+                    variable_axes={"params": 0, "cache": 0, "intermediates": 0},
+                    split_rngs={"params": True, "dropout": True},
+                    in_axes=(nn.broadcast, nn.broadcast, nn.broadcast),
+                    length=self.num_layers,
+                    unroll=self.scan_unroll,
+                    metadata_params={nn.PARTITION_NAME: "layers"},
+                )
+                x, _ = stack(block, pe.clone(parent=None), deterministic, decode, name=SCAN_NAME)(
+                    x, positions, valid, pe.variables
+                )
+            else:
+                for layer in range(self.num_layers):
+                    x = Block(**block, pe=pe, name=f"block_{layer}")(
+                        x, positions, valid, deterministic, decode
+                    )
             x = RMSNorm(dtype, name="final_norm")(x)
             x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
             # Tied output layer; Mesh-TF / HF T5 rescale by d_model^-0.5 before projecting.

@@ -102,10 +102,12 @@ def differing_keys(saved: dict, current: dict, *, evaluating: bool = False) -> l
     saved_flat = _flatten({k: saved.get(k) for k in TRAINING_KEYS})
     current_flat = _flatten({k: current.get(k) for k in TRAINING_KEYS})
     # Configs from before config.model.precision existed trained at full float32 ('highest'),
-    # and those from before rotary's scalings with none.
+    # those from before rotary's scalings with none, and those from before
+    # config.model.scan_layers with unrolled blocks.
     for config, flat in ((saved, saved_flat), (current, current_flat)):
-        if "model" in config and "model.precision" not in flat:
-            flat["model.precision"] = "highest"
+        for key, value in (("model.precision", "highest"), ("model.scan_layers", False)):
+            if "model" in config and key not in flat:
+                flat[key] = value
         if "model.pe.rotary.fraction" in flat:
             for key, value in _ROTARY_SCALING_DEFAULTS.items():
                 flat.setdefault(key, value)

@@ -104,6 +104,10 @@ def hf_parameter_name(keys: Sequence[str]) -> str:
         name = _BLOCK_NAMES.get(keys[1:])
         if name is not None:
             return f"decoder.block.{int(keys[0][6:])}.{name}"
+    if len(keys) == 4 and keys[:2] == ("blocks", "layer"):  # scanned: all layers in one array
+        name = _BLOCK_NAMES.get(keys[2:])
+        if name is not None:
+            return f"decoder.block.*.{name}"
     raise ValueError(
         f"No official parameter name known for {'/'.join(keys)}: add it to "
         "lenggen.train.optimizer.hf_parameter_name to decide its weight decay."

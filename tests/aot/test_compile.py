@@ -7,7 +7,8 @@ attention is a Mosaic kernel (not the interpreter, not a fallback) run per shard
 with T5's tile hook inside, the parameters are split over the model axis, and it fits in a
 v5e's HBM. And, at a tiny width (seconds each), teacher-forced evaluation for every PE with a
 tile hook (T5, ALiBi, FIRE): the hook lowers and compiles in the Mosaic kernel under the
-per-shard `jax.shard_map` of a data x model mesh.
+per-shard `jax.shard_map` of a data x model mesh; and with `scan_layers`, one Mosaic kernel
+for the whole (scanned) stack.
 
 Behind the `aot_full` marker (deselected by default: `pytest -m aot_full tests/aot`), as the
 TPU compiler takes minutes per program here: teacher-forced evaluation and the train step of
@@ -87,6 +88,48 @@ def test_every_tile_hook_compiles_in_mosaic_per_shard(pe):
     assert evaluate["compiled"], evaluate["error"]
     assert evaluate["mosaic_kernels"] == 1  # the tile hook ran in the kernel: no fallback
     assert report["fits"]
+
+
+def test_scanned_layers_compile_one_mosaic_kernel_for_the_stack():
+    """config.model.scan_layers at a tiny width: evaluation and a KV-cache decode step (its
+    cache stacked on an unsharded layer axis) compile for a data x model v5e slice, and the
+    compiled program holds one Mosaic kernel for two layers (the scan body), where the
+    unrolled stack holds two."""
+    config = _config("t5", "pallas_flash", 2, (2, 2))
+    config.model.update(**dict(TINY, num_layers=2))
+    config.eval.max_new_tokens = TINY_LENGTHS.cache - TINY_LENGTHS.evaluate + 1
+    topology = aot.topology("v5e:2x2")
+    kernels, flops = {}, {}
+    for scan in (True, False):
+        config.model.scan_layers = scan
+        report = plan.plan(config, topology, ("evaluate", "decode"), TINY_LENGTHS, 64)
+        assert report["scan_layers"] is scan and report["num_layers"] == 2
+        for name, program in report["programs"].items():
+            assert program["compiled"], (scan, name, program["error"])
+        assert report["fits"]
+        kernels[scan] = {n: p["mosaic_kernels"] for n, p in report["programs"].items()}
+        flops[scan] = {n: p["flops"] for n, p in report["programs"].items()}
+    assert kernels == {True: dict(evaluate=1, decode=1), False: dict(evaluate=2, decode=2)}
+    # XLA counts the scanned loop's body once; the plan's second compile (two layers per
+    # iteration) restores every layer's FLOPs: the unrolled program's count (measured: within
+    # 1% for evaluation; decoding at this tiny width 9% above it, the scanned step's slicing of
+    # the stacked cache being a visible share of so small a step).
+    assert flops[True]["evaluate"] == pytest.approx(flops[False]["evaluate"], rel=0.01)
+    assert flops[True]["decode"] == pytest.approx(flops[False]["decode"], rel=0.1)
+
+
+@pytest.mark.aot_full
+@pytest.mark.parametrize("topology", ["v5e:2x2", "v4:2x2x1"])
+def test_scanned_paper_train_step_compiles_and_fits(topology):
+    """The paper's 12 layers scanned: the train step compiles and fits (about a 1-layer
+    compile's time; the unrolled step takes many times that here)."""
+    config = _config("t5", "pallas_flash", 12, (-1, 2))
+    config.model.scan_layers = True
+    report = plan.plan(config, aot.topology(topology), ("train",), LENGTHS, VOCAB)
+    train = report["programs"]["train"]
+    assert train["compiled"], train["error"]
+    assert train["argument_bytes"] >= 3 * report["params_bytes_per_device"]
+    assert report["fits"] and report["estimated_step_seconds"] > 0
 
 
 @pytest.mark.aot_full

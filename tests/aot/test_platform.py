@@ -164,18 +164,24 @@ def test_memory_stats_of_an_abstract_mesh_are_empty():
 
 
 def test_topologies():
-    """Device counts, hosts and devices per chip of the abstract slices the plan compiles for."""
+    """Device counts, hosts and devices per chip of the abstract slices the plan compiles for:
+    one device per chip, as a TPU VM's JAX sees it (v4 and v5p in megacore mode)."""
     found = {
         name: (len(t.devices), t.hosts, t.devices_per_chip, t.chip.name)
-        for name in ("v5e:2x2", "v5e:4x4", "v4:2x2x1", "v4:2x2x2")
+        for name in ("v5e:2x2", "v5e:4x4", "v4:2x2x1", "v4:2x2x2", "v5p:2x2x1")
         for t in [aot.topology(name)]
     }
     assert found == {
         "v5e:2x2": (4, 1, 1, "v5e"),
         "v5e:4x4": (16, 4, 1, "v5e"),
-        "v4:2x2x1": (8, 1, 2, "v4"),
-        "v4:2x2x2": (16, 2, 2, "v4"),
+        "v4:2x2x1": (4, 1, 1, "v4"),
+        "v4:2x2x2": (8, 2, 1, "v4"),
+        "v5p:2x2x1": (4, 1, 1, "v5p"),
     }
+    # jax.make_mesh takes them (it refuses a v4 mesh holding each TensorCore separately).
+    for name in ("v4:2x2x2", "v5p:2x2x1"):
+        mesh = sharding.make_mesh((-1, 2), aot.topology(name).devices)
+        assert mesh.shape["model"] == 2 and sharding.platform(mesh) == "tpu"
     local = aot.topology("cpu")
     assert local.chip is None and local.devices == tuple(jax.devices())
 

@@ -279,7 +279,14 @@ def test_from_config():
     # The digit ids come from the task's tokenizer, not from config.model.
     sizes = {key: value for key, value in TINY.items() if key != "digit_ids"}
     config = ml_collections.ConfigDict(
-        dict(sizes, dtype="float32", precision="highest", attention_impl="reference", pe=_pe("t5"))
+        dict(
+            sizes,
+            dtype="float32",
+            precision="highest",
+            attention_impl="reference",
+            pe=_pe("t5"),
+            scan_layers=False,
+        )
     )
     assert sorted(config.keys()) == sorted(CONFIG_FIELDS)
     model = Decoder.from_config(config, vocab_size=VOCAB, digit_ids=TINY["digit_ids"])
@@ -296,6 +303,11 @@ def test_from_config():
     del config["precision"]
     config.dtype = "float32"
     assert Decoder.from_config(config, vocab_size=VOCAB).precision == "highest"
+    # ... and one written before config.model.scan_layers as unrolled blocks.
+    del config["scan_layers"]
+    assert Decoder.from_config(config, vocab_size=VOCAB).scan_layers is False
+    config.scan_layers = True
+    assert Decoder.from_config(config, vocab_size=VOCAB).scan_layers is True
 
 
 @pytest.mark.parametrize(
@@ -312,6 +324,7 @@ def test_from_config():
         (dict(pe=_pe("xpos")), "unknown positional encoding 'xpos'"),
         (dict(dropout_rate=1.0), r"dropout_rate must be in \[0, 1\), got 1.0"),
         (dict(num_heads=0), "num_heads must be >= 1, got 0"),
+        (dict(scan_layers="yes"), "scan_layers must be True or False, got 'yes'"),
     ],
 )
 def test_bad_settings_are_rejected(overrides, message):
