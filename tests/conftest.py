@@ -6,9 +6,15 @@
 - XLA's CPU backend at optimisation level 0: tests run tiny models whose time is compile time,
   and level 0 compiles a train step ~8x faster (measured: 12.9 s -> 1.4 s). Results are compared
   within one process, so the level never changes what a test asserts.
+- one persistent compilation cache per session, shared by the pytest-xdist workers and the
+  `lenggen.main` subprocesses the tests start (they inherit the environment): the suite
+  compiles the same tiny programs many times. JAX keys the cache by program, flags and
+  versions, so it changes no result; the process that made it deletes it at the end.
 """
 
 import os
+import shutil
+import tempfile
 
 # The test extra installs libtpu (for the deviceless TPU compiles of tests/aot), and with it
 # JAX tries to start a TPU backend on this CPU host, printing libtpu's warnings in every
@@ -22,3 +28,15 @@ _FLAGS = {
 for _flag, _value in _FLAGS.items():
     if _flag not in os.environ.get("XLA_FLAGS", ""):
         os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_flag}={_value}".strip()
+
+# Set in the pytest process that starts first (the xdist controller), before it starts workers.
+_OWN_CACHE = "JAX_COMPILATION_CACHE_DIR" not in os.environ
+if _OWN_CACHE:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="lenggen-tests-jax-cache-")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
+
+def pytest_unconfigure(config):
+    if _OWN_CACHE:
+        shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
