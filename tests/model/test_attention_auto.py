@@ -53,7 +53,5 @@ def test_auto_kernel_calls_the_choice(monkeypatch, k_len):
         q, k, k, positions[:, :1], positions, valid, None, dropout_rate=0.1, dropout_rng=key
     )
     assert [c[0] for c in calls] == [auto.choose(jax.default_backend(), k_len)]
-    assert calls[0][2] == dict(
-        dropout_rate=0.1, dropout_rng=key, tile_bias=None, contextual=None
-    )
+    assert calls[0][2] == dict(dropout_rate=0.1, dropout_rng=key, tile_bias=None, contextual=None)
     assert calls[0][1][0] is q and calls[0][1][1] is k

@@ -60,3 +60,49 @@ def test_zero_padded_params_keep_the_first_heads(name):
     got = tile.fn(padded, q, k)
     assert got.shape[0] == pallas_gpu.padded_dim(H)
     np.testing.assert_allclose(got[:H], tile.fn(tile.params, q, k), rtol=1e-6, atol=1e-6)
+
+
+def _forms(name: str):
+    """The tile hook's forms: `fn` (Mosaic) and, where it has one, `triton_fn` (GPU)."""
+    tile = _hooks(name)[1]
+    return [tile.fn] + ([tile.triton_fn] if tile.triton_fn else [])
+
+
+def _equations(fn, params):
+    jaxpr = jax.make_jaxpr(fn)(params, Q_POSITIONS[0], K_POSITIONS[0]).jaxpr
+    return [(e.primitive.name, e.params, e.invars) for e in jaxpr.eqns]
+
+
+@pytest.mark.parametrize("name", BIAS_PES)
+def test_the_triton_form_equals_the_mosaic_form_on_padded_params_too(name):
+    tile = _hooks(name)[1]
+    if tile.triton_fn is None:
+        assert len(_forms(name)) == 1
+        return
+    q, k = Q_POSITIONS[0], K_POSITIONS[0]
+    mosaic = tile.fn(tile.params, q, k)
+    # Equal up to float32 summation order (FIRE's default-precision matmul; T5's is exact).
+    np.testing.assert_allclose(tile.triton_fn(tile.params, q, k), mosaic, rtol=1e-6, atol=1e-6)
+    padded = tuple(pallas_gpu.pad_param(p) for p in tile.params)
+    np.testing.assert_allclose(tile.triton_fn(padded, q, k)[:H], mosaic, rtol=1e-6, atol=1e-6)
+    assert "gather" not in str(jax.make_jaxpr(tile.triton_fn)(tile.params, q, k))
+
+
+@pytest.mark.parametrize("name", BIAS_PES)
+def test_the_mosaic_form_splits_no_last_axis(name):
+    """Mosaic on TPU v4 rejects a reshape that splits the last (lane) axis, e.g. T5's
+    `[heads, tq * tk] -> [heads, tq, tk]` (found compiling for v4:2x2x1)."""
+    tile = _hooks(name)[1]
+    for primitive, params, invars in _equations(tile.fn, tile.params):
+        if primitive == "reshape":
+            old, new = invars[0].aval.shape, params["new_sizes"]
+            assert len(old) < 1 or len(new) < 1 or old[-1] == new[-1] or len(new) < len(old)
+
+
+@pytest.mark.parametrize("name", BIAS_PES)
+def test_the_triton_form_has_no_batched_matmul(name):
+    tile = _hooks(name)[1]
+    fn = tile.triton_fn or tile.fn
+    for primitive, params, _ in _equations(fn, tile.params):
+        if primitive == "dot_general":
+            assert params["dimension_numbers"][1] == ((), ())

@@ -370,7 +370,9 @@ def attend(
         )
     block_q, block_k = sizes
     forward = pallas_gpu.forward if gpu else _forward
-    bias_tile_fn = None if tile_bias is None else tile_bias.fn
+    bias_tile_fn = None
+    if tile_bias is not None:
+        bias_tile_fn = tile_bias.triton_fn if gpu and tile_bias.triton_fn else tile_bias.fn
     bias_params = () if tile_bias is None else tuple(jnp.asarray(p) for p in tile_bias.params)
     num_bias = len(bias_params)
     # The bias's params, then the contextual hook's, in one tuple.

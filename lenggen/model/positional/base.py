@@ -42,13 +42,19 @@ class TileBias:
     produce extra output heads or multiply into zeros (a padded table row no bucket selects,
     a padded hidden unit whose weights are all zero).
 
+    Mosaic (TPU v4 in particular) rejects a reshape that splits the last axis, and Triton a
+    batched `lax.dot_general`; where a PE's natural form needs one of them, `fn` takes the
+    Mosaic-safe form and `triton_fn` the same function in the Triton-safe one.
+
     Attributes:
       fn: `(params, q_positions [tq], k_positions [tk]) -> [heads, tq, tk]` float32.
       params: the arrays `fn` reads; gradients reach them through every kernel.
+      triton_fn: `fn` in a form Triton lowers, for the GPU kernel; None: `fn` itself.
     """
 
     fn: Callable[[tuple[jax.Array, ...], jax.Array, jax.Array], jax.Array]
     params: tuple[jax.Array, ...] = ()
+    triton_fn: Callable[[tuple[jax.Array, ...], jax.Array, jax.Array], jax.Array] | None = None
 
     def __call__(self, q_positions: jax.Array, k_positions: jax.Array) -> jax.Array:
         """The dense form, `fn` per example: `q_positions [batch, q_len]`, `k_positions

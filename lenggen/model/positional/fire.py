@@ -124,16 +124,34 @@ class FIRE(PositionalEncoding):
         and meet zero rows of output_kernel, so padding changes no head."""
         init_threshold, eps = self.init_threshold, self.eps
 
-        def tile(params, q_positions, k_positions):
-            c, multiplier, w_hidden, b_hidden, w_out, b_out = params
-            (tq,), (tk,), (width, heads) = q_positions.shape, k_positions.shape, w_out.shape
+        def hidden_units(params, q_positions, k_positions):
+            c, multiplier, w_hidden, b_hidden = params[:4]
             x = fire_normalized_distance(
                 q_positions, k_positions, c, multiplier * init_threshold, eps
             )  # -> [tq, tk]
-            hidden = jnp.maximum(x[:, :, None] * w_hidden + b_hidden, 0.0)  # ReLU; [tq, tk, width]
+            return jnp.maximum(x[:, :, None] * w_hidden + b_hidden, 0.0)  # ReLU; [tq, tk, width]
+
+        def tile(params, q_positions, k_positions):
+            # A matmul per query row, batched over the leading axis, then a swap of the two
+            # leading axes: no reshape splits the lane (last) axis (Mosaic on TPU v4).
+            w_out, b_out = params[4:]
+            hidden = hidden_units(params, q_positions, k_positions)
+            (tq, _, width), heads = hidden.shape, w_out.shape[1]
+            out = jax.lax.dot_general(
+                jnp.broadcast_to(w_out.T[None], (tq, heads, width)),
+                hidden,
+                (((2,), (2,)), ((0,), (0,))),
+                preferred_element_type=jnp.float32,
+            )  # -> [tq, heads, tk]
+            return jnp.swapaxes(out + b_out[None, :, None], 0, 1)  # -> [heads, tq, tk]
+
+        def triton_tile(params, q_positions, k_positions):
+            # One 2-D matmul over every (query, key) pair (Triton has no batched dot_general).
+            w_out, b_out = params[4:]
+            hidden = hidden_units(params, q_positions, k_positions)
+            (tq, tk, width), heads = hidden.shape, w_out.shape[1]
             out = jnp.dot(hidden.reshape(tq * tk, width), w_out, preferred_element_type=jnp.float32)
-            # out: [tq * tk, heads]
-            return (out + b_out).T.reshape(heads, tq, tk)
+            return (out + b_out).T.reshape(heads, tq, tk)  # out: [tq * tk, heads]
 
         params = (
             self.c,
@@ -143,4 +161,4 @@ class FIRE(PositionalEncoding):
             self.output_kernel,
             self.output_bias,
         )
-        return TileBias(tile, params)
+        return TileBias(tile, params, triton_fn=triton_tile)

@@ -94,8 +94,26 @@ class T5RelativeBias(PositionalEncoding):
             (tq,), (tk,), (rows, heads) = q_positions.shape, k_positions.shape, table.shape
             relative = k_positions[None, :] - q_positions[:, None]  # -> [tq, tk]
             buckets = t5_relative_bucket(relative, num_buckets, max_distance)
+            one_hot = buckets[:, None, :] == jax.lax.broadcasted_iota(jnp.int32, (tq, rows, tk), 1)
+            # A matmul per query row, batched over the leading axis, then a swap of the two
+            # leading axes: no reshape splits the lane (last) axis, which Mosaic rejects on
+            # TPU v4. One nonzero product per entry and HIGHEST precision: every entry is exact.
+            values = jax.lax.dot_general(
+                jnp.broadcast_to(table.T[None], (tq, heads, rows)),
+                one_hot.astype(table.dtype),
+                (((2,), (1,)), ((0,), (0,))),
+                precision=jax.lax.Precision.HIGHEST,
+                preferred_element_type=jnp.float32,
+            )  # -> [tq, heads, tk]
+            return jnp.swapaxes(values, 0, 1)  # -> [heads, tq, tk]
+
+        def triton_tile(params, q_positions, k_positions):
+            # One 2-D matmul over every (query, key) pair (Triton has no batched dot_general).
+            (table,) = params
+            (tq,), (tk,), (rows, heads) = q_positions.shape, k_positions.shape, table.shape
+            relative = k_positions[None, :] - q_positions[:, None]  # -> [tq, tk]
+            buckets = t5_relative_bucket(relative, num_buckets, max_distance)
             one_hot = buckets[:, :, None] == jax.lax.broadcasted_iota(jnp.int32, (tq, tk, rows), 2)
-            # One nonzero product per entry and HIGHEST precision: every entry is exact.
             values = jnp.dot(
                 one_hot.astype(table.dtype).reshape(tq * tk, rows),
                 table,
@@ -104,4 +122,4 @@ class T5RelativeBias(PositionalEncoding):
             )  # -> [tq * tk, heads]
             return values.T.reshape(heads, tq, tk)
 
-        return TileBias(tile, (self.table,))
+        return TileBias(tile, (self.table,), triton_fn=triton_tile)
