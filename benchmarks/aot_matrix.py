@@ -4,8 +4,8 @@ r"""The paper's model compiled for TPU slices, every PE x kernel x topology: com
       --topologies=v5e:2x2,v4:2x2x1,v5e:4x4 --modes=train,evaluate,decode
 
   # long runs: one JSON line per combination outside the tree, rendered into results later
-  nice -n 15 python -m benchmarks.aot_matrix ... --jsonl=/work/runs/aot/matrix.jsonl --append
-  python -m benchmarks.aot_matrix --render=/work/runs/aot/matrix.jsonl
+  nice -n 15 python -m benchmarks.aot_matrix ... --jsonl=runs/aot/matrix.jsonl --append
+  python -m benchmarks.aot_matrix --render=runs/aot/matrix.jsonl
 
 Each combination is `lenggen.plan.plan` on configs/base.py (copy_repeat's widths: training
 batches of 48 tokens, evaluation of 96, a decoding cache of 96 + 255) with the PE and kernel
