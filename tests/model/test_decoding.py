@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lenggen.model import kv_cache, positional
+from lenggen.model import positional
 from lenggen.model.decoder import Decoder
 from lenggen.model.decoding import full_recompute_greedy_decode, greedy_decode, prompt_positions
 from lenggen.model.positional import randomized
@@ -78,21 +78,8 @@ def test_kv_cache_logits_equal_full_recompute(setup):
     positions = prompt_positions(valid)
     full = jax.jit(model.apply)({"params": params}, tokens, positions, valid)
 
-    @jax.jit
-    def decode(cache, tokens, positions, valid):
-        variables = {"params": params, "cache": cache}
-        logits, state = model.apply(
-            variables, tokens, positions, valid, decode=True, mutable=["cache"]
-        )
-        return logits, state["cache"]
-
-    cache, pieces, start = kv_cache.init_cache(model, batch=3, max_length=10), [], 0
-    for length in (3, 3, 1, 1, 1, 1):  # a prefill, a second multi-token call, single steps
-        chunk = slice(start, start + length)
-        logits, cache = decode(cache, tokens[:, chunk], positions[:, chunk], valid[:, chunk])
-        pieces.append(logits)
-        start += length
-    cached = jnp.concatenate(pieces, axis=1)
+    # A prefill, a second multi-token call, single steps.
+    cached = tiny.cached_logits(model, params, tokens, positions, valid, (3, 3, 1, 1, 1, 1), 10)
     assert cached.shape == full.shape == (3, 10, VOCAB)
     np.testing.assert_allclose(cached[valid], full[valid], atol=1e-5, rtol=1e-5)
 

@@ -15,7 +15,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lenggen.model import kv_cache
 from lenggen.model.decoder import Decoder
 from tests.model import tiny
 from tests.model.test_attention_kernels_decoder import (
@@ -73,20 +72,8 @@ def test_kv_cache_decoding_equals_full_recompute(case):
     positions = jnp.maximum(jnp.cumsum(valid, axis=-1) - 1, 0)
     full = jax.jit(model.apply)({"params": params}, tokens, positions, valid)
 
-    @jax.jit
-    def decode(cache, tokens, positions, valid):
-        variables = {"params": params, "cache": cache}
-        logits, state = model.apply(
-            variables, tokens, positions, valid, decode=True, mutable=["cache"]
-        )
-        return logits, state["cache"]
-
-    cache, pieces = kv_cache.init_cache(model, batch=3, max_length=LENGTH), []
-    for start in range(0, LENGTH, 4):  # chunks of 4, 4, 3: prefill, then more of the sequence
-        chunk = slice(start, start + 4)
-        logits, cache = decode(cache, tokens[:, chunk], positions[:, chunk], valid[:, chunk])
-        pieces.append(logits)
-    cached = jnp.concatenate(pieces, axis=1)
+    # Chunks of 4, 4, 3: a prefill, then more of the sequence.
+    cached = tiny.cached_logits(model, params, tokens, positions, valid, (4, 4, 3), LENGTH)
     np.testing.assert_allclose(cached[VALID], full[VALID], atol=TOLERANCE, rtol=0)
 
 

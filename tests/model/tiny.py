@@ -6,9 +6,11 @@ default options, randomized positions off), for every registered PE plus the var
 error); an unregistered name passes through, for the tests of its rejection.
 """
 
+import jax
+import jax.numpy as jnp
 import ml_collections
 
-from lenggen.model import positional
+from lenggen.model import kv_cache, positional
 from lenggen.model.positional import randomized
 
 VARIANTS = positional.names() + ("ape_learned",)
@@ -38,3 +40,25 @@ def pe_config(variant: str, *, max_position: int = 0, **options) -> ml_collectio
     return ml_collections.ConfigDict(
         dict(name=name, **sections, **{randomized.CONFIG_KEY: max_position})
     )
+
+
+def cached_logits(model, params, tokens, positions, valid, chunks, max_length):
+    """The logits of `tokens [batch, length]` fed through the KV cache (`decode=True`) in
+    consecutive pieces of the lengths `chunks` (a prefill, then more), `[batch, length, vocab]`:
+    the tests compare them with one full forward pass."""
+
+    @jax.jit
+    def decode(cache, tokens, positions, valid):
+        variables = {"params": params, "cache": cache}
+        logits, state = model.apply(
+            variables, tokens, positions, valid, decode=True, mutable=["cache"]
+        )
+        return logits, state["cache"]
+
+    cache, pieces, start = kv_cache.init_cache(model, tokens.shape[0], max_length), [], 0
+    for length in chunks:
+        chunk = slice(start, start + length)
+        logits, cache = decode(cache, tokens[:, chunk], positions[:, chunk], valid[:, chunk])
+        pieces.append(logits)
+        start += length
+    return jnp.concatenate(pieces, axis=1)
