@@ -209,3 +209,17 @@ def test_dropout_acts_and_follows_the_rng():
     np.testing.assert_array_equal(run(3), run(3))
     assert not np.allclose(run(3), run(4))
     assert not np.allclose(run(3), run(None))
+
+
+@pytest.mark.parametrize("variant", ["cope", "abacus"])
+def test_a_per_layer_pe_table_and_digit_runs_scan_too(variant):
+    """CoPE's table is a parameter of every layer's attention (stacked when scanned); abacus
+    embeds digit runs before the stack."""
+    unrolled, scanned = _models(variant)
+    params = _init(unrolled)
+    stacked = decoder.stack_layers(params, SIZES["num_layers"])
+    logits = [
+        m.apply({"params": p}, TOKENS, POSITIONS, VALID)
+        for m, p in ((unrolled, params), (scanned, stacked))
+    ]
+    _close(jnp.where(VALID[..., None], logits[1], 0), jnp.where(VALID[..., None], logits[0], 0))
