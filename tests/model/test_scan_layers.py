@@ -216,7 +216,10 @@ def test_a_per_layer_pe_table_and_digit_runs_scan_too(variant):
     """CoPE's table is a parameter of every layer's attention (stacked when scanned); abacus
     embeds digit runs before the stack."""
     unrolled, scanned = _models(variant)
-    params = _init(unrolled)
+    # Every parameter redrawn, so that each layer's CoPE table (zeros at init) differs.
+    leaves, tree = jax.tree.flatten(_init(unrolled))
+    rng = np.random.default_rng(3)
+    params = tree.unflatten([jnp.asarray(rng.normal(size=x.shape), x.dtype) for x in leaves])
     stacked = decoder.stack_layers(params, SIZES["num_layers"])
     logits = [
         m.apply({"params": p}, TOKENS, POSITIONS, VALID)
