@@ -40,3 +40,27 @@ if _OWN_CACHE:
 def pytest_unconfigure(config):
     if _OWN_CACHE:
         shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
+
+
+# The files that take longest (module fixtures that train, sweeps and runs in subprocesses),
+# collected first: pytest-xdist's --dist loadfile hands out files in collection order, and in
+# the default order the long top-level files came last, leaving one worker idle at the end.
+_LONGEST_FIRST = (
+    "tests/train/test_loop.py",
+    "tests/train/test_every_task.py",
+    "tests/reliability/test_interruptions.py",
+    "tests/test_sweep.py",
+    "tests/reliability/test_bad_input.py",
+    "tests/train/test_multiprocess.py",
+    "tests/test_report.py",
+    "tests/gcs/test_runs_on_gcs.py",
+    "tests/model/test_scan_layers.py",
+    "tests/model/test_cope.py",
+    "tests/test_main.py",
+    "tests/test_config_files.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {path: index for index, path in enumerate(_LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))  # stable
