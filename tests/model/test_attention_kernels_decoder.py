@@ -95,15 +95,19 @@ def _prefill_and_step(model: Decoder, params, tokens, valid, next_token):
     return prefill, step[:, 0]
 
 
-@pytest.fixture(scope="module", params=positional.names())
-def pe_case(request):
-    """(pe name, params, inputs, reference-kernel logits of both paths)."""
-    model = _model(request.param, "reference")
+def _case(model: Decoder):
+    """(random params, inputs (tokens, valid, next token), `model`'s logits of both paths)."""
     params = _random_params(model)
     tokens = jnp.asarray(np.random.default_rng(1).integers(0, VOCAB, (3, LENGTH + 1)), jnp.int32)
     inputs = (tokens[:, :LENGTH], jnp.asarray(VALID), tokens[:, LENGTH])
     expected = jax.jit(functools.partial(_prefill_and_step, model))(params, *inputs)
-    return request.param, params, inputs, expected
+    return params, inputs, expected
+
+
+@pytest.fixture(scope="module", params=positional.names())
+def pe_case(request):
+    """(pe name, params, inputs, reference-kernel logits of both paths)."""
+    return request.param, *_case(_model(request.param, "reference"))
 
 
 @pytest.mark.parametrize("kernel", KERNELS)

@@ -22,8 +22,8 @@ from tests.model.test_attention_kernels_decoder import (
     LENGTH,
     VALID,
     VOCAB,
+    _case,
     _prefill_and_step,
-    _random_params,
     small_blocks,  # noqa: F401 (autouse: small kernel blocks here too)
 )
 
@@ -46,12 +46,7 @@ def _model(scaling: str, kernel: str) -> Decoder:
 @pytest.fixture(scope="module", params=list(SCALINGS))
 def case(request):
     """(scaling, params, inputs, dot_product's logits of prefill and step)."""
-    model = _model(request.param, "dot_product")
-    params = _random_params(model)
-    tokens = jnp.asarray(np.random.default_rng(1).integers(0, VOCAB, (3, LENGTH + 1)), jnp.int32)
-    inputs = (tokens[:, :LENGTH], jnp.asarray(VALID), tokens[:, LENGTH])
-    expected = jax.jit(functools.partial(_prefill_and_step, model))(params, *inputs)
-    return request.param, params, inputs, expected
+    return request.param, *_case(_model(request.param, "dot_product"))
 
 
 @pytest.mark.parametrize("kernel", [k for k in KERNELS if k != "dot_product"])
