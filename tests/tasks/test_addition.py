@@ -29,17 +29,23 @@ def default_splits():
     return task, {split: list(task.examples(split)) for split in tasks.SPLITS}
 
 
-def test_format_on_all_one_digit_problems():
-    # 1-digit operands are 0..9: 100 problems, all drawn when 100 are asked for.
+def one_digit_pairs(**format_options) -> set[tuple[str, str]]:
+    """Every 1-digit problem's (source, target): operands 0..9 make 100 problems, all drawn
+    when 100 are asked for."""
     task = tasks.get(
         "addition",
+        **format_options,
         num_train=100,
         num_validation=0,
         max_train_digits=1,
         max_test_digits=2,
         num_test_per_digit_pair=1,
     )
-    pairs = {(e.source, e.target) for e in task.examples("train")}
+    return {(e.source, e.target) for e in task.examples("train")}
+
+
+def test_format_on_all_one_digit_problems():
+    pairs = one_digit_pairs()
     assert ("Compute 7 + 8 ?", "The answer is 1 5 .") in pairs
     assert ("Compute 0 + 0 ?", "The answer is 0 .") in pairs
     assert pairs == {

@@ -9,6 +9,7 @@ import pytest
 from lenggen import tasks
 from lenggen.tasks import Example, TaskOptionError
 from lenggen.tasks.addition import Addition, LongAddition, spaced
+from tests.tasks.test_addition import one_digit_pairs
 
 PROMPT = re.compile(r"Compute ((?:[0-9] )+)\+ ((?:[0-9] )+)\?")
 ANSWER = re.compile(r"The answer is ((?:[0-9] )+)\.")
@@ -34,16 +35,7 @@ def test_spaced_hand_worked():
 
 
 def test_reversed_format_on_all_one_digit_problems():
-    task = tasks.get(
-        "addition",
-        digit_order="lsb_first",
-        num_train=100,
-        num_validation=0,
-        max_train_digits=1,
-        max_test_digits=2,
-        num_test_per_digit_pair=1,
-    )
-    pairs = {(e.source, e.target) for e in task.examples("train")}
+    pairs = one_digit_pairs(digit_order="lsb_first")
     # 7 + 8 = 15, written "5 1"; 9 + 1 = 10, written "0 1".
     assert ("Compute 7 + 8 ?", "The answer is 5 1 .") in pairs
     assert ("Compute 9 + 1 ?", "The answer is 0 1 .") in pairs
