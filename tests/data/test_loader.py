@@ -183,6 +183,25 @@ def test_eval_batches_cover_every_record_once_sorted_with_fillers_masked(prepare
             assert batch["loss_mask"][row].sum() == n - record["source_length"]
 
 
+def _every_query_sees_a_key(batch) -> bool:
+    """Causal by position: query t sees the valid keys at positions <= t."""
+    seen = np.cumsum(batch["valid"], axis=1) > 0  # [batch, seq_len]: a valid key at or before t
+    return bool(seen.all())
+
+
+def test_every_query_of_every_batch_sees_at_least_one_key(prepared):
+    # cuDNN's fused attention gives wrong q, k, v gradients for a query that sees no key
+    # (benchmarks/results/gpu_session_h200.md); no batch the loader makes may have one.
+    train = loader.TrainBatches(prepared.splits["train"], global_batch_size=4, seq_len=16, seed=0)
+    batches = [train.get(step) for step in range(8)]
+    batches += list(loader.eval_batches(prepared.splits["test"], batch_size=4, pad_multiple=8))
+    assert all(_every_query_sees_a_key(batch) for batch in batches)
+    # The check itself: a row whose first token is padding has a query that sees no key.
+    broken = dict(batches[0], valid=batches[0]["valid"].copy())
+    broken["valid"][0, 0] = False
+    assert not _every_query_sees_a_key(broken)
+
+
 def test_eval_batch_width_is_the_longest_row_rounded_up(train):
     # Sorted sizes: three 4s, three 6s, three 8s; batches of 4 -> longest 6, 8, 8.
     batches = loader.eval_batches(train, batch_size=4, pad_multiple=3)

@@ -213,11 +213,11 @@ def test_block_size(length, blocks):
     assert pallas_gpu.block_size(128, 40, "block_k") == 64
 
 
-def _triton_module(bias_fn, tile, length: int, **hooks) -> str:
-    """The Triton IR of the compiled kernel lowered for CUDA, verified; its text. `hooks`: more
-    of the kernel's hook arguments (`contextual`)."""
+def _triton_config(bias_fn, tile, length: int, dtype=jnp.bfloat16, **hooks) -> ir.DictAttr:
+    """The backend config of the kernel's one Triton call, lowered for CUDA with q, k, v of
+    `dtype`. `hooks`: more of the kernel's hook arguments (`contextual`)."""
     spec = jax.ShapeDtypeStruct
-    args = (spec((2, length, H, 64), jnp.bfloat16),) * 3 + (spec((2, length), jnp.int32),) * 2
+    args = (spec((2, length, H, 64), dtype),) * 3 + (spec((2, length), jnp.int32),) * 2
     args += (spec((2, length), jnp.bool_),)
     device = jax.sharding.AbstractDevice(
         device_kind="NVIDIA H100 80GB HBM3", num_cores=132, platform="gpu"
@@ -252,7 +252,12 @@ def _triton_module(bias_fn, tile, length: int, **hooks) -> str:
 
     walk(lowered.compiler_ir("stablehlo").operation)
     (call,) = calls
-    triton_ir = ir.StringAttr(ir.DictAttr(call.attributes["mhlo.backend_config"])["ir"])
+    return ir.DictAttr(call.attributes["mhlo.backend_config"])
+
+
+def _triton_module(bias_fn, tile, length: int, **hooks) -> str:
+    """The Triton IR of the kernel lowered for CUDA (bfloat16), verified; its text."""
+    triton_ir = ir.StringAttr(_triton_config(bias_fn, tile, length, **hooks)["ir"])
     # Pallas' own context: MLIR's upstream dialects plus Triton's.
     with triton_lowering._new_ir_context():
         triton_module = ir.Module.parse(triton_ir.value_bytes)
@@ -274,3 +279,12 @@ def test_lowers_for_cuda_with_the_bias_in_the_tile(pe_name, length):
     assert "tt.dot" in text and "gather" not in text
     # 3 heads: 2 dots each (q.k, p.v) in the key loop; T5 adds the one-hot dot, FIRE its MLP.
     assert text.count("tt.dot") >= 2 * H
+
+
+@pytest.mark.filterwarnings("ignore:The Pallas Triton backend is deprecated:DeprecationWarning")
+@pytest.mark.parametrize("dtype, stages", [(jnp.float32, 1), (jnp.bfloat16, 2)])
+def test_float32_runs_one_pipeline_stage(dtype, stages):
+    # Two stages of float32 tiles asked an H200 for 248,128 bytes of shared memory (232,448
+    # available; benchmarks/results/gpu_session_h200.md); one fits and matched the reference.
+    config = str(_triton_config(*_pe("t5")[1:], 40, dtype))
+    assert re.search(r"num_stages = (\d+) : i32", config).group(1) == str(stages)

@@ -4,8 +4,11 @@ The PE's bias (if any) and the positional causal mask are passed as `bias` and `
 built at full `[batch, heads | 1, q_len, k_len]` size: this kernel saves no memory over the
 reference; it buys speed where cuDNN applies. T5 convention (docs/paper.md "Model"): `scale=1.0`, no
 1/sqrt(head_dim). Masked logits take a large negative value in both implementations, so a query
-with no visible key gets the reference's uniform row (XLA; cuDNN may differ on such rows, which
-are padding and never read).
+with no visible key gets the reference's uniform row. cuDNN's output agrees on such rows, but
+its q, k and v gradients do not: on an H200 one such query put them 230-280% off
+(benchmarks/results/gpu_session_h200.md). The loader makes no such query (rows are
+right-padded; tests/data/test_loader.py checks it), and with its padding cuDNN's gradients
+match the reference to 3e-3 in bfloat16.
 
 cuDNN is chosen when compiling for a GPU (`platform`, the mesh's) for bfloat16/float16 inputs
 (it supports no float32); if it rejects the shapes at trace time, XLA is used. Everything else

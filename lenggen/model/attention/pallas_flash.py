@@ -18,7 +18,8 @@ A Pallas kernel may not capture arrays, so `params` are kernel inputs (whole, in
 and the kernel calls `fn` on them and the tile's positions. The hook is written for kernels
 (gather-free: T5's table is a one-hot contraction), so ALiBi, T5 and FIRE all run in the tile,
 compiled: checked with `jax.export(..., platforms=['tpu'])` (Mosaic lowering) and
-`platforms=['cuda']` (Triton lowering) on a CPU, which proves lowering, not compilation. The
+`platforms=['cuda']` (Triton lowering) on a CPU; the Triton form also compiled and ran on an
+H200 (benchmarks/results/gpu_session_h200.md). The
 kernel stays PE-agnostic: a new PE needs no edit here. A bias without a tile hook, and any call
 with attention dropout, runs `blockwise.attend` (the same math) and logs one line saying why.
 On a CPU both forms run in interpret mode.

@@ -15,21 +15,24 @@ dropped. Tiles: block_q and block_k powers of two >= 16 (Triton's dot); head_dim
 to `padded_dim`; query and key lengths are padded to whole blocks (padded keys get
 -inf logits, padded queries are dropped). The defaults (16 queries x 32 keys) keep a program's
 state, `heads x [block_q, head_dim]` float32 accumulators plus the `[heads, block_q, block_k]`
-bias, within a 4-warp register file for the paper's 12 heads of 64 dims; not tuned on a GPU.
+bias, within a 4-warp register file for the paper's 12 heads of 64 dims. Correct on an H200
+but not fast: 134 ms for a bfloat16 T5 forward at batch 64 x 2,048 tokens, 6.4x XLA's
+reference and 13x cuDNN (benchmarks/results/gpu_session_h200.md), so `auto` does not pick it.
 
 A contextual hook (`positional.base.ContextualLogits`, CoPE): the key loop runs last to first,
 each head's carry holding its queries' gate sum over the key blocks already seen; its params
 are zero-padded like the bias's (the hook's contract: padding changes nothing it returns).
 
 Semantics equal `reference.attend` (no 1/sqrt(head_dim); causal by position; a query with no
-visible key gets the uniform row over the real keys). float32 dots run at Triton's default
-precision (TF32 on GPUs that have it, as XLA's default for the reference kernel there).
+visible key gets the uniform row over the real keys). Under precision 'highest' the float32
+kernel equals the reference to 2e-7 on an H200 (not TF32's ~3e-4).
 
-Checked here without a GPU: interpret mode equals the reference; `jax.export(...,
+Checked without a GPU: interpret mode equals the reference; `jax.export(...,
 platforms=['cuda'])` under an abstract H100 runs the Pallas Triton lowering (a
-`__gpu$xla.gpu.triton` custom call). Triton's compiler runs only on a GPU, so that proves
-lowering, not compilation. jax 0.12 deprecates the Pallas Triton backend (a DeprecationWarning
-at lowering) for Mosaic GPU, whose kernels are written for Hopper and later only.
+`__gpu$xla.gpu.triton` custom call). On an H200 (benchmarks/gpu_session.py): compiled, and
+equal to the reference in output and gradients, float32 and bfloat16, prefill and decode.
+jax 0.12 deprecates the Pallas Triton backend (a DeprecationWarning at lowering) for Mosaic
+GPU, whose kernels are written for Hopper and later only.
 """
 
 import functools
@@ -44,7 +47,16 @@ from lenggen.model.attention import reference
 DEFAULT_BLOCK_Q = 16
 DEFAULT_BLOCK_K = 32
 NUM_WARPS = 4
-NUM_STAGES = 2
+
+
+def num_stages(itemsize: int) -> int:
+    """Triton's software-pipelining depth for inputs of `itemsize` bytes: 2 for 16-bit inputs;
+    1 for float32, whose 2-stage program for the paper's 12 heads of 64 asked an H200 for
+    248,128 bytes of shared memory (232,448 available; benchmarks/results/gpu_session_h200.md).
+    """
+    return 2 if itemsize <= 2 else 1
+
+
 # Triton's dot (tl.dot) takes M, N, K >= 16.
 MIN_DIM = 16
 
@@ -250,7 +262,9 @@ def forward(
         ],
         out_specs=tile_q,
         out_shape=jax.ShapeDtypeStruct((batch, heads, q_padded, dim), v.dtype),
-        compiler_params=plgpu.CompilerParams(num_warps=NUM_WARPS, num_stages=NUM_STAGES),
+        compiler_params=plgpu.CompilerParams(
+            num_warps=NUM_WARPS, num_stages=num_stages(jnp.dtype(q.dtype).itemsize)
+        ),
         interpret=interpret,
         name="pallas_flash_gpu",
     )(q_pos, k_pos, k_ok, q_t, k_t, v_t, *flat_params)
