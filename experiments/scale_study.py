@@ -4,6 +4,7 @@ CPU time, and summarises what finished.
   nice -n 19 python experiments/scale_study.py run --runs_dir=runs/scale_study
   python experiments/scale_study.py summarize
 
+`--only=GLOBS` (','-joined run-name globs, as lenggen.sweep's) runs a subset of the grid.
 `run` trains the grid's runs in its order (cheapest first), each as
 `python -m lenggen.main ...` in RUNS_DIR/<name>, skipping runs already recorded. After each run
 it writes OUT/runs/<name with '/' as '__'>.json: the run's name, PE and point, its config (the
@@ -35,7 +36,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:  # run as a script: the grid file imports lenggen from the checkout.
     sys.path.insert(0, REPO)
 
-from lenggen import config_args, tasks  # noqa: E402
+from lenggen import config_args, grid, tasks  # noqa: E402
 from lenggen.data import tokenizer  # noqa: E402
 from lenggen.report import paper  # noqa: E402
 
@@ -184,6 +185,7 @@ def run_one(argv: list[str], workdir: str, env: dict[str, str]) -> int:
 def command_run(args: argparse.Namespace) -> int:
     try:
         _, runs = load_grid(args.grid_arg)
+        runs = grid.select(runs, args.only)
     except ValueError as error:
         raise StudyError(f"configs/grids/scale_study.py: {error}") from None
     env = dict(os.environ)
@@ -376,6 +378,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--runs_dir", default=os.path.join(REPO, "runs", "scale_study"))
     run.add_argument("--grid_arg", default=None, help="the grid's argument, e.g. points=4")
     run.add_argument("--out", default=OUT)
+    run.add_argument(
+        "--only", default=None, help="','-joined run-name globs (as lenggen.sweep's --only)"
+    )
     summary = sub.add_parser("summarize", help="summary table and plot from the records")
     summary.add_argument("--out", default=OUT)
     args = parser.parse_args(argv)

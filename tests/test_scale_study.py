@@ -189,3 +189,18 @@ def test_parameter_count_matches_the_model():
     )["params"]
     total = sum(leaf.size for leaf in jax.tree.leaves(params))
     assert study.count_parameters(model, 11) == total
+
+
+def test_run_only_takes_the_runs_its_globs_name(tmp_path, capsys):
+    out, runs_dir = str(tmp_path / "out"), str(tmp_path / "runs")
+    argv = ["run", f"--runs_dir={runs_dir}", f"--out={out}", "--grid_arg=task=reverse_2x"]
+    assert study.main([*argv, "--only=*m9x999*"]) == 2
+    assert "matches no run" in capsys.readouterr().err and not os.path.exists(runs_dir)
+    # The one run the glob selects is recorded already: nothing is left to train, while the
+    # grid's other 27 runs (without --only) would all start.
+    name = "reverse_2x/nope+m6x384_s8000_lr3em4/256788"
+    os.makedirs(os.path.dirname(study.record_path(out, name)), exist_ok=True)
+    with open(study.record_path(out, name), "w") as handle:
+        handle.write("{}")
+    assert study.main([*argv, "--only=*nope+m6x384_s8000*"]) == 0
+    assert not os.path.exists(runs_dir) and "/" not in capsys.readouterr().out
