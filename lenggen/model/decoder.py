@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from lenggen import config_defaults
 from lenggen.model import attention, digit_runs, kv_cache, positional
 from lenggen.model.attention import reference
 from lenggen.model.positional.base import PositionalEncoding
@@ -51,7 +52,7 @@ CONFIG_FIELDS = (
 )
 # Keys a run's config.json may lack (written before the key existed) -> the value those runs
 # used.
-CONFIG_DEFAULTS = {"precision": "highest", "scan_layers": False}
+CONFIG_DEFAULTS = config_defaults.MODEL
 # The scanned stack's module names: params["blocks"]["layer"] holds the stacked blocks.
 SCAN_NAME, SCAN_LAYER_NAME = "blocks", "layer"
 

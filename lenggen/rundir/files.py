@@ -27,7 +27,7 @@ from typing import Any
 import ml_collections
 from etils import epath
 
-from lenggen import json_keys
+from lenggen import config_defaults, json_keys
 from lenggen.rundir import lock, storage
 
 CONFIG_FILE = "config.json"
@@ -55,13 +55,9 @@ EVALUATION_KEYS: tuple[str, ...] = (
     "model.pe.rotary.beta_slow",
 )
 # Rotary's options that configs from before the context extension lack, and the values those
-# runs trained with (the defaults: the paper's rotary).
+# runs trained with (no extension: the paper's rotary).
 _ROTARY_SCALING_DEFAULTS = {
-    "model.pe.rotary.scaling": "none",
-    "model.pe.rotary.scaling_factor": 1.0,
-    "model.pe.rotary.original_max_position": 0,
-    "model.pe.rotary.beta_fast": 32.0,
-    "model.pe.rotary.beta_slow": 1.0,
+    f"model.pe.rotary.{key}": value for key, value in config_defaults.ROTARY_SCALING.items()
 }
 # What a run leaves in its workdir that only a run of some config could have written.
 RUN_DIRECTORIES = CHECKPOINT_DIRS
@@ -105,9 +101,9 @@ def differing_keys(saved: dict, current: dict, *, evaluating: bool = False) -> l
     # those from before rotary's scalings with none, and those from before
     # config.model.scan_layers with unrolled blocks.
     for config, flat in ((saved, saved_flat), (current, current_flat)):
-        for key, value in (("model.precision", "highest"), ("model.scan_layers", False)):
-            if "model" in config and key not in flat:
-                flat[key] = value
+        for key, value in config_defaults.MODEL.items():
+            if "model" in config and f"model.{key}" not in flat:
+                flat[f"model.{key}"] = value
         if "model.pe.rotary.fraction" in flat:
             for key, value in _ROTARY_SCALING_DEFAULTS.items():
                 flat.setdefault(key, value)

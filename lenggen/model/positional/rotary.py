@@ -25,6 +25,7 @@ import math
 import jax
 import jax.numpy as jnp
 
+from lenggen.config_defaults import ROTARY_SCALING as NO_SCALING
 from lenggen.model.positional.base import PositionalEncoding
 
 SCALINGS = ("none", "linear", "ntk", "yarn")
@@ -85,7 +86,7 @@ def results_name(pe_config) -> str:
         scalings existed has no `scaling` key and means 'none'.
     """
     name = pe_config["name"]
-    scaling = (pe_config.get("rotary") or {}).get("scaling", "none")
+    scaling = (pe_config.get("rotary") or {}).get("scaling", NO_SCALING["scaling"])
     return f"{name}+{scaling}" if name == "rotary" and scaling != "none" else name
 
 
@@ -108,11 +109,11 @@ class RotaryPositionalEncoding(PositionalEncoding):
 
     fraction: float = 0.25
     base: float = 10000.0
-    scaling: str = "none"
-    scaling_factor: float = 1.0
-    original_max_position: int = 0
-    beta_fast: float = 32.0
-    beta_slow: float = 1.0
+    scaling: str = NO_SCALING["scaling"]
+    scaling_factor: float = NO_SCALING["scaling_factor"]
+    original_max_position: int = NO_SCALING["original_max_position"]
+    beta_fast: float = NO_SCALING["beta_fast"]
+    beta_slow: float = NO_SCALING["beta_slow"]
 
     def __post_init__(self):
         if not 0.0 < self.fraction <= 1.0:
