@@ -118,10 +118,23 @@ def _resumes(workdir: str) -> int:
         return sum('"resumed"' in line for line in handle)
 
 
+def portable(config: dict, workdir: str) -> dict:
+    """`config` with the workdir in its provenance command relative to the repository root:
+    records are committed, and an absolute path names only this machine's checkout."""
+    command = (config.get("provenance") or {}).get("command")
+    if not command:
+        return config
+    relative = os.path.relpath(os.path.abspath(workdir), REPO)
+    provenance = dict(
+        config["provenance"], command=command.replace(os.path.abspath(workdir), relative)
+    )
+    return dict(config, provenance=provenance)
+
+
 def make_record(name: str, workdir: str, overrides: dict[str, Any]) -> dict:
     """The study's record of a finished run, from its workdir."""
     with open(os.path.join(workdir, "config.json")) as handle:
-        config = json.load(handle)
+        config = portable(json.load(handle), workdir)
     with open(os.path.join(workdir, "results.json")) as handle:
         results = json.load(handle)
     cpu, wall, attempts = attempts_cpu(workdir)

@@ -204,3 +204,12 @@ def test_run_only_takes_the_runs_its_globs_name(tmp_path, capsys):
         handle.write("{}")
     assert study.main([*argv, "--only=*nope+m6x384_s8000*"]) == 0
     assert not os.path.exists(runs_dir) and "/" not in capsys.readouterr().out
+
+
+def test_records_name_the_workdir_relative_to_the_repository():
+    workdir = os.path.join(REPO, "runs", "scale_study", "copy_repeat", "t5+m", "256788")
+    config = {"provenance": {"command": f"python -m lenggen.main --workdir={workdir} --x=1"}}
+    assert study.portable(config, workdir)["provenance"]["command"] == (
+        "python -m lenggen.main --workdir=runs/scale_study/copy_repeat/t5+m/256788 --x=1"
+    )
+    assert study.portable({"seed": 1}, workdir) == {"seed": 1}
