@@ -8,8 +8,8 @@ Copy-Repeat: 512 symbols, 8,000 training examples; Reverse 2x: the paper's 100 s
 20,000 examples (the paper: 100,000). Run names are the paper grid's, `<task>/<pe>/<seed>`, so
 lenggen.report ranks them next to the paper's numbers:
 
-  python -m lenggen.sweep --grid=configs/grids/cpu_proxy.py --runs_dir=runs/cpu_proxy \
-      --parallel=2
+  XLA_FLAGS=--xla_force_host_platform_device_count=2 python -m lenggen.sweep \
+      --grid=configs/grids/cpu_proxy.py --runs_dir=runs/cpu_proxy --parallel=2
   python -m lenggen.report runs/cpu_proxy --out=docs/results/cpu_proxy
 
 Budget (CPU time measured by experiments/scale_study.py: user + system of each run, start-up
