@@ -3,24 +3,26 @@ paper-size train step per PE, and the attention kernels' speed against cuDNN.
 
   PYTHONUNBUFFERED=1 python -m benchmarks.gpu_session --out=DIR --budget_s=400
   python -m benchmarks.gpu_session --out=DIR --quick        # tiny shapes: the script, on a CPU
-  python -m benchmarks.gpu_session --render=DIR/gpu_session.jsonl   # its tables, Markdown
+  python -m benchmarks.gpu_session --render=A.jsonl,B.jsonl  # their tables, as Markdown
 
-Sections, in order. Each appends one JSON line per case to DIR/gpu_session.jsonl as it finishes,
-and no case starts after --budget_s, so a run cut short keeps what finished:
-1. `agreement`: each kernel's output and gradients (q, k, v and the PE's parameters) against
-   `reference` computed on the same device at precision 'highest', for NoPE and every tile-bias
-   or contextual PE, a prefill (q_len = k_len, padded keys) and a decode step (one query
-   against a cache), float32 and bfloat16 inputs; then a 2-layer decoder per PE on the GPU
-   against the same on the CPU of this process (precision 'highest'; the loss, the gradient
-   norm and the logits of one train step).
-2. `train_step`: the paper's model (12 x 768, 12 heads, d_ff 3072, dropout 0.1, batch 64,
-   copy_repeat's 48-token training rows, its vocabulary) per PE, kernel `auto`, at precision
-   'highest' (the paper's float32) and 'default' (TF32 matmuls); the median step time, and the
-   40k-step run it implies.
+Each case appends one JSON line to DIR/gpu_session.jsonl as it finishes, and no case starts
+after --budget_s, so a run cut short keeps what finished. The parts run in the order of need
+(`--sections` picks some; the other flags narrow each):
+1. `agreement`: each kernel's output and gradients (the PE's parameters, q, k and v) against
+   `reference` on the same device at precision 'highest', float32 and bfloat16 inputs, for a
+   prefill per `--paddings` ('random': some queries see no key; 'right': the loader's padding;
+   'none') and a decode step (one query against a cache).
+2. `train_step` for T5 and NoPE: the paper's model (12 x 768, 12 heads, d_ff 3072, dropout
+   0.1, batch 64, copy_repeat's 48-token training rows, its vocabulary), kernel `auto`, at
+   precision 'highest' (the paper's float32) and 'default' (TF32 matmuls): the median step
+   time and the 40k-step run it implies.
 3. `attention_speed`: the attention op alone at the paper's head sizes (12 x 64), batch 64,
-   q_len = k_len = length, forward and forward + backward, per PE x length x kernel, bfloat16
-   (cuDNN's dtype; `dot_product` runs cuDNN there) and float32; whether the compiled program
-   calls cuDNN; pallas_flash's (block_q, block_k) choices at the longest length.
+   q_len = k_len = length, forward and forward + backward, per dtype x length x PE x kernel
+   (bfloat16 first: cuDNN's dtype); whether the compiled program calls cuDNN; then
+   pallas_flash's other (block_q, block_k) at the longest length.
+4. `agreement` of a 2-layer decoder per PE: one train step on the GPU (kernels `auto` and
+   `pallas_flash`) against the CPU of this process (the logits, loss and gradient norm).
+5. `train_step` for the other PEs.
 Times are the median of `--repeats` samples of `--inner` back-to-back calls after a warm-up
 call, read with `jax.block_until_ready` (wall clock; the device is otherwise idle).
 """
