@@ -41,9 +41,11 @@ def bias_setup(pe_name: str):
     return pe, variables
 
 
-def attention_fn(kernel: str, pe):
+def attention_fn(kernel: str, pe, platform: str | None = None, **kernel_options):
     """`(variables, q, k, v, q_pos, k_pos, k_valid) -> out`: the PE parameters are traced
-    arguments, as inside the model."""
+    arguments, as inside the model; the kernel built for `platform` (None: this process's
+    backend) with `kernel_options` (e.g. pallas_flash's block sizes)."""
+    attend = functools.partial(attention.get(kernel, platform), **kernel_options)
 
     def run(variables, q, k, v, q_positions, k_positions, k_valid):
         def bias_fn(q_pos, k_pos):
@@ -55,7 +57,7 @@ def attention_fn(kernel: str, pe):
             contextual = contextual.with_params(
                 tuple(jax.random.normal(jax.random.key(1), s.shape) for s in contextual.specs)
             )
-        return attention.get(kernel)(
+        return attend(
             q,
             k,
             v,

@@ -41,13 +41,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks import attention_memory, record
+from benchmarks import attention_memory, record, train_throughput
 from lenggen import config_args, config_schema, sharding, tasks
 from lenggen.data import tokenizer as tokenizer_lib
 from lenggen.model import attention
-from lenggen.model.decoder import Decoder
-from lenggen.train import optimizer as optimizer_lib
-from lenggen.train import state as state_lib
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 AGREEMENT_PES = ("nope", "t5", "alibi", "fire", "cope", "kerple")
@@ -133,7 +130,7 @@ def _attention_case(batch: int, q_len: int, k_len: int, seed: int, padding: str 
 def _output_and_grads(kernel: str, pe, platform: str):
     """jitted `(variables, q, k, v, positions..., cotangent) -> (out, grads)`; grads of
     sum(out * cotangent) with respect to the PE's variables, q, k and v."""
-    run = functools.partial(_with_kernel, pe=pe, attend=attention.get(kernel, platform))
+    run = attention_memory.attention_fn(kernel, pe, platform)
 
     def fn(variables, q, k, v, q_pos, k_pos, valid, cotangent):
         def loss(variables, q, k, v):
@@ -146,27 +143,6 @@ def _output_and_grads(kernel: str, pe, platform: str):
         return out, grads
 
     return jax.jit(fn)
-
-
-def _with_kernel(variables, q, k, v, q_positions, k_positions, valid, *, pe, attend):
-    """attention_memory.attention_fn's call, with a kernel built for an explicit platform."""
-    tile = pe.apply(variables, method="tile_bias")
-    contextual = pe.contextual_logits(q.shape[-1])
-    if contextual is not None:
-        contextual = contextual.with_params(
-            tuple(jax.random.normal(jax.random.key(1), s.shape) for s in contextual.specs)
-        )
-    return attend(
-        q,
-        k,
-        v,
-        q_positions,
-        k_positions,
-        valid,
-        lambda qp, kp: pe.apply(variables, qp, kp, method="bias"),
-        tile_bias=tile,
-        contextual=contextual,
-    )
 
 
 def agreement_kernels(session: Session, quick: bool, pes, paddings, kernels) -> None:
@@ -240,22 +216,9 @@ def _decoder_config(pe: str, size: dict, precision: str, kernel: str, dropout: f
 def _train_setup(config, vocab_size: int, batch_size: int, length: int, device):
     """(jitted step, state, batch on `device`, dropout key, model) of `config` on one device."""
     mesh = sharding.make_mesh((1, 1), [device])
-    model = Decoder.from_config(config.model, vocab_size, platform=sharding.platform(mesh))
-    optimizer = optimizer_lib.make_optimizer(config.train)
-    schedule = optimizer_lib.learning_rate_schedule(config.train)
-    layout = state_lib.layout(model, optimizer, mesh, length)
-    state = state_lib.initial_state(model, optimizer, layout, length, jax.random.key(config.seed))
-    step = state_lib.jit_train_step(model, optimizer, schedule, layout, mesh)
-    rng = np.random.default_rng(0)
-    positions = np.broadcast_to(np.arange(length, dtype=np.int32), (batch_size, length)).copy()
-    batch = dict(
-        tokens=rng.integers(0, vocab_size, (batch_size, length), np.int32),
-        positions=positions,
-        valid=np.ones((batch_size, length), bool),
-        loss_mask=positions >= length // 2,
-    )
-    batch = jax.device_put(batch, sharding.batch_sharding(mesh))
-    return step, state, batch, jax.random.fold_in(jax.random.key(config.seed), 1), model
+    model, step, state, key = train_throughput.build_train_step(config, vocab_size, length, mesh)
+    batch = train_throughput.synthetic_batch(batch_size, length, vocab_size)
+    return step, state, jax.device_put(batch, sharding.batch_sharding(mesh)), key, model
 
 
 def agreement_decoder(session: Session, quick: bool, vocab_size: int) -> None:
@@ -321,14 +284,10 @@ def train_steps(
             state, metrics = step(state, batch, key)
             jax.block_until_ready(metrics)
             compile_s = time.perf_counter() - start
-            samples = []
-            for _ in range(repeats):
-                jax.block_until_ready(state)
-                start = time.perf_counter()
-                for _ in range(inner):
-                    state, metrics = step(state, batch, key)
-                jax.block_until_ready(state)
-                samples.append((time.perf_counter() - start) / inner * 1e3)
+            _, metrics, windows = train_throughput.time_steps(
+                step, state, batch, key, inner, repeats
+            )
+            samples = [seconds * 1e3 for seconds in windows]
             ms = statistics.median(samples)
             session.write(
                 dict(
@@ -353,8 +312,7 @@ def train_steps(
 
 
 def _speed_fn(kernel: str, pe, platform: str, backward: bool, **kernel_options):
-    attend = functools.partial(attention.get(kernel, platform), **kernel_options)
-    run = functools.partial(_with_kernel, pe=pe, attend=attend)
+    run = attention_memory.attention_fn(kernel, pe, platform, **kernel_options)
     if not backward:
         return jax.jit(run)
 

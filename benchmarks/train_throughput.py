@@ -180,6 +180,33 @@ def flat(tree) -> dict[str, np.ndarray]:
     return {"/".join(str(k.key) for k in path): np.asarray(leaf) for path, leaf in leaves}
 
 
+def build_train_step(config, vocab_size: int, length: int, mesh) -> tuple:
+    """(model, jitted train step, fresh state, dropout key) of `config` on `mesh` for rows of
+    `length` tokens, as lenggen.main builds them."""
+    model = Decoder.from_config(config.model, vocab_size, platform=sharding.platform(mesh))
+    optimizer = optimizer_lib.make_optimizer(config.train)
+    schedule = optimizer_lib.learning_rate_schedule(config.train)
+    layout = state_lib.layout(model, optimizer, mesh, length)
+    state = state_lib.initial_state(model, optimizer, layout, length, jax.random.key(config.seed))
+    step = state_lib.jit_train_step(model, optimizer, schedule, layout, mesh)
+    return model, step, state, jax.random.fold_in(jax.random.key(config.seed), 1)
+
+
+def time_steps(step, state: dict, batch: dict, dropout_key, steps: int, repeats: int) -> tuple:
+    """(the state and metrics after the last step, the mean seconds per step of each of
+    `repeats` windows of `steps` back-to-back steps); the step donates its state, so the state
+    threads through."""
+    windows, metrics = [], None
+    for _ in range(repeats):
+        jax.block_until_ready(state)
+        start = time.perf_counter()
+        for _ in range(steps):
+            state, metrics = step(state, batch, dropout_key)
+        jax.block_until_ready(state)
+        windows.append((time.perf_counter() - start) / steps)
+    return state, metrics, windows
+
+
 def measure_jax(
     config, vocab_size: int, batch: dict, *, check_steps: int, warmup: int, steps: int, repeats: int
 ) -> dict:
@@ -190,15 +217,10 @@ def measure_jax(
     `step_seconds` (mean step time of each of `repeats` windows of `steps` steps, after the
     check steps and `warmup` more, all excluded) and `devices`.
     """
-    model = Decoder.from_config(config.model, vocab_size)
-    optimizer = optimizer_lib.make_optimizer(config.train)
-    schedule = optimizer_lib.learning_rate_schedule(config.train)
     mesh = sharding.make_mesh(config.mesh.shape)
-    length = batch["tokens"].shape[1]
-    layout = state_lib.layout(model, optimizer, mesh, length)
-    state = state_lib.initial_state(model, optimizer, layout, length, jax.random.key(config.seed))
-    step = state_lib.jit_train_step(model, optimizer, schedule, layout, mesh)
-    dropout_key = jax.random.fold_in(jax.random.key(config.seed), 1)
+    model, step, state, dropout_key = build_train_step(
+        config, vocab_size, batch["tokens"].shape[1], mesh
+    )
     device_batch = loader.to_global(batch, mesh)
     params = flat(state["params"])
     logits = jax.jit(model.apply)(
@@ -213,14 +235,7 @@ def measure_jax(
     checked = flat(state["params"])
     for _ in range(warmup):
         state, _ = step(state, device_batch, dropout_key)
-    windows = []
-    for _ in range(repeats):
-        jax.block_until_ready(state)
-        start = time.perf_counter()
-        for _ in range(steps):
-            state, _ = step(state, device_batch, dropout_key)
-        jax.block_until_ready(state)
-        windows.append((time.perf_counter() - start) / steps)
+    *_, windows = time_steps(step, state, device_batch, dropout_key, steps, repeats)
     return dict(
         params=params,
         logits=np.asarray(logits),
